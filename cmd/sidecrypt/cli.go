@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/sidecrypt/sidecrypt/internal/config"
+)
+
+// Exit codes. 2 is a usage error, as with the flag package.
+const (
+	exitOK    = 0
+	exitFail  = 1
+	exitUsage = 2
+)
+
+// app is one invocation: its streams and environment. Tests build one
+// directly; main builds it from the process.
+type app struct {
+	ctx     context.Context
+	stdin   io.Reader
+	stdout  io.Writer
+	stderr  io.Writer
+	environ []string
+}
+
+// command is a subcommand, or a group of them (keys, rules, ...).
+type command struct {
+	name    string
+	summary string
+	run     func(a *app, args []string) int
+}
+
+// commands lists the top-level commands in the order help shows them.
+func commands() []command {
+	return []command{
+		{"serve", "run the proxy (reverse mode with SIDECRYPT_UPSTREAM, forward mode without)", cmdServe},
+		{"keys", "manage data keys: list, create, rotate, revoke, destroy, rewrap, backup, restore", cmdKeys},
+		{"kek", "manage key-encryption keys in the HSM: list, rotate, retire", cmdKEK},
+		{"rules", "check and try rule files: lint, test, diff, push", cmdRules},
+		{"audit", "check the audit log: verify, tail", cmdAudit},
+		{"ca", "manage the forward-mode interception CA: init, show", cmdCA},
+		{"loadtest", "measure throughput and latency against direct and plain-proxy baselines", cmdLoadtest},
+		{"version", "print the version", cmdVersion},
+	}
+}
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	a := &app{ctx: ctx, stdin: os.Stdin, stdout: stdout, stderr: stderr, environ: os.Environ()}
+	return a.dispatch("sidecrypt", commands(), args)
+}
+
+// dispatch runs the subcommand named by args[0] from cmds.
+func (a *app) dispatch(prefix string, cmds []command, args []string) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
+		if len(args) > 1 && args[0] == "help" {
+			// "sidecrypt help keys" == "sidecrypt keys --help"
+			return a.dispatch(prefix, cmds, []string{args[1], "--help"})
+		}
+		a.groupUsage(a.stdout, prefix, cmds)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	for _, c := range cmds {
+		if c.name == args[0] {
+			return c.run(a, args[1:])
+		}
+	}
+	fmt.Fprintf(a.stderr, "%s: unknown command %q\n", prefix, args[0])
+	names := make([]string, 0, len(cmds))
+	for _, c := range cmds {
+		names = append(names, c.name)
+	}
+	sort.Strings(names)
+	fmt.Fprintf(a.stderr, "the commands are: %s\nrun '%s help' for details\n", strings.Join(names, ", "), prefix)
+	return exitUsage
+}
+
+func (a *app) groupUsage(w io.Writer, prefix string, cmds []command) {
+	fmt.Fprintf(w, "Usage: %s <command> [flags]\n\nCommands:\n", prefix)
+	for _, c := range cmds {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(w, "\nRun '%s <command> --help' for a command's flags.\n", prefix)
+	if prefix == "sidecrypt" {
+		fmt.Fprint(w, "Settings come from SIDECRYPT_* environment variables; see README.md.\n")
+	}
+}
+
+// flags returns a FlagSet for a subcommand whose usage text is usage (the
+// synopsis line, then a description).
+func (a *app) flags(name, usage string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(a.stderr)
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprintf(w, "Usage: %s\n", usage)
+		hasFlags := false
+		fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+		if hasFlags {
+			fmt.Fprintln(w, "\nFlags:")
+			fs.PrintDefaults()
+		}
+	}
+	return fs
+}
+
+// parse parses args into fs. It returns (code, false) when the caller must
+// return code: -h/--help (0) or a bad flag (2).
+func (a *app) parse(fs *flag.FlagSet, args []string) (int, bool) {
+	for _, arg := range args {
+		if arg == "--" {
+			break
+		}
+		if arg == "-h" || arg == "-help" || arg == "--help" {
+			// --help is a request, not a mistake: usage goes to stdout
+			// and the exit code is 0.
+			fs.SetOutput(a.stdout)
+			fs.Usage()
+			return exitOK, false
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK, false
+		}
+		return exitUsage, false
+	}
+	return 0, true
+}
+
+// config loads the configuration from the invocation's environment.
+func (a *app) config() (config.Config, error) {
+	return config.Load(a.environ)
+}
+
+// logger builds the process logger from the configuration.
+func (a *app) logger(c config.Config) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(a.stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(a.stderr, opts))
+}
+
+// fail prints "sidecrypt: <err>" and returns exitFail.
+func (a *app) fail(err error) int {
+	fmt.Fprintf(a.stderr, "sidecrypt: %v\n", err)
+	return exitFail
+}
+
+func cmdVersion(a *app, args []string) int {
+	fs := a.flags("version", "sidecrypt version\n\nPrints the version of this binary.")
+	if code, ok := a.parse(fs, args); !ok {
+		return code
+	}
+	fmt.Fprintf(a.stdout, "sidecrypt %s\n", version)
+	return exitOK
+}

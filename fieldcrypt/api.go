@@ -1,0 +1,248 @@
+package fieldcrypt
+
+// This file declares the public API of the transformer and the token codec.
+// The bodies are filled in by the implementation; the signatures are the
+// contract that rules/, proxy/ and the CLI code against.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Mode is the encryption mode of a field.
+type Mode uint8
+
+const (
+	// ModeRandom is AES-256-GCM with a fresh random 96-bit nonce per value:
+	// equal plaintexts give different tokens.
+	ModeRandom Mode = 1
+	// ModeDeterministic is AES-SIV (RFC 5297): equal plaintexts under the
+	// same key version give equal tokens, so equality queries still match.
+	ModeDeterministic Mode = 2
+)
+
+// String returns "random" or "deterministic".
+func (m Mode) String() string {
+	switch m {
+	case ModeRandom:
+		return "random"
+	case ModeDeterministic:
+		return "deterministic"
+	}
+	return fmt.Sprintf("Mode(%d)", uint8(m))
+}
+
+// ParseMode parses "random" or "deterministic".
+func ParseMode(s string) (Mode, error) {
+	switch s {
+	case "random":
+		return ModeRandom, nil
+	case "deterministic":
+		return ModeDeterministic, nil
+	}
+	return 0, fmt.Errorf("fieldcrypt: unknown mode %q (want random or deterministic)", s)
+}
+
+// Type is the JSON type of the value a token carries, recorded so that the
+// value comes back as the same JSON.
+type Type byte
+
+const (
+	TypeString Type = 's'
+	TypeNumber Type = 'n'
+	TypeBool   Type = 'b'
+	TypeNull   Type = 'z'
+	TypeObject Type = 'o'
+	TypeArray  Type = 'a'
+)
+
+// FieldRule says: encrypt the values that Selector matches under Key in Mode.
+type FieldRule struct {
+	Selector Selector
+	Key      string
+	Mode     Mode
+	// EncryptNull: encrypt JSON null values too. By default a null is left
+	// as it is, so that "field absent" queries keep working.
+	EncryptNull bool
+}
+
+// Limits bound the work one document may cause.
+type Limits struct {
+	// MaxDepth is the deepest nesting of objects and arrays accepted.
+	// Zero means DefaultMaxDepth.
+	MaxDepth int
+}
+
+// DefaultMaxDepth is the nesting limit when Limits.MaxDepth is zero.
+const DefaultMaxDepth = 512
+
+// KeyUse counts the fields sealed or opened with one key version.
+type KeyUse struct {
+	Name    string
+	Version uint32
+	Fields  int
+}
+
+// Failure describes a token that could not be opened. Path is the field's
+// path in selector syntax; no field content is ever included.
+type Failure struct {
+	Path    string
+	Key     string
+	Version uint32
+	Err     error
+}
+
+// Report says what one Encrypt or Decrypt call did.
+type Report struct {
+	Keys     []KeyUse  // key versions used, with field counts
+	Tokens   int       // encrypt: values left alone because they already were valid tokens
+	Masked   int       // decrypt: values masked instead of opened
+	Failures []Failure // decrypt, non-strict: tokens left as they were
+}
+
+// FieldEvent describes one transformed value, for `rules test --explain`.
+type FieldEvent struct {
+	Path    string
+	Key     string
+	Version uint32
+	Mode    Mode
+	Type    Type
+	Action  string // "encrypted", "already-token", "decrypted", "masked", "left", "failed"
+}
+
+// CallOptions are per-call settings of Encrypt and Decrypt.
+type CallOptions struct {
+	// OnField, when set, is called for every transformed value. Building
+	// paths costs time; leave it nil on the request path.
+	OnField func(FieldEvent)
+	// Strict (decrypt): fail the call on the first token that cannot be
+	// opened, instead of leaving it in place and reporting it.
+	Strict bool
+	// Stream (decrypt): accept a sequence of JSON values separated by
+	// whitespace (NDJSON, CouchDB continuous feeds) instead of one value.
+	Stream bool
+	// Lenient (decrypt): on malformed input, copy the rest through
+	// unchanged instead of failing. Responses are never failed for the
+	// sake of a syntax error upstream.
+	Lenient bool
+	// Flush, when set, is called after output has been written and before
+	// the transformer blocks reading more input, so a streaming response
+	// reaches the client without waiting for the end.
+	Flush func() error
+}
+
+// Encryptor rewrites the values matched by a set of field rules.
+type Encryptor struct {
+	impl *encryptor
+}
+
+// NewEncryptor compiles rules. It fails if two rules select the same
+// selector text with a different key or mode.
+func NewEncryptor(rules []FieldRule, lim Limits) (*Encryptor, error) {
+	e, err := compileEncryptor(rules, lim)
+	if err != nil {
+		return nil, err
+	}
+	return &Encryptor{impl: e}, nil
+}
+
+// Encrypt reads one JSON document from src and writes it to dst with every
+// matched value replaced by a token. On error, dst may hold partial output
+// that the caller must discard; EncryptBytes does that for you.
+func (e *Encryptor) Encrypt(ctx context.Context, dst io.Writer, src io.Reader, keys Keyring, opt *CallOptions) (Report, error) {
+	return e.impl.run(ctx, dst, src, keys, opt)
+}
+
+// EncryptBytes is Encrypt on a complete document in memory. It returns nil
+// output on any error.
+func (e *Encryptor) EncryptBytes(ctx context.Context, src []byte, keys Keyring, opt *CallOptions) ([]byte, Report, error) {
+	return e.impl.runBytes(ctx, src, keys, opt)
+}
+
+// Action says what a Decryptor does with a token of a given key.
+type Action uint8
+
+const (
+	ActionLeave Action = iota // leave the token as it is
+	ActionOpen                // replace it by the original value
+	ActionMask                // replace it by the Masker's output
+)
+
+// Masker writes the masked form of an opened value: it appends one JSON
+// value to dst. plaintext is the original JSON text of the value (for a
+// string, including its quotes). It must not retain plaintext.
+type Masker func(ctx context.Context, dst []byte, tok TokenInfo, plaintext []byte, keys Keyring) ([]byte, error)
+
+// Policy decides, per key name, what happens to tokens in a document.
+type Policy interface {
+	Action(key string) (Action, Masker)
+}
+
+// Decryptor opens tokens wherever they appear in a document.
+type Decryptor struct {
+	impl *decryptor
+}
+
+// NewDecryptor returns a Decryptor that applies policy to every token.
+func NewDecryptor(policy Policy, lim Limits) *Decryptor {
+	return &Decryptor{impl: newDecryptor(policy, lim)}
+}
+
+// Decrypt reads JSON from src and writes it to dst with every token that
+// the policy permits opened (or masked). Tokens that fail to open are left
+// as they are and listed in Report.Failures, unless opt.Strict.
+func (d *Decryptor) Decrypt(ctx context.Context, dst io.Writer, src io.Reader, keys Keyring, opt *CallOptions) (Report, error) {
+	return d.impl.run(ctx, dst, src, keys, opt)
+}
+
+// DecryptBytes is Decrypt on a complete document in memory.
+func (d *Decryptor) DecryptBytes(ctx context.Context, src []byte, keys Keyring, opt *CallOptions) ([]byte, Report, error) {
+	return d.impl.runBytes(ctx, src, keys, opt)
+}
+
+// TokenPrefix starts every field token; the digit is the format version.
+const TokenPrefix = "sc1."
+
+// TokenInfo is the header of a token: everything but the nonce and
+// ciphertext. It is safe to log.
+type TokenInfo struct {
+	Mode       Mode
+	Type       Type
+	Key        string
+	KeyVersion uint32
+}
+
+// ParseTokenInfo checks a token's structure and returns its header. It does
+// no cryptography: a token that parses may still fail to open.
+func ParseTokenInfo(token []byte) (TokenInfo, error) { return parseTokenInfo(token) }
+
+// SealValue seals one JSON value (its JSON text, as it appears in a
+// document) into a token string. typ must agree with the text.
+func SealValue(k *DataKey, mode Mode, typ Type, jsonText []byte) ([]byte, error) {
+	return appendSeal(nil, k, mode, typ, jsonText)
+}
+
+// SealString seals a Go string as a JSON string value, exactly as a
+// document holding that string would be sealed. It is used for URL query
+// parameters, so that ?email=x and {"email":"x"} give the same
+// deterministic token.
+func SealString(k *DataKey, mode Mode, s string) ([]byte, error) {
+	return sealString(k, mode, s)
+}
+
+// OpenToken opens a token and returns the JSON text of the original value.
+func OpenToken(k *DataKey, token []byte) (Type, []byte, error) { return openToken(k, token) }
+
+// Errors from the token codec and the transformer. They never carry field
+// content; the wrapping error names the field path.
+var (
+	ErrNotToken       = errors.New("not a sidecrypt token")
+	ErrTokenVersion   = errors.New("unsupported token format version")
+	ErrAuthentication = errors.New("token failed authentication")
+	ErrSyntax         = errors.New("malformed JSON")
+	ErrTooDeep        = errors.New("JSON nested too deeply")
+	ErrDuplicateKey   = errors.New("duplicate object key on a protected path")
+	ErrInvalidUTF8    = errors.New("invalid UTF-8 in JSON")
+)

@@ -1,0 +1,8 @@
+module github.com/sidecrypt/sidecrypt
+
+go 1.26.0
+
+require (
+	github.com/caarlos0/env/v11 v11.4.2
+	github.com/tink-crypto/tink-go/v2 v2.9.0
+)

@@ -1,0 +1,92 @@
+package hsm
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Provider holds versioned key-encryption keys (KEKs) and wraps data keys
+// under them. Implementations must be safe for concurrent use.
+//
+// Error contract: every error wraps one of the sentinel errors below (test
+// with errors.Is), names the operation, the KEK version and the token or
+// file, and never contains key bytes or the PIN or passphrase.
+type Provider interface {
+	// Wrap wraps dek under the current KEK version.
+	Wrap(ctx context.Context, dek []byte) (Wrapped, error)
+	// Unwrap returns the data key inside w. It fails with ErrUnwrap if w
+	// was tampered with or belongs to another KEK, with ErrUnknownKEK if
+	// its KEK version does not exist, and with ErrKEKRetired if that
+	// version was retired.
+	Unwrap(ctx context.Context, w Wrapped) ([]byte, error)
+	// CurrentKEK returns the version new wraps use.
+	CurrentKEK(ctx context.Context) (uint32, error)
+	// RotateKEK creates a new KEK version inside the provider and makes
+	// it current. Older versions keep unwrapping until retired.
+	RotateKEK(ctx context.Context) (uint32, error)
+	// KEKs lists every KEK version and its state.
+	KEKs(ctx context.Context) ([]KEKInfo, error)
+	// RetireKEK deactivates an old KEK version: it no longer wraps or
+	// unwraps. The current version cannot be retired.
+	RetireKEK(ctx context.Context, version uint32) error
+	// AuditMAC computes HMAC-SHA256 over msg with the provider's audit
+	// key (created on first use, never exportable), for signed audit
+	// checkpoints.
+	AuditMAC(ctx context.Context, msg []byte) ([]byte, error)
+	// Ping checks that the provider is reachable and logged in.
+	Ping(ctx context.Context) error
+	// Describe says what the provider is, for logs and `keys list`.
+	Describe() Description
+	// Close releases sessions and handles.
+	Close() error
+}
+
+// Wrapped is a data key wrapped under one KEK version.
+type Wrapped struct {
+	KEKVersion uint32 `json:"kek_version"`
+	// Mechanism names the wrapping algorithm, for example
+	// "aes-kwp-rfc5649". Unwrap refuses a mechanism it does not use.
+	Mechanism string `json:"mechanism"`
+	Bytes     []byte `json:"bytes"`
+}
+
+// KEKInfo describes one KEK version.
+type KEKInfo struct {
+	Version uint32    `json:"version"`
+	State   string    `json:"state"` // "current", "active" (unwrap only), "retired"
+	Created time.Time `json:"created"`
+	Retired time.Time `json:"retired,omitzero"`
+	// Label is the object label inside the HSM, or the file for the
+	// software provider.
+	Label string `json:"label"`
+}
+
+// Description says what a provider is. It holds no secrets.
+type Description struct {
+	Kind    string `json:"kind"` // "software" or "pkcs11"
+	Module  string `json:"module,omitempty"`
+	Token   string `json:"token,omitempty"`
+	Object  string `json:"object,omitempty"`
+	File    string `json:"file,omitempty"`
+	Warning string `json:"warning,omitempty"` // e.g. "not an HSM: development only"
+}
+
+// Sentinel errors.
+var (
+	// ErrUnavailable: the HSM or key file cannot be reached or used right
+	// now (module missing, token absent or locked, login failed, device
+	// removed). The proxy answers 503 and forwards nothing.
+	ErrUnavailable = errors.New("hsm unavailable")
+	// ErrUnknownKEK: no KEK with that version exists.
+	ErrUnknownKEK = errors.New("unknown KEK version")
+	// ErrKEKRetired: the KEK version was retired and no longer unwraps.
+	ErrKEKRetired = errors.New("KEK version retired")
+	// ErrUnwrap: the wrapped key failed its integrity check.
+	ErrUnwrap = errors.New("unwrap failed: wrapped key is corrupt or belongs to another KEK")
+	// ErrNotCompiled: PKCS#11 support was not compiled into this binary
+	// (built without cgo or with the nopkcs11 tag).
+	ErrNotCompiled = errors.New("PKCS#11 support was not compiled into this binary (built without cgo or with -tags nopkcs11)")
+	// ErrConfig: the provider specification is malformed.
+	ErrConfig = errors.New("invalid HSM configuration")
+)

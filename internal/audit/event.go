@@ -1,0 +1,32 @@
+package audit
+
+import (
+	"context"
+	"time"
+)
+
+// Event is one audit record. It never holds key bytes or field values.
+type Event struct {
+	Time    time.Time         `json:"time"`
+	Actor   string            `json:"actor"`             // "admin:<token-id>", "cli:<user>", "scheduler", "proxy"
+	Action  string            `json:"action"`            // e.g. "key.create", "key.revoke", "rules.reload", "request.refused"
+	Key     string            `json:"key,omitempty"`     // key name
+	Version uint32            `json:"version,omitempty"` // key version
+	Rules   string            `json:"rules,omitempty"`   // rules hash
+	Outcome string            `json:"outcome"`           // "ok", "denied", "error"
+	Reason  string            `json:"reason,omitempty"`  // why, in words; never field content
+	Details map[string]string `json:"details,omitempty"`
+}
+
+// Recorder receives audit events. Record returns only once the event is
+// durable (see the fsync policy of the file log).
+type Recorder interface {
+	Record(ctx context.Context, e Event) error
+}
+
+// Discard is a Recorder that drops every event; for tests and dry runs.
+var Discard Recorder = discard{}
+
+type discard struct{}
+
+func (discard) Record(context.Context, Event) error { return nil }

@@ -1,0 +1,313 @@
+// Package config reads sidecrypt's settings from the environment
+// (prefix SIDECRYPT_) through github.com/caarlos0/env/v11, and binds a
+// command-line flag to each setting where a flag helps.
+//
+// Secrets (the HSM PIN, the master passphrase, the admin token) come only
+// from the environment or from a file named by the matching _FILE variable,
+// never from a flag: command lines are visible to every user of the host
+// through /proc and ps.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+)
+
+// Config holds every setting. Each field documents its variable, default
+// and unit.
+type Config struct {
+	// Listen is the proxy listener. SIDECRYPT_LISTEN, default 127.0.0.1:8080.
+	Listen string `env:"LISTEN" envDefault:"127.0.0.1:8080"`
+	// Upstream is the datastore URL; reverse mode when set, forward mode
+	// (HTTP_PROXY) when empty. SIDECRYPT_UPSTREAM.
+	Upstream string `env:"UPSTREAM"`
+	// UpstreamCA is a PEM file of CA certificates trusted for an HTTPS
+	// upstream, in addition to the system roots. SIDECRYPT_UPSTREAM_CA.
+	UpstreamCA string `env:"UPSTREAM_CA"`
+	// UpstreamTimeout bounds waiting for the upstream's response headers.
+	// SIDECRYPT_UPSTREAM_TIMEOUT, default 60s.
+	UpstreamTimeout time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"60s"`
+	// Rules is the rule file (or etcd:// URL). SIDECRYPT_RULES.
+	Rules string `env:"RULES"`
+	// Keystore is the embedded key store file, or an etcd:// URL.
+	// SIDECRYPT_KEYSTORE, default sidecrypt-data/keys.db.
+	Keystore string `env:"KEYSTORE" envDefault:"sidecrypt-data/keys.db"`
+	// EtcdCA, EtcdCert, EtcdKey: TLS client settings for an etcd keystore.
+	EtcdCA   string `env:"ETCD_CA"`
+	EtcdCert string `env:"ETCD_CERT"`
+	EtcdKey  string `env:"ETCD_KEY"`
+	// HSM is "software" (development) or an RFC 7512 pkcs11: URI with
+	// module-path. SIDECRYPT_HSM, default software.
+	HSM string `env:"HSM" envDefault:"software"`
+	// HSMPIN is the token user PIN. SIDECRYPT_HSM_PIN or SIDECRYPT_HSM_PIN_FILE.
+	HSMPIN     Secret `env:"HSM_PIN"`
+	HSMPINFile string `env:"HSM_PIN_FILE"`
+	// KEKFile is where the software provider keeps its sealed KEKs.
+	// SIDECRYPT_KEK_FILE, default kek.json next to the keystore file.
+	KEKFile string `env:"KEK_FILE"`
+	// MasterPassphrase seals the software provider's KEK file.
+	// SIDECRYPT_MASTER_PASSPHRASE or SIDECRYPT_MASTER_PASSPHRASE_FILE.
+	MasterPassphrase     Secret `env:"MASTER_PASSPHRASE"`
+	MasterPassphraseFile string `env:"MASTER_PASSPHRASE_FILE"`
+	// AdminListen is the admin API listener (metrics, health, key and rule
+	// operations). SIDECRYPT_ADMIN_LISTEN, default 127.0.0.1:8081; "off"
+	// disables it.
+	AdminListen string `env:"ADMIN_LISTEN" envDefault:"127.0.0.1:8081"`
+	// AdminToken authenticates mutating admin calls (Bearer).
+	// SIDECRYPT_ADMIN_TOKEN or SIDECRYPT_ADMIN_TOKEN_FILE.
+	AdminToken     Secret `env:"ADMIN_TOKEN"`
+	AdminTokenFile string `env:"ADMIN_TOKEN_FILE"`
+	// AuditLog is the hash-chained audit log file. SIDECRYPT_AUDIT_LOG,
+	// default audit.log next to the keystore file.
+	AuditLog string `env:"AUDIT_LOG"`
+	// CacheTTL is how long an unwrapped data key stays cached.
+	// SIDECRYPT_CACHE_TTL, default 5m.
+	CacheTTL time.Duration `env:"CACHE_TTL" envDefault:"5m"`
+	// CacheSize is the most data key versions cached at once.
+	// SIDECRYPT_CACHE_SIZE, default 1000.
+	CacheSize int `env:"CACHE_SIZE" envDefault:"1000"`
+	// CacheMaxMessages and CacheMaxBytes limit how much one cached copy of
+	// a key may seal before it is dropped and unwrapped afresh.
+	// SIDECRYPT_CACHE_MAX_MESSAGES (default 1000000),
+	// SIDECRYPT_CACHE_MAX_BYTES (default 1GiB).
+	CacheMaxMessages uint64   `env:"CACHE_MAX_MESSAGES" envDefault:"1000000"`
+	CacheMaxBytes    ByteSize `env:"CACHE_MAX_BYTES" envDefault:"1GiB"`
+	// MaxBody is the largest request or response body that is buffered
+	// for transformation; larger ones on a protected route get 413.
+	// SIDECRYPT_MAX_BODY, bytes or with a unit (KiB, MiB, GiB), default 16MiB.
+	MaxBody ByteSize `env:"MAX_BODY" envDefault:"16MiB"`
+	// MaxDepth is the deepest JSON nesting accepted on a protected route.
+	// SIDECRYPT_MAX_DEPTH, default 512.
+	MaxDepth int `env:"MAX_DEPTH" envDefault:"512"`
+	// CADir holds the forward-mode interception CA. SIDECRYPT_CA_DIR,
+	// default ca/ next to the keystore file.
+	CADir string `env:"CA_DIR"`
+	// RewrapRate bounds background re-wrapping, in keys per second.
+	// SIDECRYPT_REWRAP_RATE, default 20.
+	RewrapRate float64 `env:"REWRAP_RATE" envDefault:"20"`
+	// ShutdownTimeout bounds the graceful drain on SIGTERM.
+	// SIDECRYPT_SHUTDOWN_TIMEOUT, default 30s.
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s"`
+	// LogLevel is debug, info, warn or error. SIDECRYPT_LOG_LEVEL, default info.
+	LogLevel string `env:"LOG_LEVEL" envDefault:"info"`
+	// LogFormat is text or json. SIDECRYPT_LOG_FORMAT, default text.
+	LogFormat string `env:"LOG_FORMAT" envDefault:"text"`
+}
+
+// Prefix is the environment variable prefix.
+const Prefix = "SIDECRYPT_"
+
+// Load reads the configuration from environ (KEY=VALUE pairs, as from
+// os.Environ), resolves _FILE secrets and derived defaults, and validates.
+func Load(environ []string) (Config, error) {
+	m := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	var c Config
+	if err := env.ParseWithOptions(&c, env.Options{Prefix: Prefix, Environment: m}); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	if err := c.resolve(); err != nil {
+		return Config{}, err
+	}
+	return c, c.Validate()
+}
+
+// resolve reads _FILE secrets and fills the defaults that depend on other
+// settings.
+func (c *Config) resolve() error {
+	for _, s := range []struct {
+		name string
+		val  *Secret
+		file string
+	}{
+		{"SIDECRYPT_HSM_PIN", &c.HSMPIN, c.HSMPINFile},
+		{"SIDECRYPT_MASTER_PASSPHRASE", &c.MasterPassphrase, c.MasterPassphraseFile},
+		{"SIDECRYPT_ADMIN_TOKEN", &c.AdminToken, c.AdminTokenFile},
+	} {
+		if s.file == "" {
+			continue
+		}
+		if *s.val != "" {
+			return fmt.Errorf("config: both %s and %s_FILE are set; set one", s.name, s.name)
+		}
+		b, err := os.ReadFile(s.file)
+		if err != nil {
+			return fmt.Errorf("config: %s_FILE: %w", s.name, err)
+		}
+		*s.val = Secret(strings.TrimRight(string(b), "\r\n"))
+	}
+	dir := c.DataDir()
+	if c.KEKFile == "" {
+		c.KEKFile = filepath.Join(dir, "kek.json")
+	}
+	if c.AuditLog == "" {
+		c.AuditLog = filepath.Join(dir, "audit.log")
+	}
+	if c.CADir == "" {
+		c.CADir = filepath.Join(dir, "ca")
+	}
+	return nil
+}
+
+// DataDir is the directory of the embedded keystore, where the other files
+// default to; "sidecrypt-data" for an etcd keystore.
+func (c *Config) DataDir() string {
+	if c.KeystoreIsEtcd() {
+		return "sidecrypt-data"
+	}
+	return filepath.Dir(c.Keystore)
+}
+
+// KeystoreIsEtcd reports whether the keystore is an etcd:// URL.
+func (c *Config) KeystoreIsEtcd() bool { return strings.HasPrefix(c.Keystore, "etcd://") }
+
+// Validate checks settings that do not need I/O. It is fast and separate
+// from building anything.
+func (c *Config) Validate() error {
+	var errs []error
+	for _, a := range []struct{ name, addr string }{
+		{"SIDECRYPT_LISTEN", c.Listen},
+		{"SIDECRYPT_ADMIN_LISTEN", c.AdminListen},
+	} {
+		if a.name == "SIDECRYPT_ADMIN_LISTEN" && a.addr == "off" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: want host:port", a.name, a.addr))
+		}
+	}
+	if c.CacheTTL <= 0 {
+		errs = append(errs, fmt.Errorf("SIDECRYPT_CACHE_TTL must be positive"))
+	}
+	if c.CacheSize < 1 {
+		errs = append(errs, fmt.Errorf("SIDECRYPT_CACHE_SIZE must be at least 1"))
+	}
+	if c.MaxBody < 1024 {
+		errs = append(errs, fmt.Errorf("SIDECRYPT_MAX_BODY must be at least 1KiB"))
+	}
+	if c.MaxDepth < 1 || c.MaxDepth > 10000 {
+		errs = append(errs, fmt.Errorf("SIDECRYPT_MAX_DEPTH must be between 1 and 10000"))
+	}
+	if c.RewrapRate <= 0 {
+		errs = append(errs, fmt.Errorf("SIDECRYPT_REWRAP_RATE must be positive"))
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("SIDECRYPT_LOG_FORMAT=%q: want text or json", c.LogFormat))
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("SIDECRYPT_LOG_LEVEL=%q: want debug, info, warn or error", c.LogLevel))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	return nil
+}
+
+// AdminIsLoopback reports whether the admin listener binds only loopback.
+func (c *Config) AdminIsLoopback() bool {
+	host, _, err := net.SplitHostPort(c.AdminListen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// BindFlags registers a flag for each non-secret setting that is useful on
+// a command line, with the environment's value as the default, so that a
+// flag overrides the environment.
+func (c *Config) BindFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Listen, "listen", c.Listen, "proxy listen address (SIDECRYPT_LISTEN)")
+	fs.StringVar(&c.Upstream, "upstream", c.Upstream, "datastore URL; empty for forward mode (SIDECRYPT_UPSTREAM)")
+	fs.StringVar(&c.Rules, "rules", c.Rules, "rule file (SIDECRYPT_RULES)")
+	fs.StringVar(&c.Keystore, "keystore", c.Keystore, "key store file or etcd:// URL (SIDECRYPT_KEYSTORE)")
+	fs.StringVar(&c.HSM, "hsm", c.HSM, "\"software\" or a pkcs11: URI (SIDECRYPT_HSM)")
+	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "admin listen address or \"off\" (SIDECRYPT_ADMIN_LISTEN)")
+	fs.StringVar(&c.AuditLog, "audit-log", c.AuditLog, "audit log file (SIDECRYPT_AUDIT_LOG)")
+	fs.Var(&c.MaxBody, "max-body", "largest body transformed, e.g. 16MiB (SIDECRYPT_MAX_BODY)")
+}
+
+// Secret is a string that never prints its value.
+type Secret string
+
+// String hides the value.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// GoString hides the value.
+func (s Secret) GoString() string { return s.String() }
+
+// Reveal returns the value, for the one place that needs it.
+func (s Secret) Reveal() string { return string(s) }
+
+// ByteSize is a size in bytes that parses "1048576", "512KiB", "16MiB",
+// "1GiB" (and KB/MB/GB as the same powers of 1024, since nobody means 10^6
+// when sizing a buffer).
+type ByteSize int64
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (b *ByteSize) UnmarshalText(text []byte) error {
+	return b.Set(string(text))
+}
+
+// Set implements flag.Value.
+func (b *ByteSize) Set(s string) error {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return fmt.Errorf("invalid size %q (want e.g. 1048576, 512KiB, 16MiB)", s)
+	}
+	*b = ByteSize(n * mult)
+	return nil
+}
+
+// String implements flag.Value.
+func (b *ByteSize) String() string {
+	if b == nil {
+		return "0"
+	}
+	v := int64(*b)
+	switch {
+	case v >= 1<<30 && v%(1<<30) == 0:
+		return fmt.Sprintf("%dGiB", v>>30)
+	case v >= 1<<20 && v%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", v>>20)
+	case v >= 1<<10 && v%(1<<10) == 0:
+		return fmt.Sprintf("%dKiB", v>>10)
+	}
+	return strconv.FormatInt(v, 10)
+}
