@@ -1,0 +1,31 @@
+package hsm
+
+import (
+	"context"
+	"log/slog"
+)
+
+// Options configure Open. Secrets arrive here from the environment (never
+// from flags) and are not retained longer than the provider needs them.
+type Options struct {
+	// PIN is the PKCS#11 user PIN (SIDECRYPT_HSM_PIN). When empty, the
+	// URI's pin-source is used.
+	PIN string
+	// Passphrase seals the software provider's KEK file
+	// (SIDECRYPT_MASTER_PASSPHRASE).
+	Passphrase string
+	// KEKFile is the software provider's sealed KEK file.
+	KEKFile string
+	// Create allows the software provider to create KEKFile, and the
+	// PKCS#11 provider to generate the first KEK version, when absent.
+	Create bool
+	// Logger receives start-up warnings (e.g. "software provider: not an
+	// HSM"); nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Open returns the provider named by spec: "software" or an RFC 7512
+// pkcs11: URI (pkcs11:token=...;object=...?module-path=...).
+func Open(ctx context.Context, spec string, opts Options) (Provider, error) {
+	return open(ctx, spec, opts)
+}
