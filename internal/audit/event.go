@@ -30,3 +30,19 @@ var Discard Recorder = discard{}
 type discard struct{}
 
 func (discard) Record(context.Context, Event) error { return nil }
+
+type actorKey struct{}
+
+// WithActor returns a context that attributes audit events to actor, e.g.
+// "cli:alice", "admin:ops-token", "scheduler".
+func WithActor(ctx context.Context, actor string) context.Context {
+	return context.WithValue(ctx, actorKey{}, actor)
+}
+
+// ActorFrom returns the actor set by WithActor, or "unknown".
+func ActorFrom(ctx context.Context) string {
+	if a, ok := ctx.Value(actorKey{}).(string); ok && a != "" {
+		return a
+	}
+	return "unknown"
+}
