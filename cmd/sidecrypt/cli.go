@@ -171,3 +171,20 @@ func cmdVersion(a *app, args []string) int {
 	fmt.Fprintf(a.stdout, "sidecrypt %s\n", version)
 	return exitOK
 }
+
+// usageError reports a wrong use of a command and returns exitUsage.
+func (a *app) usageError(fs *flag.FlagSet, msg string) int {
+	fmt.Fprintf(a.stderr, "%s: %s\n", fs.Name(), msg)
+	fmt.Fprintf(a.stderr, "run 'sidecrypt %s --help' for usage\n", fs.Name())
+	return exitUsage
+}
+
+// quietLogger is the logger for one-shot commands: warnings and errors
+// only, so that a provider's start-up notes do not drown the output.
+func (a *app) quietLogger(c config.Config) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: slog.LevelWarn}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(a.stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(a.stderr, opts))
+}
