@@ -36,6 +36,12 @@ type Version struct {
 	Compromised time.Time `json:"compromised,omitzero"`
 	Destroyed   time.Time `json:"destroyed,omitzero"`
 	Reason      string    `json:"reason,omitempty"`
+
+	// OverrideUntil, when in the future, lets a compromised version
+	// decrypt (never encrypt) until then; set by Manager.Override, always
+	// audited. OverrideReason says why.
+	OverrideUntil  time.Time `json:"override_until,omitzero"`
+	OverrideReason string    `json:"override_reason,omitempty"`
 }
 
 // Key is a named data key with all its versions.
