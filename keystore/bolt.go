@@ -36,9 +36,9 @@ const boltFormat = "1"
 // record is what the file holds for one key: the key plus the store's own
 // bookkeeping, which Key keeps out of its JSON (Revision is json:"-").
 type record struct {
-	Revision   int64 `json:"revision"`
+	Revision   int64  `json:"revision"`
 	Generation uint64 `json:"generation"`
-	Key        *Key  `json:"key"`
+	Key        *Key   `json:"key"`
 }
 
 // BoltOptions configure OpenBolt. The zero value is ready to use.
