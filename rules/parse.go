@@ -509,8 +509,8 @@ func (p *parser) mask(doc *Document, v *yaml.Node) {
 
 // scalarColumn returns the column, in the file, of byte offset off inside
 // the text of a one-line scalar, following YAML's quoting so that a
-// selector error points at the offending character even in 'it”s' or
-// "a\tb". For scalars it cannot follow (block and multi-line ones) it
+// selector error points at the offending character even inside quotes
+// with escapes. For scalars it cannot follow (block and multi-line ones) it
 // returns the column where the scalar starts.
 func (p *parser) scalarColumn(pos Pos, style yaml.Style, value string, off int) int {
 	if off > len(value) {
