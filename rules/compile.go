@@ -204,11 +204,17 @@ func (p *parser) validate(doc *Document) {
 	names := map[string]Pos{}
 	usedKeys := map[string]bool{}
 	for _, r := range doc.Routes {
+		before := p.errorCount()
 		p.validateRouteName(r, names)
 		p.validateMatch(r)
 		p.validateEncrypt(r, usedKeys)
 		p.validateQuery(r, usedKeys)
-		p.routeWarnings(r)
+		if p.errorCount() > before {
+			r.broken = true
+		}
+		if !r.broken {
+			p.routeWarnings(r)
+		}
 	}
 	p.shadowWarnings(doc)
 	p.validateDecrypt(doc, usedKeys)
@@ -501,12 +507,12 @@ func (p *parser) routeWarnings(r *RouteSpec) {
 // have matched on an earlier route never applies.
 func (p *parser) shadowWarnings(doc *Document) {
 	for j, later := range doc.Routes {
-		if len(later.Methods) == 0 || len(later.paths) == 0 || len(later.paths) != len(later.Paths) || len(later.hosts) != len(later.Hosts) {
+		if later.broken || len(later.Methods) == 0 || len(later.paths) == 0 {
 			continue
 		}
 		for _, earlier := range doc.Routes[:j] {
-			if len(earlier.paths) != len(earlier.Paths) || len(earlier.hosts) != len(earlier.Hosts) {
-				continue // had errors; its real extent is unknown
+			if earlier.broken {
+				continue // its real extent is unknown
 			}
 			if routeCovers(earlier, later) {
 				p.warnf(later.Pos, fmt.Sprintf("the first matching route wins: move %q above %q, or narrow %q", later.Name, earlier.Name, earlier.Name),

@@ -136,7 +136,7 @@ func didYouMean(s string, candidates []string) string {
 		}
 	}
 	// Allow roughly one typo per three characters, at least one.
-	if bestDist <= max(1, len(best)/3) {
+	if bestDist <= max(1, (len(best)+2)/3) {
 		return best
 	}
 	return ""

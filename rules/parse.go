@@ -55,6 +55,9 @@ type RouteSpec struct {
 	paths []pathPattern
 	hosts []hostPattern
 	types []mediaRange
+	// broken: the route has errors, so warnings about what it matches
+	// would only repeat them.
+	broken bool
 }
 
 // FieldSpec is one entry of a route's encrypt list.
@@ -105,6 +108,11 @@ func (p *parser) errorf(pos Pos, hint, format string, args ...any) {
 func (p *parser) warnf(pos Pos, hint, format string, args ...any) {
 	p.diags = append(p.diags, Diagnostic{File: p.file, Line: pos.Line, Col: pos.Col,
 		Severity: SeverityWarning, Message: fmt.Sprintf(format, args...), Hint: hint})
+}
+
+func (p *parser) errorCount() int {
+	n, _ := CountDiagnostics(p.diags)
+	return n
 }
 
 func posOf(n *yaml.Node) Pos { return Pos{n.Line, n.Column} }
@@ -195,7 +203,7 @@ func (p *parser) yamlMessage(msg string) {
 	switch {
 	case line > 0 && line <= len(p.lines) && bytes.ContainsRune(p.lines[line-1], '\t'):
 		hint = "YAML indents with spaces; this line has a tab"
-	case strings.Contains(msg, "unknown anchor"):
+	case strings.Contains(msg, "unknown anchor"), strings.Contains(msg, "did not find expected alphabetic or numeric character"):
 		hint = `a value starting with "*" must be quoted: mask: {pii: "***"}`
 	case strings.Contains(msg, "found character that cannot start any token"):
 		hint = "quote values that start with punctuation, for example \"$.ssn\""
@@ -251,6 +259,9 @@ func kindName(n *yaml.Node) string {
 // mapping checks that n is a mapping with only allowed keys, no key twice,
 // and calls fn for each entry in order.
 func (p *parser) mapping(n *yaml.Node, what string, allowed []string, fn func(key string, k, v *yaml.Node)) bool {
+	if n.Kind == yaml.AliasNode {
+		return false // reported by refuseAnchors
+	}
 	if n.Kind != yaml.MappingNode {
 		p.errorf(posOf(n), "", "%s: want a mapping (key: value lines), got %s", what, kindName(n))
 		return false
@@ -295,6 +306,9 @@ func contains(list []string, s string) bool {
 
 // str reads a text scalar.
 func (p *parser) str(n *yaml.Node, what string) (Item, bool) {
+	if n.Kind == yaml.AliasNode {
+		return Item{}, false // reported by refuseAnchors
+	}
 	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
 		hint := ""
 		if n.Kind == yaml.ScalarNode && n.ShortTag() != "!!null" {
@@ -308,6 +322,9 @@ func (p *parser) str(n *yaml.Node, what string) (Item, bool) {
 
 // strList reads a list of text scalars.
 func (p *parser) strList(n *yaml.Node, what string) []Item {
+	if n.Kind == yaml.AliasNode {
+		return nil // reported by refuseAnchors
+	}
 	if n.Kind != yaml.SequenceNode {
 		hint := ""
 		if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" {
@@ -354,6 +371,7 @@ func (p *parser) routes(doc *Document, v *yaml.Node) {
 	}
 	for _, rn := range v.Content {
 		r := &RouteSpec{Pos: posOf(rn)}
+		errsBefore := p.errorCount()
 		sawName := false
 		p.mapping(rn, "route", []string{"name", "match", "encrypt", "query"}, func(key string, k, v *yaml.Node) {
 			switch key {
@@ -373,6 +391,7 @@ func (p *parser) routes(doc *Document, v *yaml.Node) {
 		if !sawName && rn.Kind == yaml.MappingNode {
 			p.errorf(r.Pos, "add \"name: <something-readable>\"; names appear in logs, audit events and diffs", "route without a name")
 		}
+		r.broken = p.errorCount() > errsBefore
 		doc.Routes = append(doc.Routes, r)
 	}
 }

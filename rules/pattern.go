@@ -301,7 +301,7 @@ func parseMediaRange(text string) (mediaRange, error) {
 	}
 	typ, sub, ok := strings.Cut(lower, "/")
 	if !ok || typ == "" || sub == "" {
-		return mediaRange{}, &patternError{0, fmt.Sprintf("content type %q is not type/subtype", text), `for example "application/json" or "application/*+json"`}
+		return mediaRange{}, &patternError{0, "not of the form type/subtype", `for example "application/json" or "application/*+json"`}
 	}
 	if typ == "*" {
 		return mediaRange{}, &patternError{0, "\"*/*\" would accept any content type", "name the JSON types the API really sends"}
