@@ -245,4 +245,8 @@ var (
 	ErrTooDeep        = errors.New("JSON nested too deeply")
 	ErrDuplicateKey   = errors.New("duplicate object key on a protected path")
 	ErrInvalidUTF8    = errors.New("invalid UTF-8 in JSON")
+	// ErrTokenContent: a token authenticated, but what it holds is not
+	// one JSON value of the type its header declares. Only a holder of the
+	// key can produce such a token.
+	ErrTokenContent = errors.New("token content does not match its type")
 )

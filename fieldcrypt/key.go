@@ -65,9 +65,14 @@ type DataKey struct {
 	name    string
 	version uint32
 
-	mu      sync.RWMutex // guards the byte slices below against Zero
+	// mu guards the key bytes below against Zero. Seal and Open hold it
+	// for reading while they run: the AES-SIV object reads sivKey on every
+	// call, so zeroing it mid-operation would otherwise seal under a
+	// half-erased key.
+	mu      sync.RWMutex
 	root    []byte
 	maskKey []byte
+	sivKey  []byte // aliased by siv: tink keeps the slice it is given
 	zeroed  bool
 
 	gcm cipher.AEAD
@@ -106,12 +111,12 @@ func NewDataKey(name string, version uint32, material []byte) (*DataKey, error) 
 		return nil, fmt.Errorf("fieldcrypt: key %q v%d: %w", name, version, err)
 	}
 
-	sivKey, err := hkdf.Key(sha256.New, k.root, nil, labelSIV, subtle.AESSIVKeySize)
-	if err != nil {
+	// NewAESSIV keeps sivKey (its second half is the CTR key, expanded
+	// again on every call), so it must stay alive and intact until Zero.
+	if k.sivKey, err = hkdf.Key(sha256.New, k.root, nil, labelSIV, subtle.AESSIVKeySize); err != nil {
 		return nil, fmt.Errorf("fieldcrypt: key %q v%d: derive: %w", name, version, err)
 	}
-	defer clear(sivKey)
-	if k.siv, err = subtle.NewAESSIV(sivKey); err != nil {
+	if k.siv, err = subtle.NewAESSIV(k.sivKey); err != nil {
 		return nil, fmt.Errorf("fieldcrypt: key %q v%d: %w", name, version, err)
 	}
 
@@ -145,7 +150,7 @@ func (k *DataKey) countSeal(n int) {
 	k.sealedBytes.Add(uint64(n))
 }
 
-// Zero overwrites the root material and the mask key held by k and marks it
+// Zero overwrites the root material, the AES-SIV key and the mask key held by k and marks it
 // unusable: every later Seal or Open with k fails with ErrKeyZeroed.
 //
 // Limitation: the AES key schedules inside the standard library's cipher
@@ -156,6 +161,7 @@ func (k *DataKey) Zero() {
 	defer k.mu.Unlock()
 	clear(k.root)
 	clear(k.maskKey)
+	clear(k.sivKey)
 	k.zeroed = true
 }
 
@@ -246,3 +252,64 @@ var (
 	_ Keyring = (*StaticKeyring)(nil)
 	_ fmt.Stringer = (*DataKey)(nil)
 )
+
+// sealRandom appends the AES-256-GCM sealing of plaintext under nonce to dst
+// (ciphertext || tag). It holds the read lock so that Zero cannot race it.
+func (k *DataKey) sealRandom(dst, nonce, plaintext, aad []byte) ([]byte, error) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	if k.zeroed {
+		return dst, ErrKeyZeroed
+	}
+	dst = k.gcm.Seal(dst, nonce, plaintext, aad)
+	k.countSeal(len(plaintext))
+	return dst, nil
+}
+
+// openRandom appends the plaintext of ciphertext || tag to dst.
+func (k *DataKey) openRandom(dst, nonce, sealed, aad []byte) ([]byte, error) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	if k.zeroed {
+		return dst, ErrKeyZeroed
+	}
+	out, err := k.gcm.Open(dst, nonce, sealed, aad)
+	if err != nil {
+		return dst, ErrAuthentication
+	}
+	return out, nil
+}
+
+// sealDeterministic appends the AES-SIV output (SIV || ciphertext) to dst.
+func (k *DataKey) sealDeterministic(dst, plaintext, aad []byte) ([]byte, error) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	if k.zeroed {
+		return dst, ErrKeyZeroed
+	}
+	ct, err := k.siv.EncryptDeterministically(plaintext, aad)
+	if err != nil {
+		// Only an absurd length can fail; do not pass tink's text on.
+		return dst, errors.New("fieldcrypt: AES-SIV refused the value")
+	}
+	dst = append(dst, ct...)
+	clear(ct)
+	k.countSeal(len(plaintext))
+	return dst, nil
+}
+
+// openDeterministic appends the plaintext of an AES-SIV output to dst.
+func (k *DataKey) openDeterministic(dst, sealed, aad []byte) ([]byte, error) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	if k.zeroed {
+		return dst, ErrKeyZeroed
+	}
+	pt, err := k.siv.DecryptDeterministically(sealed, aad)
+	if err != nil {
+		return dst, ErrAuthentication
+	}
+	dst = append(dst, pt...)
+	clear(pt)
+	return dst, nil
+}

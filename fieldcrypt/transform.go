@@ -1,0 +1,976 @@
+package fieldcrypt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// PathError is the error of a document that could not be transformed. It
+// says where (a path in selector syntax and a byte offset into the input)
+// and what (Err wraps one of the package's sentinel errors: ErrSyntax,
+// ErrTooDeep, ErrInvalidUTF8, ErrDuplicateKey, ErrAuthentication, ...),
+// never what the field held.
+type PathError struct {
+	Path   string // $.docs[3].ssn; for a syntax error the innermost known value
+	Offset int64  // byte offset into the input where the problem was seen
+	Err    error
+}
+
+func (e *PathError) Error() string {
+	return "fieldcrypt: " + e.Path + " (byte " + strconv.FormatInt(e.Offset, 10) + "): " +
+		strings.TrimPrefix(e.Err.Error(), "fieldcrypt: ")
+}
+
+func (e *PathError) Unwrap() error { return e.Err }
+
+// compiledRule is a FieldRule after NewEncryptor checked it.
+type compiledRule struct {
+	text        string
+	key         int // index into encryptor.keyNames
+	mode        Mode
+	encryptNull bool
+}
+
+type encryptor struct {
+	rules    []compiledRule
+	keyNames []string
+	auto     *automaton
+	lim      Limits
+	rand     io.Reader // test hook: nonce source for known-answer vectors
+}
+
+func compileEncryptor(rules []FieldRule, lim Limits) (*encryptor, error) {
+	if lim.MaxDepth < 0 {
+		return nil, fmt.Errorf("fieldcrypt: negative MaxDepth %d", lim.MaxDepth)
+	}
+	if lim.MaxDepth == 0 {
+		lim.MaxDepth = DefaultMaxDepth
+	}
+	e := &encryptor{lim: lim}
+	var sels []Selector
+	seen := map[string]int{}
+	keyIdx := map[string]int{}
+	for i, r := range rules {
+		if r.Selector.IsZero() {
+			return nil, fmt.Errorf("fieldcrypt: rule %d: no selector", i)
+		}
+		if !ValidKeyName(r.Key) {
+			return nil, fmt.Errorf("fieldcrypt: rule %d (%s): invalid key name %q", i, r.Selector, r.Key)
+		}
+		if r.Mode != ModeRandom && r.Mode != ModeDeterministic {
+			return nil, fmt.Errorf("fieldcrypt: rule %d (%s): invalid mode %d", i, r.Selector, r.Mode)
+		}
+		text := r.Selector.String()
+		if j, ok := seen[text]; ok {
+			p := e.rules[j]
+			if e.keyNames[p.key] != r.Key || p.mode != r.Mode || p.encryptNull != r.EncryptNull {
+				return nil, fmt.Errorf("fieldcrypt: selector %q has two rules: key %q %s and key %q %s",
+					text, e.keyNames[p.key], p.mode, r.Key, r.Mode)
+			}
+			continue // the same rule twice: keep the first
+		}
+		k, ok := keyIdx[r.Key]
+		if !ok {
+			k = len(e.keyNames)
+			keyIdx[r.Key] = k
+			e.keyNames = append(e.keyNames, r.Key)
+		}
+		seen[text] = len(e.rules)
+		e.rules = append(e.rules, compiledRule{text: text, key: k, mode: r.Mode, encryptNull: r.EncryptNull})
+		sels = append(sels, r.Selector)
+	}
+	e.auto = compileAutomaton(sels)
+	return e, nil
+}
+
+func (e *encryptor) run(ctx context.Context, dst io.Writer, src io.Reader, keys Keyring, opt *CallOptions) (Report, error) {
+	m := getMachine(ctx, keys, opt)
+	defer putMachine(m)
+	m.setEncrypt(e)
+	return m.runReader(dst, src)
+}
+
+func (e *encryptor) runBytes(ctx context.Context, src []byte, keys Keyring, opt *CallOptions) ([]byte, Report, error) {
+	m := getMachine(ctx, keys, opt)
+	defer putMachine(m)
+	m.setEncrypt(e)
+	// Tokens are longer than what they replace; a quarter more is enough
+	// for typical documents and saves regrowing the output.
+	return m.runBytes(src, len(src)+len(src)/4+512)
+}
+
+type decryptor struct {
+	policy Policy
+	lim    Limits
+}
+
+func newDecryptor(p Policy, lim Limits) *decryptor {
+	if lim.MaxDepth <= 0 {
+		lim.MaxDepth = DefaultMaxDepth
+	}
+	return &decryptor{policy: p, lim: lim}
+}
+
+func (d *decryptor) run(ctx context.Context, dst io.Writer, src io.Reader, keys Keyring, opt *CallOptions) (Report, error) {
+	m := getMachine(ctx, keys, opt)
+	defer putMachine(m)
+	m.dec = d
+	m.maxDepth = d.lim.MaxDepth
+	return m.runReader(dst, src)
+}
+
+func (d *decryptor) runBytes(ctx context.Context, src []byte, keys Keyring, opt *CallOptions) ([]byte, Report, error) {
+	m := getMachine(ctx, keys, opt)
+	defer putMachine(m)
+	m.dec = d
+	m.maxDepth = d.lim.MaxDepth
+	return m.runBytes(src, len(src)+512)
+}
+
+// frame is one open object or array.
+type frame struct {
+	obj      bool
+	elem     bool  // a member or element has started: the path includes it
+	keyTrunc bool  // the member name was too long to keep whole
+	stOff    int32 // the automaton states for this container's children
+	stLen    int32
+	index    int   // array: the current element's index
+	keyOff   int32 // this frame's current member name, raw, in machine.keys
+	keyLen   int32
+	trackOff int32 // this frame's entries in machine.tracked
+}
+
+// trackedKey is a member name remembered for duplicate detection.
+type trackedKey struct {
+	hash     uint64
+	off, len int32 // in machine.trackBuf
+}
+
+type openEntry struct {
+	name    string
+	version uint32
+	key     *DataKey
+	err     error
+}
+
+type policyEntry struct {
+	name   string
+	action Action
+	masker Masker
+}
+
+// machine is the state of one Encrypt or Decrypt call. Machines are pooled,
+// so that a call allocates a fixed number of times, whatever the document.
+type machine struct {
+	s    scanner
+	enc  *encryptor
+	dec  *decryptor
+	ctx  context.Context
+	keys Keyring
+	opt  CallOptions
+
+	maxDepth  int
+	frames    []frame
+	arena     []int32 // automaton states, per level
+	pendMatch int32   // rule that selects the value about to be scanned, or -1
+	step      stepper
+	names     []byte // current member names (raw), per level, for paths
+	keyDec    []byte // decoded member name
+	tracked   []trackedKey
+	trackBuf  []byte
+	z         sealer
+	plain     []byte // decrypt: opened plaintext handed to a Masker
+
+	sealKeys    []*DataKey
+	sealErrs    []error
+	openCache   []openEntry
+	policyCache []policyEntry
+	report      Report
+
+	rbuf []byte // reader mode window
+	wbuf []byte // reader mode output
+}
+
+const (
+	readBufSize = 32 << 10
+	// maxPooledBuf: buffers that grew past this (a huge value was held)
+	// are dropped rather than kept alive in the pool.
+	maxPooledBuf = 1 << 20
+	// maxPathName bounds a member name kept for error paths.
+	maxPathName = 256
+)
+
+var machinePool = sync.Pool{New: func() any { return new(machine) }}
+
+func getMachine(ctx context.Context, keys Keyring, opt *CallOptions) *machine {
+	m := machinePool.Get().(*machine)
+	m.ctx, m.keys = ctx, keys
+	if opt != nil {
+		m.opt = *opt
+	} else {
+		m.opt = CallOptions{}
+	}
+	m.s.ctx = ctx
+	m.s.flush = m.opt.Flush
+	return m
+}
+
+func putMachine(m *machine) {
+	m.enc, m.dec, m.ctx, m.keys, m.opt = nil, nil, nil, nil, CallOptions{}
+	m.s.buf, m.s.r, m.s.w, m.s.out, m.s.ctx, m.s.flush = nil, nil, nil, nil, nil, nil
+	m.z.rand = nil
+	clear(m.sealKeys)
+	m.sealKeys, m.sealErrs = m.sealKeys[:0], m.sealErrs[:0]
+	clear(m.openCache)
+	m.openCache = m.openCache[:0]
+	clear(m.policyCache)
+	m.policyCache = m.policyCache[:0]
+	m.report = Report{}
+	// Scratch that held plaintext is wiped before reuse elsewhere.
+	clear(m.z.canon)
+	clear(m.z.body)
+	clear(m.plain)
+	clear(m.keyDec)
+	if cap(m.rbuf) > maxPooledBuf {
+		m.rbuf = nil
+	}
+	if cap(m.wbuf) > maxPooledBuf {
+		m.wbuf = nil
+	}
+	if cap(m.z.body) > maxPooledBuf || cap(m.z.canon) > maxPooledBuf || cap(m.plain) > maxPooledBuf {
+		m.z.body, m.z.canon, m.plain = nil, nil, nil
+	}
+	machinePool.Put(m)
+}
+
+func (m *machine) setEncrypt(e *encryptor) {
+	m.enc = e
+	m.maxDepth = e.lim.MaxDepth
+	m.step.reset(e.auto)
+	m.z.rand = e.rand
+	for range e.keyNames {
+		m.sealKeys = append(m.sealKeys, nil)
+		m.sealErrs = append(m.sealErrs, nil)
+	}
+}
+
+func (m *machine) runBytes(src []byte, outCap int) ([]byte, Report, error) {
+	m.s.initBytes(src)
+	m.s.w = nil
+	m.s.out = make([]byte, 0, outCap)
+	err := m.run()
+	if err != nil {
+		return nil, Report{}, err
+	}
+	m.s.out = append(m.s.out, src[m.s.mark:]...)
+	out, rep := m.s.out, m.report
+	m.s.out = nil
+	return out, rep, nil
+}
+
+func (m *machine) runReader(dst io.Writer, src io.Reader) (Report, error) {
+	if cap(m.rbuf) < readBufSize {
+		m.rbuf = make([]byte, readBufSize)
+	}
+	if cap(m.wbuf) < readBufSize {
+		m.wbuf = make([]byte, 0, readBufSize+readBufSize/2)
+	}
+	m.s.initReader(src, m.rbuf)
+	m.s.w, m.s.out = dst, m.wbuf[:0]
+	err := m.run()
+	m.rbuf = m.s.buf[:cap(m.s.buf)]
+	if err == nil {
+		// What is left is whitespace after the last value.
+		m.s.out = append(m.s.out, m.s.buf[m.s.mark:m.s.end]...)
+		m.s.mark = m.s.end
+		m.s.wrote = true // the caller's writer gets a final flush
+		err = m.s.emit()
+		if err != nil {
+			err = fmt.Errorf("fieldcrypt: write: %w", err)
+		}
+	}
+	m.wbuf = m.s.out[:0]
+	if err != nil {
+		return Report{}, err
+	}
+	return m.report, nil
+}
+
+// run transforms the input: one value, or a stream of values.
+func (m *machine) run() error {
+	if m.ctx != nil {
+		if err := m.ctx.Err(); err != nil {
+			return err
+		}
+	}
+	err := m.values()
+	if err == nil {
+		return nil
+	}
+	if m.dec != nil && m.opt.Lenient && isScanError(err) {
+		return m.copyRest(err)
+	}
+	return err
+}
+
+func (m *machine) values() error {
+	for n := 0; ; n++ {
+		if !m.s.skipWS() {
+			if err := m.ioErr(); err != nil {
+				return err
+			}
+			if n == 0 && !m.opt.Stream {
+				return m.fail(errEmpty)
+			}
+			return nil
+		}
+		if n > 0 && !m.opt.Stream {
+			return m.fail(errAfterTop)
+		}
+		first := m.s.buf[m.s.pos]
+		if err := m.value(); err != nil {
+			return err
+		}
+		if !m.opt.Stream {
+			continue
+		}
+		if typ := typeOf(first); typ == TypeNumber || typ == TypeBool || typ == TypeNull {
+			// "1 2" is two numbers but "12" is one: scalars need a gap.
+			if c, ok := m.s.peek(); ok && c != ' ' && c != '\n' && c != '\r' && c != '\t' {
+				return m.fail(errNeedSpace)
+			}
+		}
+		// Each value of a stream reaches the client as soon as it is done.
+		m.s.out = append(m.s.out, m.s.buf[m.s.mark:m.s.pos]...)
+		m.s.mark = m.s.pos
+		if err := m.s.emit(); err != nil {
+			return fmt.Errorf("fieldcrypt: write: %w", err)
+		}
+	}
+}
+
+// copyRest is the lenient end of a decryption that met malformed input:
+// everything not yet written goes out unchanged.
+func (m *machine) copyRest(cause error) error {
+	var pe *PathError
+	f := Failure{Err: cause}
+	if errors.As(cause, &pe) {
+		f.Path = pe.Path
+	}
+	m.report.Failures = append(m.report.Failures, f)
+	s := &m.s
+	s.hold = -1
+	s.out = append(s.out, s.buf[s.mark:s.end]...)
+	s.mark, s.pos = s.end, s.end
+	if s.r == nil {
+		return nil
+	}
+	if err := s.emit(); err != nil {
+		return fmt.Errorf("fieldcrypt: write: %w", err)
+	}
+	if !s.eof {
+		if _, err := io.Copy(s.w, s.r); err != nil {
+			return fmt.Errorf("fieldcrypt: copy: %w", err)
+		}
+		s.wrote = true
+	}
+	return nil
+}
+
+func (m *machine) ioErr() error {
+	if err := m.s.ioErr; err != nil {
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		return fmt.Errorf("fieldcrypt: %w", err)
+	}
+	return nil
+}
+
+// fail wraps a scan error with where it happened. A read error that cut
+// the input short is reported as itself, not as a syntax error.
+func (m *machine) fail(err error) error {
+	if ioe := m.ioErr(); ioe != nil {
+		return ioe
+	}
+	return &PathError{Path: m.path(), Offset: m.s.offset(), Err: err}
+}
+
+const (
+	stValue = iota
+	stKey
+	stAfter
+)
+
+// value transforms one top-level value.
+func (m *machine) value() error {
+	s := &m.s
+	m.frames = m.frames[:0]
+	m.arena = m.arena[:0]
+	m.names = m.names[:0]
+	m.tracked, m.trackBuf = m.tracked[:0], m.trackBuf[:0]
+	m.pendMatch = -1
+	if m.enc != nil {
+		m.arena = append(m.arena, m.enc.auto.roots...)
+	}
+	st := stValue
+	for {
+		switch st {
+		case stValue:
+			if !s.skipWS() {
+				return m.fail(errUnexpectedEnd)
+			}
+			c := s.buf[s.pos]
+			if m.pendMatch >= 0 {
+				if err := m.captureAndSeal(c); err != nil {
+					return err
+				}
+				st = stAfter
+				continue
+			}
+			if c == '{' || c == '[' {
+				if len(m.frames)+1 > m.maxDepth {
+					return m.fail(errTooDeepDetail)
+				}
+				pendOff := m.pendOff()
+				pendLen := len(m.arena) - pendOff
+				if m.enc != nil && pendLen == 0 {
+					// No selector reaches inside: validate and pass through.
+					if err := s.skipValue(len(m.frames), m.maxDepth); err != nil {
+						return m.fail(err)
+					}
+					st = stAfter
+					continue
+				}
+				m.frames = append(m.frames, frame{
+					obj:      c == '{',
+					stOff:    int32(pendOff),
+					stLen:    int32(pendLen),
+					keyOff:   int32(len(m.names)),
+					trackOff: int32(len(m.tracked)),
+				})
+				s.pos++
+				if !s.skipWS() {
+					return m.fail(errUnexpectedEnd)
+				}
+				d := s.buf[s.pos]
+				if c == '{' && d == '}' || c == '[' && d == ']' {
+					s.pos++
+					m.pop()
+					st = stAfter
+					continue
+				}
+				if c == '{' {
+					st = stKey
+					continue
+				}
+				m.element(0)
+				continue
+			}
+			var err error
+			if c == '"' && m.dec != nil {
+				err = m.decryptString()
+			} else {
+				_, err = s.scanScalar(c)
+			}
+			if err != nil {
+				return m.fail(err)
+			}
+			st = stAfter
+
+		case stKey:
+			if err := m.member(); err != nil {
+				return err
+			}
+			st = stValue
+
+		case stAfter:
+			if len(m.frames) == 0 {
+				return nil
+			}
+			f := &m.frames[len(m.frames)-1]
+			if !s.skipWS() {
+				return m.fail(errUnexpectedEnd)
+			}
+			c := s.buf[s.pos]
+			switch {
+			case c == ',':
+				s.pos++
+				if f.obj {
+					if !s.skipWS() {
+						return m.fail(errUnexpectedEnd)
+					}
+					st = stKey
+				} else {
+					m.element(f.index + 1)
+					st = stValue
+				}
+			case f.obj && c == '}', !f.obj && c == ']':
+				s.pos++
+				m.pop()
+			case f.obj:
+				return m.fail(errExpectedObjEnd)
+			default:
+				return m.fail(errExpectedArrEnd)
+			}
+		}
+	}
+}
+
+// pendOff is where the states of the value about to be scanned start: right
+// after the states of the innermost open container.
+func (m *machine) pendOff() int {
+	if len(m.frames) == 0 {
+		if m.enc != nil {
+			return 0
+		}
+		return len(m.arena)
+	}
+	f := &m.frames[len(m.frames)-1]
+	return int(f.stOff + f.stLen)
+}
+
+func (m *machine) pop() {
+	f := &m.frames[len(m.frames)-1]
+	m.arena = m.arena[:f.stOff]
+	m.names = m.names[:f.keyOff]
+	if int(f.trackOff) < len(m.tracked) {
+		m.trackBuf = m.trackBuf[:m.tracked[f.trackOff].off]
+		m.tracked = m.tracked[:f.trackOff]
+	}
+	m.frames = m.frames[:len(m.frames)-1]
+	m.pendMatch = -1
+}
+
+// element starts array element i of the innermost frame.
+func (m *machine) element(i int) {
+	f := &m.frames[len(m.frames)-1]
+	f.elem, f.index = true, i
+	if m.enc == nil {
+		return
+	}
+	off := int(f.stOff + f.stLen)
+	states := m.arena[f.stOff:off]
+	m.arena, m.pendMatch, _ = m.step.next(m.arena[:off], states, nil, false, i, true)
+}
+
+// member scans an object member's name and the colon after it, and works
+// out what applies to its value.
+func (m *machine) member() error {
+	s := &m.s
+	f := &m.frames[len(m.frames)-1]
+	f.elem = false
+	if s.buf[s.pos] != '"' {
+		return m.fail(errExpectedKey)
+	}
+	// Hold the name in the window to read it whole; a name longer than
+	// any selector could match is let go, so that it streams.
+	s.hold, s.holdDropped = s.pos, false
+	s.holdCap = 64 << 10
+	if m.enc != nil && 6*m.enc.auto.maxName+2 > s.holdCap {
+		s.holdCap = 6*m.enc.auto.maxName + 2
+	}
+	escaped, err := s.scanString()
+	start := s.hold
+	s.hold, s.holdCap = -1, 0
+	if err != nil {
+		return m.fail(err)
+	}
+	var raw []byte
+	dropped := s.holdDropped
+	if !dropped {
+		raw = s.buf[start+1 : s.pos-1]
+	}
+	m.names = append(m.names[:f.keyOff], raw[:min(len(raw), maxPathName)]...)
+	f.keyLen = int32(len(m.names)) - f.keyOff
+	f.keyTrunc = dropped || len(raw) > maxPathName
+	f.elem = true
+
+	if m.enc != nil {
+		name := raw
+		if escaped && !dropped {
+			m.keyDec = decodeString(m.keyDec[:0], raw)
+			name = m.keyDec
+		}
+		off := int(f.stOff + f.stLen)
+		var advanced bool
+		m.arena, m.pendMatch, advanced = m.step.next(m.arena[:off], m.arena[f.stOff:off], name, !dropped, 0, false)
+		if advanced && !dropped {
+			if m.duplicate(f, name) {
+				return m.fail(&detailError{ErrDuplicateKey, "a selector applies to this member, which appears twice"})
+			}
+		}
+	}
+
+	if !s.skipWS() {
+		return m.fail(errUnexpectedEnd)
+	}
+	if s.buf[s.pos] != ':' {
+		return m.fail(errExpectedColon)
+	}
+	s.pos++
+	return nil
+}
+
+// duplicate records name among the tracked members of f and reports
+// whether it was there already. Objects where selectors advance on every
+// member (a wildcard) may track many names: past a handful, compare hashes
+// first.
+func (m *machine) duplicate(f *frame, name []byte) bool {
+	h := fnv64(name)
+	for _, t := range m.tracked[f.trackOff:] {
+		if t.hash == h && string(m.trackBuf[t.off:t.off+t.len]) == string(name) {
+			return true
+		}
+	}
+	m.tracked = append(m.tracked, trackedKey{hash: h, off: int32(len(m.trackBuf)), len: int32(len(name))})
+	m.trackBuf = append(m.trackBuf, name...)
+	return false
+}
+
+func fnv64(b []byte) uint64 {
+	h := uint64(14695981039346656037)
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	return h
+}
+
+// captureAndSeal scans the value that a rule selects, holding it whole in
+// the window, and writes its token instead.
+func (m *machine) captureAndSeal(c byte) error {
+	s := &m.s
+	rule := &m.enc.rules[m.pendMatch]
+	typ := typeOf(c)
+	if typ == 0 {
+		return m.fail(errExpectedValue)
+	}
+	s.hold = s.pos
+	var escaped bool
+	var err error
+	if typ == TypeObject || typ == TypeArray {
+		err = s.skipValue(len(m.frames), m.maxDepth)
+	} else {
+		escaped, err = s.scanScalar(c)
+	}
+	start, end := s.hold, s.pos
+	s.hold = -1
+	if err != nil {
+		return m.fail(err)
+	}
+	text := s.buf[start:end]
+
+	if typ == TypeNull && !rule.encryptNull {
+		m.event(rule, nil, typ, "left")
+		return nil
+	}
+	if typ == TypeString && !escaped && len(text) > len(TokenPrefix)+2 && string(text[1:1+len(TokenPrefix)]) == TokenPrefix {
+		if k := m.existingToken(text[1 : len(text)-1]); k != nil {
+			m.report.Tokens++
+			m.event(rule, k, typ, "already-token")
+			return nil
+		}
+	}
+	k, err := m.sealKey(rule.key)
+	if err != nil {
+		return &PathError{Path: m.path(), Offset: s.base + int64(start), Err: err}
+	}
+	pt := m.z.sealPlaintext(rule.mode, typ, text, escaped)
+	out := append(s.out, s.buf[s.mark:start]...)
+	n := len(out)
+	out = append(out, '"')
+	out, err = m.z.seal(out, k, rule.mode, typ, pt)
+	if err != nil {
+		s.out = out[:n]
+		return &PathError{Path: m.path(), Offset: s.base + int64(start), Err: fmt.Errorf("key %s: %w", k, err)}
+	}
+	s.out = append(out, '"')
+	s.mark = end
+	m.use(k)
+	m.event(rule, k, typ, "encrypted")
+	return nil
+}
+
+// existingToken reports the key under which content (a string value's
+// text) opens as a token, or nil. Anything that does not open is treated
+// as plaintext and encrypted: a client cannot smuggle plaintext past a rule
+// by making it look like a token.
+func (m *machine) existingToken(content []byte) *DataKey {
+	p, buf, err := decodeToken(m.z.body, content)
+	m.z.body = buf
+	if err != nil {
+		return nil
+	}
+	k, err := m.openKey(p.name, p.version)
+	if err != nil {
+		return nil
+	}
+	m.plain, _, err = m.z.openParsed(m.plain[:0], k, &p)
+	clear(m.plain)
+	if err != nil {
+		return nil
+	}
+	return k
+}
+
+// sealKey resolves the primary version of key i once per call.
+func (m *machine) sealKey(i int) (*DataKey, error) {
+	if k := m.sealKeys[i]; k != nil {
+		return k, nil
+	}
+	if err := m.sealErrs[i]; err != nil {
+		return nil, err
+	}
+	name := m.enc.keyNames[i]
+	k, err := m.keys.SealKey(m.ctx, name)
+	if err == nil && k == nil {
+		err = fmt.Errorf("fieldcrypt: %w: %q", ErrUnknownKey, name)
+	}
+	if err != nil {
+		err = fmt.Errorf("key %q: %w", name, err)
+		m.sealErrs[i] = err
+		return nil, err
+	}
+	m.sealKeys[i] = k
+	return k, nil
+}
+
+// openKey resolves a key version once per call (failures too).
+func (m *machine) openKey(name []byte, version uint32) (*DataKey, error) {
+	for i := range m.openCache {
+		e := &m.openCache[i]
+		if e.version == version && e.name == string(name) {
+			return e.key, e.err
+		}
+	}
+	n := string(name)
+	k, err := m.keys.OpenKey(m.ctx, n, version)
+	if err == nil && k == nil {
+		err = fmt.Errorf("fieldcrypt: %w: %q v%d", ErrUnknownKey, n, version)
+	}
+	m.openCache = append(m.openCache, openEntry{name: n, version: version, key: k, err: err})
+	return k, err
+}
+
+func (m *machine) policy(name []byte) *policyEntry {
+	for i := range m.policyCache {
+		if m.policyCache[i].name == string(name) {
+			return &m.policyCache[i]
+		}
+	}
+	n := string(name)
+	e := policyEntry{name: n}
+	if m.dec.policy != nil {
+		e.action, e.masker = m.dec.policy.Action(n)
+	}
+	m.policyCache = append(m.policyCache, e)
+	return &m.policyCache[len(m.policyCache)-1]
+}
+
+// use counts one field sealed or opened with k.
+func (m *machine) use(k *DataKey) {
+	for i := range m.report.Keys {
+		u := &m.report.Keys[i]
+		if u.Version == k.version && u.Name == k.name {
+			u.Fields++
+			return
+		}
+	}
+	m.report.Keys = append(m.report.Keys, KeyUse{Name: k.name, Version: k.version, Fields: 1})
+}
+
+func (m *machine) event(rule *compiledRule, k *DataKey, typ Type, action string) {
+	if m.opt.OnField == nil {
+		return
+	}
+	ev := FieldEvent{Path: m.path(), Key: m.enc.keyNames[rule.key], Mode: rule.mode, Type: typ, Action: action}
+	if k != nil {
+		ev.Key, ev.Version = k.name, k.version
+	}
+	m.opt.OnField(ev)
+}
+
+// decryptString handles a string value in a document being decrypted: a
+// token is opened, masked or left as the policy says; any other string
+// passes through.
+func (m *machine) decryptString() error {
+	s := &m.s
+	if !s.ensure(1+len(TokenPrefix)) || string(s.buf[s.pos+1:s.pos+1+len(TokenPrefix)]) != TokenPrefix {
+		_, err := s.scanString()
+		return err
+	}
+	// A token is "sc1." and base64url up to the closing quote. Collect it
+	// in the window; if anything else turns up, it was not a token after
+	// all (but claims to be one: reported, left as it is).
+	s.hold = s.pos
+	s.pos += 1 + len(TokenPrefix)
+	for {
+		buf := s.buf[:s.end]
+		pos := s.pos
+		for pos < len(buf) && b64url[buf[pos]] {
+			pos++
+		}
+		s.pos = pos
+		if pos < len(buf) || !s.more() {
+			break
+		}
+	}
+	start := s.hold
+	s.hold = -1
+	if s.pos < s.end && s.buf[s.pos] == '"' {
+		s.pos++
+		return m.openAt(start, s.pos)
+	}
+	off := s.base + int64(start)
+	if _, err := s.scanStringRest(false); err != nil {
+		return err
+	}
+	return m.tokenFailure(off, "", 0, 0, 0, errTokChars)
+}
+
+// b64url[c] is true for the characters of unpadded base64url.
+var b64url = func() (t [256]bool) {
+	for _, c := range "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_" {
+		t[c] = true
+	}
+	return t
+}()
+
+// openAt opens (or masks, or leaves) the token string at buf[start:end].
+func (m *machine) openAt(start, end int) error {
+	s := &m.s
+	off := s.base + int64(start)
+	p, buf, err := decodeToken(m.z.body, s.buf[start+1:end-1])
+	m.z.body = buf
+	if err != nil {
+		return m.tokenFailure(off, "", 0, 0, 0, err)
+	}
+	pe := m.policy(p.name)
+	if pe.action != ActionOpen && pe.action != ActionMask {
+		if m.opt.OnField != nil {
+			m.decEvent(pe.name, &p, "left")
+		}
+		return nil
+	}
+	k, err := m.openKey(p.name, p.version)
+	if err != nil {
+		return m.tokenFailure(off, pe.name, p.version, p.mode, p.typ, err)
+	}
+	out := append(s.out, s.buf[s.mark:start]...)
+	s.out, s.mark = out, start
+	n := len(out)
+	action := "decrypted"
+	if pe.action == ActionOpen {
+		out, _, err = m.z.openParsed(out, k, &p)
+	} else {
+		action = "masked"
+		m.plain, _, err = m.z.openParsed(m.plain[:0], k, &p)
+		if err == nil {
+			if pe.masker == nil {
+				err = errors.New("fieldcrypt: no masker for a masked key")
+			} else {
+				info := TokenInfo{Mode: p.mode, Type: p.typ, Key: pe.name, KeyVersion: p.version}
+				out, err = pe.masker(m.ctx, out, info, m.plain, m.keys)
+				if err == nil && (len(out) < n || !validValue(out[n:], typeOf(firstByte(out[n:])))) {
+					err = errors.New("fieldcrypt: masker did not write one JSON value")
+				}
+			}
+		}
+		clear(m.plain)
+	}
+	if err != nil {
+		if len(out) >= n {
+			clear(out[n:])
+		}
+		s.out = s.out[:n]
+		return m.tokenFailure(off, pe.name, p.version, p.mode, p.typ, err)
+	}
+	s.out, s.mark = out, end
+	if pe.action == ActionMask {
+		m.report.Masked++
+	}
+	m.use(k)
+	if m.opt.OnField != nil {
+		m.decEvent(pe.name, &p, action)
+	}
+	return nil
+}
+
+func firstByte(b []byte) byte {
+	if len(b) == 0 {
+		return 0
+	}
+	return b[0]
+}
+
+func (m *machine) decEvent(name string, p *parsedToken, action string) {
+	m.opt.OnField(FieldEvent{Path: m.path(), Key: name, Version: p.version, Mode: p.mode, Type: p.typ, Action: action})
+}
+
+// tokenFailure handles a token that cannot be opened: an error in strict
+// mode, a Failure in the report otherwise (the token stays as it is).
+func (m *machine) tokenFailure(off int64, key string, version uint32, mode Mode, typ Type, err error) error {
+	if m.opt.Strict {
+		if key != "" {
+			err = fmt.Errorf("key %s v%d: %w", key, version, err)
+		}
+		return &PathError{Path: m.path(), Offset: off, Err: err}
+	}
+	path := m.path()
+	m.report.Failures = append(m.report.Failures, Failure{Path: path, Key: key, Version: version, Err: err})
+	if m.opt.OnField != nil {
+		m.opt.OnField(FieldEvent{Path: path, Key: key, Version: version, Mode: mode, Type: typ, Action: "failed"})
+	}
+	return nil
+}
+
+// path renders the path of the value being scanned. It is only called for
+// errors and OnField, so it may allocate.
+func (m *machine) path() string {
+	elems := make([]PathElem, 0, len(m.frames))
+	for i := range m.frames {
+		f := &m.frames[i]
+		if !f.elem {
+			break
+		}
+		if !f.obj {
+			elems = append(elems, PathElem{Index: f.index, IsIndex: true})
+			continue
+		}
+		raw := m.names[f.keyOff : f.keyOff+f.keyLen]
+		if f.keyTrunc {
+			raw = raw[:completeEscapes(raw)]
+		}
+		name := string(decodeString(nil, raw))
+		if f.keyTrunc {
+			name += "..."
+		}
+		elems = append(elems, PathElem{Name: name})
+	}
+	return FormatPath(elems)
+}
+
+// completeEscapes returns the length of the longest prefix of raw (string
+// text cut at an arbitrary byte) that does not end inside an escape.
+func completeEscapes(raw []byte) int {
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		need := 2
+		if i+1 < len(raw) && raw[i+1] == 'u' {
+			need = 6
+		}
+		if i+need > len(raw) {
+			return i
+		}
+		i += need - 1
+	}
+	return len(raw)
+}
