@@ -249,7 +249,7 @@ var (
 )
 
 var (
-	_ Keyring = (*StaticKeyring)(nil)
+	_ Keyring      = (*StaticKeyring)(nil)
 	_ fmt.Stringer = (*DataKey)(nil)
 )
 
