@@ -21,6 +21,9 @@ func canonical(s fieldcrypt.Selector) string {
 	for _, st := range s.Steps() {
 		if st.Descendant {
 			b.WriteByte('.')
+			if st.Kind == fieldcrypt.StepMember && !strings.HasPrefix(fieldcrypt.FormatPath([]fieldcrypt.PathElem{{Name: st.Name}}), "$.") {
+				b.WriteByte('.') // ..['a b']
+			}
 		}
 		switch st.Kind {
 		case fieldcrypt.StepWildcard:
