@@ -1,0 +1,466 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/sidecrypt/sidecrypt/fieldcrypt"
+	"github.com/sidecrypt/sidecrypt/internal/audit"
+	"github.com/sidecrypt/sidecrypt/rules"
+)
+
+// Proxy is the sidecar's HTTP handler: reverse mode when Config.Upstream
+// is set, forward mode otherwise. Build it with New; serve it with Serve
+// (or any http.Server). It is safe for concurrent use.
+type Proxy struct {
+	cfg       Config
+	upstream  *url.URL // nil in forward mode
+	rules     rules.Source
+	keys      fieldcrypt.Keyring
+	obs       Observer
+	log       *slog.Logger
+	audit     audit.Recorder
+	maxBody   int64
+	transport *http.Transport
+	rp        *httputil.ReverseProxy
+	fw        *forwarder // nil in reverse mode
+}
+
+// New checks cfg and builds a Proxy. It does no network I/O.
+func New(cfg Config) (*Proxy, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	p := &Proxy{
+		cfg:      cfg,
+		upstream: cfg.Upstream,
+		rules:    cfg.Rules,
+		keys:     cfg.Keys,
+		obs:      cfg.Observer,
+		log:      cfg.Logger,
+		audit:    cfg.Audit,
+		maxBody:  cfg.MaxBody,
+	}
+	p.transport = newTransport(cfg.UpstreamTLS)
+	p.transport.ResponseHeaderTimeout = cfg.UpstreamTimeout
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:        p.rewrite,
+		Transport:      p.transport,
+		ModifyResponse: p.modifyResponse,
+		ErrorHandler:   p.upstreamError,
+		BufferPool:     newCopyBufferPool(),
+		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+	}
+	if cfg.Upstream == nil {
+		p.fw = newForwarder(p, cfg.CA)
+	}
+	return p, nil
+}
+
+// Mode returns "reverse" or "forward".
+func (p *Proxy) Mode() string {
+	if p.fw != nil {
+		return "forward"
+	}
+	return "reverse"
+}
+
+// Transport returns the upstream transport, so that callers can close idle
+// connections or inspect its settings. Do not change it while serving.
+func (p *Proxy) Transport() *http.Transport { return p.transport }
+
+// Close stops the interception server of forward mode and closes idle
+// upstream connections. Serve calls it on its way out.
+func (p *Proxy) Close() error {
+	if p.fw != nil {
+		p.fw.close()
+	}
+	p.transport.CloseIdleConnections()
+	return nil
+}
+
+// Server timeouts for the proxy's own listeners. No read or write timeout
+// bounds whole requests: uploads and change feeds may legitimately last.
+const (
+	readHeaderTimeout = 30 * time.Second
+	idleTimeout       = 2 * time.Minute
+	maxHeaderBytes    = 1 << 20
+)
+
+// Serve serves the proxy on ln until ctx ends, then drains: it stops
+// accepting, lets requests in flight finish for up to
+// Config.ShutdownTimeout, and then closes what is left (long-polling feeds,
+// forward-mode tunnels). It returns nil after a drain, or the listener's
+// error if serving failed.
+func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           p,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		p.Close()
+		return fmt.Errorf("proxy: serve %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	p.log.Info("proxy draining", "timeout", p.cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.ShutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if p.fw != nil {
+		err = errors.Join(err, p.fw.shutdown(sctx))
+	}
+	if err != nil {
+		// Streams that outlive the drain (continuous change feeds) are
+		// cut: that is what the timeout is for, not a failure.
+		p.log.Warn("proxy drain timed out; closing remaining connections", "error", err)
+		srv.Close()
+	}
+	<-errc
+	p.Close()
+	return nil
+}
+
+// ServeHTTP implements http.Handler.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if p.fw == nil {
+		if r.Method == http.MethodConnect {
+			p.refuseEarly(w, r, refConnectReverse)
+			return
+		}
+		p.pipeline(w, r, modeReverse, "", nil)
+		return
+	}
+	if r.Method == http.MethodConnect {
+		p.fw.gp.ServeHTTP(w, r)
+		return
+	}
+	if !r.URL.IsAbs() || (r.URL.Scheme != "http" && r.URL.Scheme != "https") {
+		p.refuseEarly(w, r, refNotProxy)
+		return
+	}
+	p.pipeline(w, r, modeForward, r.URL.Hostname(), nil)
+}
+
+// mode says how the exchange reached the pipeline, which decides how the
+// outgoing URL is built.
+type mode uint8
+
+const (
+	modeReverse     mode = iota // to Config.Upstream
+	modeForward                 // absolute-form request through HTTP_PROXY
+	modeIntercepted             // inside an intercepted CONNECT tunnel
+)
+
+// exchange is the state of one request as it moves through the pipeline.
+// It is created once per request and only touched by the goroutine serving
+// it, except for the response decrypter, which reads plan, route and
+// routeName (set before it starts).
+type exchange struct {
+	plan      *rules.Plan
+	route     *rules.Route
+	routeName string
+	mode      mode
+	target    *url.URL // modeIntercepted: https://host:port of the tunnel
+	start     time.Time
+	sent      time.Time
+	status    int
+	outcome   string
+	// committed: response headers may have been written, so a panic can
+	// no longer become a JSON error.
+	committed bool
+	// decrypt: responses are run through plan.Decryptor.
+	decrypt bool
+}
+
+type exchangeKey struct{}
+
+func exchangeFrom(ctx context.Context) *exchange {
+	ex, _ := ctx.Value(exchangeKey{}).(*exchange)
+	return ex
+}
+
+// pipeline is the one path every request takes, in every mode: take the
+// rules once, match a route, protect the request, forward it, transform
+// the response.
+func (p *Proxy) pipeline(w http.ResponseWriter, r *http.Request, m mode, host string, target *url.URL) {
+	ex := &exchange{mode: m, target: target, start: time.Now()}
+	defer p.finish(w, r, ex)
+	ex.plan = p.rules.Current()
+
+	if hasDotSegment(r.URL.Path) {
+		p.refuse(w, r, ex, refBadPath)
+		return
+	}
+	if ex.plan != nil {
+		ex.route = ex.plan.Match(rules.Request{
+			Method:      r.Method,
+			Host:        host,
+			Path:        r.URL.Path,
+			ContentType: mediaType(r.Header.Get("Content-Type")),
+		})
+		// A plan that neither opens nor masks any key would leave every
+		// token as it is: skip the decrypter altogether.
+		ex.decrypt = ex.plan.Decryptor != nil && (len(ex.plan.DecryptKeys) > 0 || len(ex.plan.MaskKeys) > 0)
+	}
+	out := r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex))
+	if ex.route != nil {
+		ex.routeName = ex.route.Name
+		if ref := p.protect(out, ex); ref != nil {
+			p.refuse(w, r, ex, ref)
+			return
+		}
+	}
+	p.rp.ServeHTTP(w, out)
+}
+
+// finish recovers a panic (answering 500 and forwarding nothing when the
+// response has not started) and reports the request to the Observer.
+func (p *Proxy) finish(w http.ResponseWriter, r *http.Request, ex *exchange) {
+	if v := recover(); v != nil {
+		if v == http.ErrAbortHandler { //nolint:errorlint // sentinel panic value
+			panic(v)
+		}
+		// Only the panic's type and the stack: a panic value built from
+		// request data must not reach the log.
+		p.log.Error("proxy: panic in pipeline",
+			"route", ex.routeName, "method", r.Method,
+			"panic_type", fmt.Sprintf("%T", v), "stack", string(debug.Stack()))
+		if ex.committed {
+			panic(http.ErrAbortHandler)
+		}
+		p.refuse(w, r, ex, refInternal)
+	}
+	if ex.outcome == "" {
+		ex.outcome = OutcomeForwarded
+	}
+	d := time.Since(ex.start)
+	p.obs.Request(ex.routeName, ex.outcome, ex.status, d)
+	if p.log.Enabled(r.Context(), slog.LevelDebug) {
+		p.log.LogAttrs(r.Context(), slog.LevelDebug, "request",
+			slog.String("route", ex.routeName), slog.String("method", r.Method),
+			slog.Int("status", ex.status), slog.String("outcome", ex.outcome),
+			slog.Duration("duration", d))
+	}
+}
+
+// refuse answers a request with a JSON error, forwards nothing, counts it
+// and audits it.
+func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, ex *exchange, ref *refusal) {
+	ex.status, ex.outcome, ex.committed = ref.status, OutcomeRefused, true
+	if ref == refCanceled {
+		ex.outcome = OutcomeCanceled
+	}
+	writeError(w, ref)
+	p.obs.Refused(ex.routeName, ref.code)
+	if ex.outcome == OutcomeCanceled {
+		return
+	}
+	p.log.LogAttrs(r.Context(), slog.LevelWarn, "request refused",
+		slog.String("route", ex.routeName), slog.String("method", r.Method),
+		slog.Int("status", ref.status), slog.String("code", ref.code),
+		slog.Duration("duration", time.Since(ex.start)))
+	// Let the client have its answer before the audit write (which
+	// waits for the disk).
+	_ = http.NewResponseController(w).Flush()
+	ev := audit.Event{
+		Time:    time.Now().UTC(),
+		Actor:   "proxy",
+		Action:  "request.refused",
+		Outcome: "denied",
+		Reason:  ref.code,
+		Details: map[string]string{"method": r.Method, "status": fmt.Sprint(ref.status)},
+	}
+	if ex.plan != nil {
+		ev.Rules = ex.plan.Hash
+	}
+	if ex.routeName != "" {
+		ev.Details["route"] = ex.routeName
+	}
+	if err := p.audit.Record(context.WithoutCancel(r.Context()), ev); err != nil {
+		p.log.Error("proxy: audit refusal", "error", err)
+	}
+}
+
+// refuseEarly answers requests that never enter the pipeline (CONNECT in
+// reverse mode, origin-form requests in forward mode).
+func (p *Proxy) refuseEarly(w http.ResponseWriter, r *http.Request, ref *refusal) {
+	ex := &exchange{start: time.Now(), plan: p.rules.Current()}
+	p.refuse(w, r, ex, ref)
+	p.obs.Request("", ex.outcome, ex.status, time.Since(ex.start))
+}
+
+// rewrite builds the outgoing request (httputil.ReverseProxy.Rewrite).
+func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
+	ex := exchangeFrom(pr.In.Context())
+	switch ex.mode {
+	case modeReverse:
+		pr.SetURL(p.upstream)
+		pr.SetXForwarded()
+		// ReverseProxy drops query parameters it cannot parse before
+		// Rewrite; put the query back exactly as the client sent it
+		// (after sealQuery), as a direct connection would carry it.
+		pr.Out.URL.RawQuery = joinQuery(p.upstream.RawQuery, pr.In.URL.RawQuery)
+	case modeForward:
+		pr.Out.URL.RawQuery = pr.In.URL.RawQuery
+	case modeIntercepted:
+		pr.Out.URL.Scheme = ex.target.Scheme
+		pr.Out.URL.Host = ex.target.Host
+		pr.Out.URL.RawQuery = pr.In.URL.RawQuery
+	}
+	if ex.decrypt {
+		limitAcceptEncoding(pr.Out.Header)
+	}
+	ex.sent = time.Now()
+}
+
+func joinQuery(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + "&" + b
+}
+
+// limitAcceptEncoding keeps only the content codings the response side can
+// decode, so that a JSON response always arrives in a form its tokens can
+// be opened in. Without it, an upstream answering br would hand the client
+// undecryptable tokens.
+func limitAcceptEncoding(h http.Header) {
+	vals := h["Accept-Encoding"]
+	if len(vals) == 0 {
+		return
+	}
+	unknown := false
+	for _, v := range vals {
+		for v != "" {
+			var tok string
+			tok, v, _ = strings.Cut(v, ",")
+			if !decodableCoding(tok) {
+				unknown = true
+			}
+		}
+	}
+	if !unknown {
+		return
+	}
+	var kept []string
+	for _, v := range vals {
+		for v != "" {
+			var tok string
+			tok, v, _ = strings.Cut(v, ",")
+			if tok = strings.TrimSpace(tok); tok != "" && decodableCoding(tok) {
+				kept = append(kept, tok)
+			}
+		}
+	}
+	if len(kept) == 0 {
+		h.Set("Accept-Encoding", "identity")
+		return
+	}
+	h.Set("Accept-Encoding", strings.Join(kept, ", "))
+}
+
+func decodableCoding(tok string) bool {
+	name, _, _ := strings.Cut(tok, ";")
+	name = strings.TrimSpace(name)
+	switch strings.ToLower(name) {
+	case "", "gzip", "x-gzip", "deflate", "identity":
+		return true
+	}
+	return false
+}
+
+// upstreamError answers when the upstream cannot be reached, times out, or
+// ModifyResponse fails (httputil.ReverseProxy.ErrorHandler).
+func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	ex := exchangeFrom(r.Context())
+	ex.committed = true
+	ref := refUpstream
+	ex.outcome = OutcomeUpstreamError
+	switch {
+	case r.Context().Err() != nil:
+		ex.outcome = OutcomeCanceled
+	case isTimeout(err):
+		ref = refUpstreamTime
+	}
+	ex.status = ref.status
+	writeError(w, ref)
+	if ex.outcome == OutcomeCanceled {
+		return
+	}
+	// A *url.Error would print the request URL, query string included,
+	// and query parameters may be protected: log only what lies beneath.
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	p.log.LogAttrs(r.Context(), slog.LevelWarn, "upstream failed",
+		slog.String("route", ex.routeName), slog.String("method", r.Method),
+		slog.Int("status", ref.status), slog.String("code", ref.code),
+		slog.String("error", err.Error()))
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// hasDotSegment reports whether a path has a "." or ".." segment. Such
+// paths are refused rather than resolved: rules match the resolved path,
+// and an upstream that reads the raw one differently could store a body
+// under a path that no rule covered. Clients resolve dot segments before
+// sending (RFC 3986 section 5.2.4), so only crafted requests carry them.
+func hasDotSegment(p string) bool {
+	for len(p) > 0 {
+		var seg string
+		seg, p, _ = strings.Cut(p, "/")
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+// mediaType returns the media type of a Content-Type value, lower case,
+// without parameters. It allocates only for upper-case input.
+func mediaType(ct string) string {
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	ct = strings.TrimSpace(ct)
+	for i := 0; i < len(ct); i++ {
+		if c := ct[i]; 'A' <= c && c <= 'Z' {
+			return strings.ToLower(ct)
+		}
+	}
+	return ct
+}
+
+// isJSONType reports whether a request body of this media type is JSON:
+// application/json or a structured +json type (RFC 6839).
+func isJSONType(mt string) bool {
+	return mt == "application/json" || (strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
+}
+
+var _ http.Handler = (*Proxy)(nil)
