@@ -801,9 +801,18 @@ func (m *machine) event(rule *compiledRule, k *DataKey, typ Type, action string)
 // passes through.
 func (m *machine) decryptString() error {
 	s := &m.s
-	if !s.ensure(1+len(TokenPrefix)) || string(s.buf[s.pos+1:s.pos+1+len(TokenPrefix)]) != TokenPrefix {
+	if !s.ensure(1+len(TokenPrefix)) || !looksVersioned(s.buf[s.pos+1:s.pos+1+len(TokenPrefix)]) {
 		_, err := s.scanString()
 		return err
+	}
+	if s.buf[s.pos+3] != TokenPrefix[2] {
+		// "sc2." and the like: a token of a format this version does not
+		// know. Not opened, but reported, so that a mixed fleet shows up.
+		off := s.offset()
+		if _, err := s.scanString(); err != nil {
+			return err
+		}
+		return m.tokenFailure(off, "", 0, 0, 0, errTokVersion)
 	}
 	// A token is "sc1." and base64url up to the closing quote. Collect it
 	// in the window; if anything else turns up, it was not a token after
@@ -832,6 +841,12 @@ func (m *machine) decryptString() error {
 		return err
 	}
 	return m.tokenFailure(off, "", 0, 0, 0, errTokChars)
+}
+
+// looksVersioned reports whether b (4 bytes) is a token prefix of some
+// format version: "sc", a digit, ".".
+func looksVersioned(b []byte) bool {
+	return b[0] == 's' && b[1] == 'c' && b[2]-'0' <= 9 && b[3] == '.'
 }
 
 // b64url[c] is true for the characters of unpadded base64url.
