@@ -414,36 +414,84 @@ func parseDoc(body []byte) (*incoming, error) {
 var errNotObject = errf(http.StatusBadRequest, "bad_request", "Document must be a JSON object")
 
 // parseObject splits a JSON object into its members, in order, checking
-// that body is exactly one valid object.
+// that body is exactly one valid object. It validates with json.Valid and
+// then only scans for member boundaries, which is several times faster
+// than decoding token by token (the upstream must stay out of the
+// measurement).
 func parseObject(body []byte) ([]member, error) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	tok, err := dec.Token()
-	if err != nil {
+	if !json.Valid(body) {
 		return nil, errf(http.StatusBadRequest, "bad_request", "invalid UTF-8 JSON")
 	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
+	i := skipSpace(body, 0)
+	if body[i] != '{' {
 		return nil, errNotObject
 	}
+	i = skipSpace(body, i+1)
 	var members []member
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, errf(http.StatusBadRequest, "bad_request", "invalid UTF-8 JSON")
+	for body[i] != '}' {
+		keyEnd := skipString(body, i)
+		key := string(body[i+1 : keyEnd-1])
+		if bytes.IndexByte(body[i:keyEnd], '\\') >= 0 {
+			json.Unmarshal(body[i:keyEnd], &key)
 		}
-		key, _ := tok.(string)
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, errf(http.StatusBadRequest, "bad_request", "invalid UTF-8 JSON")
+		i = skipSpace(body, keyEnd)
+		i = skipSpace(body, i+1) // the colon
+		valEnd := skipValue(body, i)
+		members = append(members, member{key: key, raw: body[i:valEnd]})
+		i = skipSpace(body, valEnd)
+		if body[i] == ',' {
+			i = skipSpace(body, i+1)
 		}
-		members = append(members, member{key: key, raw: raw})
-	}
-	if _, err := dec.Token(); err != nil { // the closing brace
-		return nil, errf(http.StatusBadRequest, "bad_request", "invalid UTF-8 JSON")
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errf(http.StatusBadRequest, "bad_request", "invalid UTF-8 JSON: data after the document")
 	}
 	return members, nil
+}
+
+// The scanners below run only on input json.Valid accepted.
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index just past the string starting at b[i].
+func skipString(b []byte, i int) int {
+	for i++; ; i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+}
+
+// skipValue returns the index just past the value starting at b[i].
+func skipValue(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for ; ; i++ {
+			switch b[i] {
+			case '"':
+				i = skipString(b, i) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+		}
+	}
+	for i < len(b) && b[i] != ',' && b[i] != '}' && b[i] != ']' && b[i] != ' ' && b[i] != '\t' && b[i] != '\n' && b[i] != '\r' {
+		i++
+	}
+	return i
 }
 
 func newID() string {

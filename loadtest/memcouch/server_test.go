@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -321,6 +322,43 @@ func FuzzSelector(f *testing.F) {
 			if c.path == "" || !json.Valid([]byte(c.value)) {
 				t.Fatalf("selector %q gave condition %+v", sel, c)
 			}
+		}
+	})
+}
+
+// FuzzParseObject checks the member scanner against encoding/json: every
+// object it accepts, rebuilt from its members, decodes to the same value,
+// and it accepts exactly the JSON objects.
+func FuzzParseObject(f *testing.F) {
+	for _, s := range []string{`{}`, `{"a":1}`, ` { "a" : [1, {"b":"}"}] , "c\"d":"\\" } `, `{"a":{"b":[[]]}}`, `[1]`, `{"a":1,}`, `{"\u0041":true,"n":-1.5e3}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		members, err := parseObject([]byte(in))
+		var want any
+		validObject := json.Unmarshal([]byte(in), &want) == nil && isObject([]byte(in))
+		if (err == nil) != validObject {
+			t.Fatalf("parseObject(%q): err %v, but it is valid object: %v", in, err, validObject)
+		}
+		if err != nil {
+			return
+		}
+		rebuilt := []byte{'{'}
+		for i, m := range members {
+			if i > 0 {
+				rebuilt = append(rebuilt, ',')
+			}
+			rebuilt = appendString(rebuilt, m.key)
+			rebuilt = append(rebuilt, ':')
+			rebuilt = append(rebuilt, m.raw...)
+		}
+		rebuilt = append(rebuilt, '}')
+		var got any
+		if err := json.Unmarshal(rebuilt, &got); err != nil {
+			t.Fatalf("rebuilt %q from %q: %v", rebuilt, in, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("rebuilt %q from %q: got %v want %v", rebuilt, in, got, want)
 		}
 	})
 }
