@@ -214,4 +214,3 @@ Port 0 picks a free port.`)
 	}
 	return exitOK
 }
-
