@@ -260,13 +260,15 @@ func (p *Proxy) finish(w http.ResponseWriter, r *http.Request, ex *exchange) {
 }
 
 // refuse answers a request with a JSON error, forwards nothing, counts it
-// and audits it.
+// and audits it. The audit event is durable before the client sees the
+// answer, so a client that was refused can rely on the refusal being on
+// record; refusals are rare enough for the wait on the disk not to matter.
 func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, ex *exchange, ref *refusal) {
 	ex.status, ex.outcome, ex.committed = ref.status, OutcomeRefused, true
 	if ref == refCanceled {
 		ex.outcome = OutcomeCanceled
 	}
-	writeError(w, ref)
+	defer writeError(w, ref)
 	p.obs.Refused(ex.routeName, ref.code)
 	if ex.outcome == OutcomeCanceled {
 		return
@@ -275,9 +277,6 @@ func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, ex *exchange, ref
 		slog.String("route", ex.routeName), slog.String("method", r.Method),
 		slog.Int("status", ref.status), slog.String("code", ref.code),
 		slog.Duration("duration", time.Since(ex.start)))
-	// Let the client have its answer before the audit write (which
-	// waits for the disk).
-	_ = http.NewResponseController(w).Flush()
 	ev := audit.Event{
 		Time:    time.Now().UTC(),
 		Actor:   "proxy",

@@ -157,11 +157,13 @@ func (p *Proxy) decryptStream(req *http.Request, ex *exchange, src io.ReadCloser
 	opts := decryptOptions
 	opts.Flush = flushNothing
 	rep, err := ex.plan.Decryptor.Decrypt(req.Context(), cw, dec, p.keys, &opts)
+	// Counted and audited before the response ends, so that a client that
+	// has read it to the end finds any failure on record.
+	p.reportDecrypt(req, ex, rep, cw.n)
 	// nil closes the pipe with EOF: the response ends normally. An error
 	// (the upstream broke off) makes ReverseProxy abort the client
 	// connection, so a truncated stream never looks complete.
 	pw.CloseWithError(err)
-	p.reportDecrypt(req, ex, rep, cw.n)
 }
 
 // flushNothing: the pipe hands every write to ReverseProxy at once, and
