@@ -7,6 +7,8 @@ require (
 	github.com/tink-crypto/tink-go/v2 v2.9.0
 )
 
+require golang.org/x/time v0.16.0 // indirect
+
 require (
 	github.com/HdrHistogram/hdrhistogram-go v1.4.0 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect

@@ -1,0 +1,104 @@
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sidecrypt/sidecrypt/keycache"
+	"github.com/sidecrypt/sidecrypt/proxy"
+)
+
+// ProxyObserver returns the proxy.Observer that feeds m.
+func (m *Metrics) ProxyObserver() proxy.Observer { return proxyObserver{m} }
+
+type proxyObserver struct{ m *Metrics }
+
+// routeLabel names requests that matched no route "-", so that the label
+// is never empty (empty label values are easy to miss in queries).
+func routeLabel(route string) string {
+	if route == "" {
+		return "-"
+	}
+	return route
+}
+
+func (o proxyObserver) Request(route, outcome string, _ int, d time.Duration) {
+	route = routeLabel(route)
+	o.m.Requests.WithLabelValues(route, outcome).Inc()
+	o.m.RequestDuration.WithLabelValues(route).Observe(d.Seconds())
+}
+
+func (o proxyObserver) Refused(_, code string) { o.m.Refusals.WithLabelValues(code).Inc() }
+
+func (o proxyObserver) Fields(action, key string, n int) {
+	switch action {
+	case proxy.FieldEncrypted:
+		o.m.Fields.WithLabelValues(key, "encrypt").Add(float64(n))
+	case proxy.FieldDecrypted:
+		o.m.Fields.WithLabelValues(key, "decrypt").Add(float64(n))
+	case proxy.FieldMasked:
+		o.m.Fields.WithLabelValues(key, "mask").Add(float64(n))
+	case proxy.FieldOpenFailed:
+		o.m.OpenFailures.WithLabelValues(key).Add(float64(n))
+	}
+}
+
+func (o proxyObserver) UpstreamLatency(_ string, d time.Duration) {
+	o.m.UpstreamLatency.Observe(d.Seconds())
+}
+
+func (o proxyObserver) Bytes(_, direction string, n int64) {
+	o.m.BodyBytes.WithLabelValues(direction).Add(float64(n))
+}
+
+var _ proxy.Observer = proxyObserver{}
+
+// RegisterKeyCache exports the key cache's counters. They are read at
+// scrape time, so the cache's hot path only bumps atomics.
+func (m *Metrics) RegisterKeyCache(stats func() keycache.Stats) {
+	m.Registry.MustRegister(&cacheCollector{stats: stats})
+}
+
+type cacheCollector struct{ stats func() keycache.Stats }
+
+var (
+	descCacheHits      = prometheus.NewDesc(ns+"_keycache_hits_total", "Key lookups answered from the cache.", nil, nil)
+	descCacheMisses    = prometheus.NewDesc(ns+"_keycache_misses_total", "Key lookups that went to the keystore and HSM.", nil, nil)
+	descCacheUnwraps   = prometheus.NewDesc(ns+"_keycache_unwraps_total", "Data keys unwrapped through the HSM (concurrent misses for one key count once).", nil, nil)
+	descCacheUnwrapErr = prometheus.NewDesc(ns+"_keycache_unwrap_errors_total", "Unwraps that failed because the keystore or HSM failed.", nil, nil)
+	descCacheEvictions = prometheus.NewDesc(ns+"_keycache_evictions_total", "Cached keys dropped for expiry, size or a usage limit.", nil, nil)
+	descCacheLimit     = prometheus.NewDesc(ns+"_keycache_usage_limit_drops_total", "Cached keys dropped because they reached a usage limit.", nil, nil)
+	descCachePurges    = prometheus.NewDesc(ns+"_keycache_purges_total", "Cached keys purged and zeroed (revoke, destroy, key change).", nil, nil)
+	descCacheEntries   = prometheus.NewDesc(ns+"_keycache_entries", "Data key versions cached now.", nil, nil)
+	descCacheLatency   = prometheus.NewDesc(ns+"_keycache_unwrap_duration_seconds", "Time to fetch and unwrap a data key on a cache miss.", nil, nil)
+)
+
+func (c *cacheCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descCacheHits, descCacheMisses, descCacheUnwraps, descCacheUnwrapErr,
+		descCacheEvictions, descCacheLimit, descCachePurges, descCacheEntries, descCacheLatency} {
+		ch <- d
+	}
+}
+
+func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	counter := func(d *prometheus.Desc, v uint64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+	}
+	counter(descCacheHits, s.Hits)
+	counter(descCacheMisses, s.Misses)
+	counter(descCacheUnwraps, s.Unwraps)
+	counter(descCacheUnwrapErr, s.UnwrapErrors)
+	counter(descCacheEvictions, s.Evictions)
+	counter(descCacheLimit, s.LimitDrops)
+	counter(descCachePurges, s.Purges)
+	ch <- prometheus.MustNewConstMetric(descCacheEntries, prometheus.GaugeValue, float64(s.Entries))
+	buckets := make(map[float64]uint64, len(s.UnwrapLatencyBuckets))
+	for _, b := range s.UnwrapLatencyBuckets {
+		if b.Le > 0 { // the +Inf bucket is implied by the count
+			buckets[b.Le.Seconds()] = b.Count
+		}
+	}
+	ch <- prometheus.MustNewConstHistogram(descCacheLatency, s.UnwrapLatencyCount, s.UnwrapLatencySum.Seconds(), buckets)
+}
