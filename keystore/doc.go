@@ -1,0 +1,110 @@
+// Package keystore keeps sidecrypt's data keys (DEKs) wrapped under the
+// HSM's key-encryption key (KEK), with their metadata, and runs their
+// lifecycle.
+//
+// # Records
+//
+// A Key is a name (pii, contact, ...) with numbered versions. Each Version
+// holds its state, the DEK wrapped by one KEK version (never the DEK
+// itself), the KEK version and mechanism that wrapped it, the algorithm
+// ("sidecrypt-dek-v1": a 512-bit root from which fieldcrypt derives its
+// subkeys), a fingerprint, and the times of its transitions. Key.Revision
+// is the compare-and-swap token: Store.Put succeeds only if the stored
+// revision is the one the caller read.
+//
+// # The embedded store
+//
+// BoltStore keeps every key in one go.etcd.io/bbolt file (mode 0600, its
+// directory 0700; a file others can read is refused). Records are JSON,
+// one per key name, with a per-record revision and a store-wide
+// generation counter in a meta bucket.
+//
+// Crash safety comes from bbolt's design, not from code here: a write
+// transaction writes its new pages, fdatasyncs, then writes the meta page
+// that points at them and fdatasyncs again, so a crash or power loss at any
+// point leaves either the old or the new state, and once Put returns the
+// record is on disk. TestBoltSurvivesKill SIGKILLs a child process in the
+// middle of a stream of Puts and checks every acknowledged key.
+//
+// Several processes may share the file (`sidecrypt serve` and `sidecrypt
+// keys revoke`). bbolt holds an flock for as long as a DB is open, so
+// BoltStore opens the file for each operation and closes it at once: reads
+// take a shared lock, writes an exclusive one, each waiting up to
+// BoltOptions.LockTimeout (5s) before failing with ErrUnavailable. An open
+// costs about 35µs on a small file (BenchmarkBoltGet), far below the cost of
+// the HSM unwrap that follows a key cache miss. Watch polls the generation
+// counter every 250ms and reports the names whose records changed since,
+// so a revoke in one process reaches the others' key caches within about
+// a quarter of a second.
+//
+// The Store interface is what an etcd implementation will satisfy too
+// (revisions map to etcd's mod_revision, Watch to etcd's watch).
+//
+// # Lifecycle
+//
+// Manager runs the NIST SP 800-57 lifecycle over a Store, a KEK provider
+// (any hsm.Provider), an audit.Recorder, a clock and a random source:
+//
+//	pre-active  -> active, compromised, destroyed
+//	active      -> deactivated, compromised
+//	deactivated -> compromised, destroyed
+//	compromised -> destroyed
+//	destroyed   (final)
+//
+// Create makes version 1 (active and primary, or pre-active); Activate
+// makes a pre-active version primary; Rotate adds a version, makes it
+// primary and deactivates the old primary (with an expected primary, so
+// that sidecars rotating at once make one version between them); Revoke
+// moves a version to deactivated or compromised; Override lets a
+// compromised version decrypt for a bounded time (MaxOverride); Destroy
+// erases the wrapped material (crypto-shredding: the version's tokens can
+// never be opened again, while its metadata stays). Any other move is
+// refused with ErrTransition and an error that lists the allowed ones.
+//
+// Unwrap enforces the states: destroyed is ErrDestroyed, compromised
+// without a live override ErrCompromised, pre-active ErrPreActive, unknown
+// ErrNotFound. Every unwrapped DEK is checked against its fingerprint.
+//
+// Every operation and every refusal is written to the audit log, with the
+// actor from audit.WithActor, the key, the version, the outcome ("ok",
+// "denied", "error") and the reason; never key bytes. Routine unwraps are
+// not audited (they happen on key cache misses, on the request path);
+// refused unwraps and unwraps under an override are. If the audit event
+// of a completed operation cannot be written, the operation's error says
+// so.
+//
+// # Fingerprints
+//
+// Fingerprint(dek) is HKDF-SHA256 (RFC 5869) of the DEK with no salt and
+// the info "sidecrypt v1 fingerprint", truncated to 16 bytes and written
+// in hex. HKDF with a 512-bit secret key is a PRF, so the fingerprint
+// reveals nothing about the DEK or about the subkeys fieldcrypt derives
+// under other labels, yet it identifies the key: restore and unwrap check
+// every DEK against it.
+//
+// # KEK rotation and re-wrap
+//
+// RotateKEK makes a new KEK version current; new DEKs are wrapped under it
+// at once. Rewrap moves the older DEKs: its work list is simply "every
+// version whose KEK version is not the current one", so it keeps no state,
+// and a run stopped at any point (crash, kill -9, cancel) is finished by
+// running it again. Each version is unwrapped, wrapped under the current
+// KEK, the new copy unwrapped back and compared in constant time, and only
+// then is the record switched by compare-and-swap; a version whose copy
+// fails this check keeps its old one (ErrVerify). Retirable lists the KEK
+// versions no DEK uses any more; RetireKEK refuses one that is still used
+// (ErrKEKInUse).
+//
+// # Backup and restore
+//
+// Backup writes every key's metadata and each non-destroyed DEK sealed on
+// its own with HPKE (RFC 9180, crypto/hpke) to a recovery public key:
+// KEM ML-KEM-768+X25519 (post-quantum hybrid), KDF HKDF-SHA256, AEAD
+// AES-256-GCM, info "sidecrypt backup v1" || 0x00 || name || 0x00 ||
+// version. Restore opens each with the recovery private key, checks it
+// against its fingerprint, wraps it under the current KEK of whatever
+// provider it is given (a new HSM), and stores it. It checks everything
+// before writing anything, never replaces a version with other material
+// unless forced, and never undoes a destroy. The recovery key armor and the
+// backup file are described in docs/KEYS.md.
+package keystore
