@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"net/url"
 	"strings"
 
@@ -51,6 +52,9 @@ func sealQuery(ctx context.Context, raw string, qrules []rules.QueryRule, keys f
 					return "", refKeyUnavailable(rule.Key)
 				}
 				tok, err := fieldcrypt.SealString(k, rule.Mode, value)
+				if errors.Is(err, fieldcrypt.ErrInvalidUTF8) {
+					return "", refBadQuery
+				}
 				if err != nil {
 					return "", refKeyUnavailable(rule.Key)
 				}
