@@ -398,6 +398,9 @@ func (m *machine) fail(err error) error {
 	if ioe := m.ioErr(); ioe != nil {
 		return ioe
 	}
+	if pe, ok := err.(*PathError); ok {
+		return pe
+	}
 	return &PathError{Path: m.path(), Offset: m.s.offset(), Err: err}
 }
 
