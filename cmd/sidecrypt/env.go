@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os/user"
+
+	"github.com/sidecrypt/sidecrypt/hsm"
+	"github.com/sidecrypt/sidecrypt/internal/audit"
+	"github.com/sidecrypt/sidecrypt/internal/config"
+	"github.com/sidecrypt/sidecrypt/keystore"
+)
+
+// keyEnv is what every command that touches keys opens: the KEK provider,
+// the audit log (checkpoints signed by the provider), the keystore and the
+// lifecycle manager over them.
+type keyEnv struct {
+	cfg      config.Config
+	provider hsm.Provider
+	audit    *audit.Log
+	store    keystore.Store
+	manager  *keystore.Manager
+}
+
+// openKeyEnv opens the key environment that cfg describes. wrap, when not
+// nil, decorates the provider (metrics). create lets the software provider
+// create its KEK file and a PKCS#11 token its first KEK.
+func openKeyEnv(ctx context.Context, cfg config.Config, log *slog.Logger, create bool, wrap func(hsm.Provider) hsm.Provider) (*keyEnv, error) {
+	if cfg.HSM == "software" && cfg.MasterPassphrase == "" {
+		return nil, errors.New("the software KEK provider needs a passphrase: set SIDECRYPT_MASTER_PASSPHRASE or SIDECRYPT_MASTER_PASSPHRASE_FILE (or configure an HSM with SIDECRYPT_HSM=pkcs11:...)")
+	}
+	p, err := hsm.Open(ctx, cfg.HSM, hsm.Options{
+		PIN: cfg.HSMPIN.Reveal(), Passphrase: cfg.MasterPassphrase.Reveal(),
+		KEKFile: cfg.KEKFile, Create: create, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if wrap != nil {
+		p = wrap(p)
+	}
+	e := &keyEnv{cfg: cfg, provider: p}
+	if e.audit, err = audit.Open(cfg.AuditLog, audit.Options{Signer: p, Logger: log}); err != nil {
+		e.Close()
+		return nil, err
+	}
+	if e.store, err = openStore(ctx, cfg); err != nil {
+		e.Close()
+		return nil, err
+	}
+	if e.manager, err = keystore.NewManager(keystore.Config{Store: e.store, KEK: p, Audit: e.audit}); err != nil {
+		e.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// openStore opens the keystore that SIDECRYPT_KEYSTORE names.
+func openStore(_ context.Context, cfg config.Config) (keystore.Store, error) {
+	if cfg.KeystoreIsEtcd() {
+		return nil, fmt.Errorf("keystore %q: etcd keystores are not supported by this build yet", cfg.Keystore)
+	}
+	return keystore.OpenBolt(cfg.Keystore, keystore.BoltOptions{})
+}
+
+// Close releases everything opened, in reverse order.
+func (e *keyEnv) Close() error {
+	var errs []error
+	if e.store != nil {
+		errs = append(errs, e.store.Close())
+	}
+	if e.audit != nil {
+		errs = append(errs, e.audit.Close())
+	}
+	if e.provider != nil {
+		errs = append(errs, e.provider.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// cliActor names the operating-system user for audit events: "cli:alice".
+func cliActor() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return "cli:" + u.Username
+	}
+	return "cli:unknown"
+}

@@ -1,0 +1,271 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/sidecrypt/sidecrypt/internal/admin"
+	"github.com/sidecrypt/sidecrypt/internal/audit"
+	"github.com/sidecrypt/sidecrypt/internal/config"
+	"github.com/sidecrypt/sidecrypt/internal/metrics"
+	"github.com/sidecrypt/sidecrypt/internal/scheduler"
+	"github.com/sidecrypt/sidecrypt/keycache"
+	"github.com/sidecrypt/sidecrypt/keystore"
+	"github.com/sidecrypt/sidecrypt/proxy"
+	"github.com/sidecrypt/sidecrypt/rules"
+)
+
+func cmdServe(a *app, args []string) int {
+	cfg, err := a.config()
+	if err != nil {
+		return a.fail(err)
+	}
+	fs := a.flags("serve", `sidecrypt serve [flags]
+
+Runs the proxy. With SIDECRYPT_UPSTREAM set (reverse mode) the application
+points its datastore URL at SIDECRYPT_LISTEN; without it (forward mode) the
+application sets HTTP_PROXY/HTTPS_PROXY to it, and HTTPS to hosts that the
+rules name is intercepted with the CA from 'sidecrypt ca init'.
+
+Request bodies and query parameters that the rules name are encrypted on the
+way in; tokens in responses are opened (or masked) on the way out. The admin
+API, /metrics, /healthz and /readyz listen on SIDECRYPT_ADMIN_LISTEN.
+
+Signals: SIGTERM/SIGINT drain and stop; SIGHUP reloads the rule file.
+Secrets come only from the environment (see README.md).`)
+	cfg.BindFlags(fs)
+	if code, ok := a.parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() > 0 {
+		return a.usageError(fs, "unexpected arguments")
+	}
+	if err := cfg.Validate(); err != nil {
+		return a.fail(err)
+	}
+	if cfg.Rules == "" {
+		return a.fail(errors.New("no rule file: set SIDECRYPT_RULES or --rules (see docs/RULES.md; examples/rules/ has samples)"))
+	}
+	log := a.logger(cfg)
+	if err := serve(a.ctx, cfg, log); err != nil {
+		log.Error("sidecrypt stopped", "err", err)
+		return exitFail
+	}
+	return exitOK
+}
+
+// serve runs every part of the sidecar until ctx ends.
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	m := metrics.New()
+	env, err := openKeyEnv(ctx, cfg, log, true, m.InstrumentHSM)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	auditLog := recordCounting{env.audit, m}
+	ctx = audit.WithActor(ctx, "serve")
+
+	cache := keycache.New(env.manager, keycache.OptionsFromConfig(cfg))
+	defer cache.Close()
+	m.RegisterKeyCache(cache.Stats)
+
+	src, err := rules.NewFileSource(cfg.Rules, rules.FileSourceOptions{
+		Logger:   log,
+		Recorder: auditLog,
+		Hooks: rules.Hooks{
+			Loaded: func(p *rules.Plan, at time.Time, _ time.Duration) {
+				m.RulesReloads.Inc()
+				m.SetRules(p.Hash, at)
+			},
+			Refused: func(error) { m.RulesReloadFailures.Inc() },
+		},
+	})
+	if err != nil {
+		return err
+	}
+	checkRuleKeys(ctx, log, env.manager, src.Current())
+
+	pcfg := proxy.Config{
+		Rules: src, Keys: cache, Audit: auditLog, Observer: m.ProxyObserver(), Logger: log,
+		MaxBody: int64(cfg.MaxBody), UpstreamTimeout: cfg.UpstreamTimeout, ShutdownTimeout: cfg.ShutdownTimeout,
+	}
+	if pcfg.UpstreamTLS, err = proxy.UpstreamTLSConfig(cfg.UpstreamCA); err != nil {
+		return err
+	}
+	if cfg.Upstream != "" {
+		u, err := url.Parse(cfg.Upstream)
+		if err != nil {
+			return fmt.Errorf("SIDECRYPT_UPSTREAM: %w", err)
+		}
+		pcfg.Upstream = u
+	} else {
+		ca, err := proxy.LoadCA(cfg.CADir)
+		if err != nil {
+			return fmt.Errorf("forward mode (SIDECRYPT_UPSTREAM is empty) intercepts HTTPS with a local CA: %w (create it with `sidecrypt ca init`)", err)
+		}
+		pcfg.CA = ca
+	}
+	p, err := proxy.New(pcfg)
+	if err != nil {
+		return err
+	}
+
+	sched := scheduler.New(env.manager, scheduler.Options{
+		RewrapRate: cfg.RewrapRate,
+		Logger:     log,
+		Hooks: scheduler.Hooks{
+			Rotated:        func(key, trigger string) { m.Rotations.WithLabelValues(key, trigger).Inc() },
+			RewrapProgress: func(done, total int) { m.RewrapPending.Set(float64(total - done)) },
+			RewrapVersion: func(ok bool) {
+				if ok {
+					m.RewrapDone.Inc()
+					m.RewrapLastProgress.SetToCurrentTime()
+				} else {
+					m.RewrapErrors.Inc()
+				}
+			},
+			Retirable: func(n int) { m.KEKRetirable.Set(float64(n)) },
+		},
+	})
+
+	// Listeners first, so that a port in use fails before anything runs.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("proxy listener: %w", err)
+	}
+	var adminSrv *http.Server
+	var adminLn net.Listener
+	if cfg.AdminListen != "off" {
+		if adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+			ln.Close()
+			return fmt.Errorf("admin listener: %w", err)
+		}
+		api := admin.New(admin.Config{
+			Keys: env.manager, Rules: src, RulesFile: admin.FileRulesWriter(cfg.Rules), Rewrap: sched,
+			Metrics: m.Handler(), AuditLog: cfg.AuditLog, Recorder: auditLog,
+			Token: cfg.AdminToken.Reveal(), Loopback: cfg.AdminIsLoopback(),
+			PingStore: env.store.Ping, PingHSM: env.provider.Ping, CachedEnough: cache.Cached,
+			Logger: log,
+		})
+		adminSrv = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+	}
+
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	goRun := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(runCtx); err != nil && runCtx.Err() == nil {
+				log.Error(name+" stopped", "err", err)
+			}
+		}()
+	}
+	goRun("rules watcher", src.Run)
+	goRun("key cache watcher", func(ctx context.Context) error { return cache.Run(ctx, env.store) })
+	goRun("scheduler", sched.Run)
+	if adminSrv != nil {
+		goRun("admin API", func(ctx context.Context) error {
+			go func() {
+				<-ctx.Done()
+				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_ = adminSrv.Shutdown(sctx)
+			}()
+			if err := adminSrv.Serve(adminLn); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	goRun("SIGHUP handler", func(ctx context.Context) error {
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-hup:
+				log.Info("SIGHUP: reloading rules", "file", cfg.Rules)
+				_ = src.Reload(audit.WithActor(ctx, "signal:SIGHUP"))
+			}
+		}
+	})
+
+	desc := env.provider.Describe()
+	mode := "forward"
+	if pcfg.Upstream != nil {
+		mode = "reverse"
+	}
+	log.Info("sidecrypt serving",
+		"version", version, "mode", mode, "listen", ln.Addr().String(), "upstream", redactURL(pcfg.Upstream),
+		"admin", cfg.AdminListen, "rules", cfg.Rules, "rules_hash", src.Current().Hash,
+		"keystore", cfg.Keystore, "hsm", desc.Kind, "audit_log", cfg.AuditLog)
+	_ = auditLog.Record(ctx, audit.Event{Action: "serve.start", Rules: src.Current().Hash,
+		Details: map[string]string{"mode": mode, "listen": ln.Addr().String(), "hsm": desc.Kind, "version": version}})
+
+	err = p.Serve(ctx, ln)
+	stop()
+	wg.Wait()
+	_ = auditLog.Record(context.WithoutCancel(ctx), audit.Event{Action: "serve.stop", Rules: src.Current().Hash})
+	log.Info("sidecrypt stopped")
+	return err
+}
+
+// checkRuleKeys warns, at start, about keys that the rules seal with but
+// that do not exist or have no active primary: requests on those routes
+// will be refused (503) until an operator creates or rotates them.
+func checkRuleKeys(ctx context.Context, log *slog.Logger, m *keystore.Manager, p *rules.Plan) {
+	seen := map[string]bool{}
+	for _, rt := range p.Routes {
+		for _, name := range rt.Keys {
+			if seen[name] {
+				continue
+			}
+			seen[name] = true
+			if _, err := m.Primary(ctx, name); err != nil {
+				log.Warn("a rule seals with a key that cannot be used: requests on its routes will be refused (503) until it can",
+					"key", name, "route", rt.Name, "err", err, "fix", "sidecrypt keys create "+name)
+			}
+		}
+	}
+}
+
+// redactURL drops credentials and the query from a URL for logging.
+func redactURL(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	c := *u
+	c.User = nil
+	c.RawQuery = ""
+	return c.String()
+}
+
+// recordCounting counts audit write failures in metrics. An audit failure
+// is logged by the caller; it never turns into a forwarded plaintext.
+type recordCounting struct {
+	l *audit.Log
+	m *metrics.Metrics
+}
+
+func (r recordCounting) Record(ctx context.Context, e audit.Event) error {
+	err := r.l.Record(ctx, e)
+	if err != nil {
+		r.m.AuditErrors.Inc()
+	}
+	return err
+}
+
