@@ -89,4 +89,19 @@ var (
 	ErrNotCompiled = errors.New("PKCS#11 support was not compiled into this binary (built without cgo or with -tags nopkcs11)")
 	// ErrConfig: the provider specification is malformed.
 	ErrConfig = errors.New("invalid HSM configuration")
+	// ErrInvalidArgument: the call itself is wrong and nothing was changed
+	// (a data key of an unusable length, retiring the current KEK).
+	ErrInvalidArgument = errors.New("invalid argument")
+)
+
+// Mechanism names recorded in Wrapped.Mechanism. They name the algorithm,
+// not a PKCS#11 mechanism code: every provider that implements RFC 5649
+// writes MechanismKWP, whichever vendor code it used to get there.
+const (
+	// MechanismKWP is AES key wrap with padding (RFC 5649, NIST SP 800-38F
+	// KWP). Both providers use it by default.
+	MechanismKWP = "aes-kwp-rfc5649"
+	// MechanismKW is AES key wrap without padding (RFC 3394, SP 800-38F
+	// KW), selected with wrap-mechanism=kw for tokens that lack KWP.
+	MechanismKW = "aes-kw-rfc3394"
 )

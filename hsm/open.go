@@ -2,7 +2,9 @@ package hsm
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"strings"
 )
 
 // Options configure Open. Secrets arrive here from the environment (never
@@ -28,4 +30,24 @@ type Options struct {
 // pkcs11: URI (pkcs11:token=...;object=...?module-path=...).
 func Open(ctx context.Context, spec string, opts Options) (Provider, error) {
 	return open(ctx, spec, opts)
+}
+
+func open(ctx context.Context, spec string, opts Options) (Provider, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	switch {
+	case spec == "" || spec == "software":
+		return openSoftware(ctx, opts, log)
+	case len(spec) >= len("pkcs11:") && strings.EqualFold(spec[:len("pkcs11:")], "pkcs11:"):
+		cfg, err := parsePKCS11URI(spec)
+		if err != nil {
+			return nil, err
+		}
+		return openPKCS11(ctx, cfg, opts, log)
+	default:
+		// Do not echo spec: a mistyped URI may carry a pin-value.
+		return nil, fmt.Errorf("hsm: unknown provider (want \"software\" or an RFC 7512 pkcs11: URI): %w", ErrConfig)
+	}
 }
