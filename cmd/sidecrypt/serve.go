@@ -268,4 +268,3 @@ func (r recordCounting) Record(ctx context.Context, e audit.Event) error {
 	}
 	return err
 }
-
