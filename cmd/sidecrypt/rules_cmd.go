@@ -244,7 +244,7 @@ func (d *dryRun) run(ctx context.Context, req rules.Request, rawQuery string, bo
 		} else {
 			fmt.Fprintln(d.a.stderr, msg)
 		}
-		w.Write(withNewline(body))
+		d.writeBody(body)
 		if d.response {
 			return d.showResponse(ctx, body)
 		}
@@ -302,11 +302,21 @@ func (d *dryRun) run(ctx context.Context, req rules.Request, rawQuery string, bo
 		}
 		fmt.Fprintln(w, "body (as the datastore receives it):")
 	}
-	w.Write(withNewline(stored))
+	d.writeBody(stored)
 	if d.response {
 		return d.showResponse(ctx, stored)
 	}
 	return exitOK
+}
+
+// writeBody prints a body; in sectioned output an empty one is named, so
+// that the reader does not look for a missing line.
+func (d *dryRun) writeBody(b []byte) {
+	if len(b) == 0 && d.sections {
+		fmt.Fprintln(d.a.stdout, "(empty)")
+		return
+	}
+	d.a.stdout.Write(withNewline(b))
 }
 
 // rewriteQuery seals the values of protected query parameters, keeping the
@@ -372,7 +382,7 @@ func (d *dryRun) showResponse(ctx context.Context, stored []byte) int {
 		}
 	}
 	fmt.Fprintln(w, "response (as the application sees it):")
-	w.Write(withNewline(out))
+	d.writeBody(out)
 	return exitOK
 }
 
