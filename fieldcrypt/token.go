@@ -91,6 +91,13 @@ func decodeToken(buf, token []byte) (parsedToken, []byte, error) {
 		return p, buf, errTokPrefix
 	}
 	enc := token[len(TokenPrefix):]
+	// encoding/base64 skips '\r' and '\n'; a token has one spelling, so
+	// every character must be from the alphabet.
+	for _, c := range enc {
+		if !b64url[c] {
+			return p, buf, errTokBase64
+		}
+	}
 	n := b64.DecodedLen(len(enc))
 	if cap(buf) < n {
 		buf = make([]byte, n, n+n/2)

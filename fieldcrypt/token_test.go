@@ -221,6 +221,7 @@ func TestParseTokenInfoErrors(t *testing.T) {
 		{"prefix only", "sc1.", ErrNotToken},
 		{"future version prefix", "sc2." + string(good[4:]), ErrTokenVersion},
 		{"padding", string(good) + "=", ErrNotToken},
+		{"line break (base64 decoders skip it)", string(good[:10]) + "\r\n" + string(good[10:]), ErrNotToken},
 		{"standard base64 alphabet", strings.Replace(string(good), "A", "+", 1), ErrNotToken},
 		{"header cut", "sc1.AQFzA3Bp", ErrNotToken},
 		{"body version 2", "sc1.AgFzA3BpaQAAAAE", ErrTokenVersion},
