@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -252,5 +253,25 @@ func TestDidYouMean(t *testing.T) {
 		if got := didYouMean(in, cands); got != want {
 			t.Errorf("didYouMean(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestCompileRefusesUnreadableContent(t *testing.T) {
+	tests := []struct {
+		name string
+		data []byte
+		says string
+	}{
+		{"too large", append([]byte("version: 1\n#"), bytes.Repeat([]byte("x"), MaxFileSize)...), "more than the 1048576 allowed"},
+		{"not UTF-8", []byte("version: 1\nroutes: [{name: \xff}]\n"), "not valid UTF-8"},
+		{"NUL byte", []byte("version: 1\x00\n"), "YAML syntax"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, diags, err := Compile("x.yaml", tt.data)
+			if p != nil || err == nil || len(diags) == 0 || !strings.Contains(diags[0].Message, tt.says) {
+				t.Errorf("plan %v, diags %v, err %v; want a refusal saying %q", p != nil, diags, err, tt.says)
+			}
+		})
 	}
 }
