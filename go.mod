@@ -7,7 +7,10 @@ require (
 	github.com/tink-crypto/tink-go/v2 v2.9.0
 )
 
-require golang.org/x/time v0.16.0 // indirect
+require (
+	golang.org/x/term v0.47.0 // indirect
+	golang.org/x/time v0.16.0 // indirect
+)
 
 require (
 	github.com/HdrHistogram/hdrhistogram-go v1.4.0 // indirect

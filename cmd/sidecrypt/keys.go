@@ -1,0 +1,908 @@
+package main
+
+// The keys and kek commands: thin wrappers that read the environment, open
+// the keystore, the HSM and the audit log, and call keystore.Manager. All
+// lifecycle rules live in keystore; nothing here decides what is allowed.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/term"
+	"golang.org/x/time/rate"
+
+	"github.com/sidecrypt/sidecrypt/hsm"
+	"github.com/sidecrypt/sidecrypt/internal/audit"
+	"github.com/sidecrypt/sidecrypt/internal/config"
+	"github.com/sidecrypt/sidecrypt/keystore"
+)
+
+func cmdKeys(a *app, args []string) int {
+	return a.dispatch("sidecrypt keys", []command{
+		{"list", "list keys, their versions and states", cmdKeysList},
+		{"create", "create a key (version 1)", cmdKeysCreate},
+		{"activate", "activate a pre-active version and make it primary", cmdKeysActivate},
+		{"rotate", "add a version and make it primary; the old one keeps decrypting", cmdKeysRotate},
+		{"revoke", "deactivate a version, or mark it compromised", cmdKeysRevoke},
+		{"override", "let a compromised version decrypt for a limited time", cmdKeysOverride},
+		{"destroy", "erase a version's key material (crypto-shredding)", cmdKeysDestroy},
+		{"rewrap", "re-wrap every data key under the current KEK", cmdKeysRewrap},
+		{"backup", "write every data key, sealed to a recovery key, to a file", cmdKeysBackup},
+		{"restore", "restore data keys from a backup into this keystore and HSM", cmdKeysRestore},
+		{"recovery-keygen", "make a recovery key pair for backups", cmdKeysRecoveryKeygen},
+	}, args)
+}
+
+func cmdKEK(a *app, args []string) int {
+	return a.dispatch("sidecrypt kek", []command{
+		{"list", "list KEK versions and how many data keys each wraps", cmdKEKList},
+		{"rotate", "create a new KEK version in the HSM and make it current", cmdKEKRotate},
+		{"retire", "retire a KEK version that no data key uses any more", cmdKEKRetire},
+	}, args)
+}
+
+// envHelp is appended to every keys/kek usage text.
+const envHelp = `
+Settings come from the environment: SIDECRYPT_KEYSTORE (key store file),
+SIDECRYPT_HSM ("software" or a pkcs11: URI), SIDECRYPT_HSM_PIN,
+SIDECRYPT_MASTER_PASSPHRASE and SIDECRYPT_KEK_FILE (software provider),
+SIDECRYPT_AUDIT_LOG. Secrets are never taken from flags. See docs/KEYS.md.`
+
+// keysArgs parses flags that may come before or after the positional
+// arguments (`keys create pii --cryptoperiod 90d`); the flag package alone
+// stops at the first positional argument.
+func (a *app) keysArgs(fs *flag.FlagSet, args []string) ([]string, int, bool) {
+	var pos []string
+	for {
+		if code, ok := a.parse(fs, args); !ok {
+			return nil, code, false
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, 0, true
+		}
+		if rest[0] == "--" {
+			return append(pos, rest[1:]...), 0, true
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+func isSoftware(cfg config.Config) bool { return cfg.HSM == "" || cfg.HSM == "software" }
+
+// keysSession is what a keys or kek command works with: the key
+// environment that serve opens too (env.go), and a context that attributes
+// audit events to the operator.
+type keysSession struct {
+	*keyEnv
+	ctx context.Context
+	m   *keystore.Manager
+}
+
+// session opens the keystore, the HSM and the audit log. create lets the
+// software provider make its KEK file, and a PKCS#11 token its first KEK.
+func (a *app) session(create bool) (*keysSession, error) {
+	cfg, err := a.config()
+	if err != nil {
+		return nil, err
+	}
+	if isSoftware(cfg) && cfg.MasterPassphrase == "" {
+		return nil, errors.New("SIDECRYPT_MASTER_PASSPHRASE is not set: the software KEK provider (SIDECRYPT_HSM=software) seals its key file with it; set it, or SIDECRYPT_MASTER_PASSPHRASE_FILE")
+	}
+	env, err := openKeyEnv(a.ctx, cfg, a.quietLogger(cfg), create, nil)
+	if err != nil {
+		if !create && isSoftware(cfg) {
+			if _, serr := os.Stat(cfg.KEKFile); errors.Is(serr, fs.ErrNotExist) {
+				return nil, fmt.Errorf("no KEK file at %s yet ('sidecrypt keys create NAME' makes one): %w", cfg.KEKFile, err)
+			}
+		}
+		return nil, err
+	}
+	return &keysSession{keyEnv: env, ctx: audit.WithActor(a.ctx, cliActor()), m: env.manager}, nil
+}
+
+// withSession runs fn with a session and reports any error.
+func (a *app) withSession(create bool, fn func(s *keysSession) error) int {
+	s, err := a.session(create)
+	if err != nil {
+		return a.fail(err)
+	}
+	err = fn(s)
+	if cerr := s.Close(); cerr != nil {
+		err = errors.Join(err, cerr)
+	}
+	if err != nil {
+		return a.fail(err)
+	}
+	return exitOK
+}
+
+// parseCryptoperiod accepts Go durations (2160h, 90m) and whole days or
+// weeks (90d, 12w); "0" means no scheduled rotation.
+func parseCryptoperiod(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "0" {
+		return 0, nil
+	}
+	for _, u := range []struct {
+		suffix string
+		unit   time.Duration
+	}{{"d", 24 * time.Hour}, {"w", 7 * 24 * time.Hour}} {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			n, err := strconv.ParseUint(num, 10, 32)
+			if err != nil || n == 0 || float64(n)*float64(u.unit) > math.MaxInt64 {
+				return 0, fmt.Errorf("invalid duration %q (want e.g. 90d, 12w, 720h)", s)
+			}
+			return time.Duration(n) * u.unit, nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("invalid duration %q (want e.g. 90d, 12w, 720h)", s)
+	}
+	return d, nil
+}
+
+// formatPeriod prints a duration in the units operators use.
+func formatPeriod(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "-"
+	case d%(7*24*time.Hour) == 0:
+		return fmt.Sprintf("%dw", d/(7*24*time.Hour))
+	case d%(24*time.Hour) == 0:
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	return d.String()
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// oneName checks that exactly one key name was given.
+func (a *app) oneName(fs *flag.FlagSet, pos []string) (string, bool) {
+	if len(pos) != 1 {
+		a.usageError(fs, "name exactly one key")
+		return "", false
+	}
+	return pos[0], true
+}
+
+func (a *app) versionFlag(fs *flag.FlagSet, v uint) (uint32, bool) {
+	if v == 0 || v > math.MaxUint32 {
+		a.usageError(fs, "--version N is required (N >= 1)")
+		return 0, false
+	}
+	return uint32(v), true
+}
+
+// --- keys list ---
+
+// jsonKey and jsonVersion are the stable --json shape of `keys list`.
+// Wrapped key bytes are never printed.
+type jsonKey struct {
+	Name                string        `json:"name"`
+	Primary             uint32        `json:"primary"`
+	CryptoperiodSeconds int64         `json:"cryptoperiod_seconds"`
+	Created             time.Time     `json:"created"`
+	Versions            []jsonVersion `json:"versions"`
+}
+
+type jsonVersion struct {
+	Version       uint32    `json:"version"`
+	State         string    `json:"state"`
+	Algorithm     string    `json:"algorithm"`
+	KEKVersion    uint32    `json:"kek_version"`
+	Mechanism     string    `json:"mechanism"`
+	Fingerprint   string    `json:"fingerprint"`
+	Created       time.Time `json:"created"`
+	Activated     time.Time `json:"activated,omitzero"`
+	Deactivated   time.Time `json:"deactivated,omitzero"`
+	Compromised   time.Time `json:"compromised,omitzero"`
+	Destroyed     time.Time `json:"destroyed,omitzero"`
+	Reason        string    `json:"reason,omitempty"`
+	OverrideUntil time.Time `json:"override_until,omitzero"`
+}
+
+func toJSONKey(k *keystore.Key) jsonKey {
+	jk := jsonKey{Name: k.Name, Primary: k.Primary, CryptoperiodSeconds: int64(k.Cryptoperiod / time.Second), Created: k.Created, Versions: []jsonVersion{}}
+	for _, v := range k.Versions {
+		jk.Versions = append(jk.Versions, jsonVersion{
+			Version: v.Version, State: string(v.State), Algorithm: v.Algorithm, KEKVersion: v.KEKVersion,
+			Mechanism: v.Mechanism, Fingerprint: v.Fingerprint, Created: v.Created, Activated: v.Activated,
+			Deactivated: v.Deactivated, Compromised: v.Compromised, Destroyed: v.Destroyed, Reason: v.Reason,
+			OverrideUntil: v.OverrideUntil,
+		})
+	}
+	return jk
+}
+
+func cmdKeysList(a *app, args []string) int {
+	fs := a.flags("keys list", `sidecrypt keys list [--json]
+
+Lists every key version: its state, whether it is the primary (the one
+that seals new values), the KEK version that wraps it, and its fingerprint.
+Reads only the keystore; the HSM is not needed.`+envHelp)
+	asJSON := fs.Bool("json", false, "print {\"keys\": [...]} as JSON")
+	pos, code, ok := a.keysArgs(fs, args)
+	if !ok {
+		return code
+	}
+	if len(pos) != 0 {
+		return a.usageError(fs, "keys list takes no arguments")
+	}
+	cfg, err := a.config()
+	if err != nil {
+		return a.fail(err)
+	}
+	st, err := openStore(a.ctx, cfg)
+	if err != nil {
+		return a.fail(err)
+	}
+	defer st.Close()
+	keys, err := st.List(a.ctx)
+	if err != nil {
+		return a.fail(err)
+	}
+	if *asJSON {
+		out := struct {
+			Keys []jsonKey `json:"keys"`
+		}{Keys: []jsonKey{}}
+		for _, k := range keys {
+			out.Keys = append(out.Keys, toJSONKey(k))
+		}
+		return a.printJSON(out)
+	}
+	if len(keys) == 0 {
+		fmt.Fprintln(a.stdout, "no keys yet; create one with: sidecrypt keys create NAME")
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tVERSION\tSTATE\tPRIMARY\tKEK\tCRYPTOPERIOD\tCREATED\tFINGERPRINT\tNOTE")
+	for _, k := range keys {
+		for _, v := range k.Versions {
+			primary, kek := "", "-"
+			if v.Version == k.Primary {
+				primary = "*"
+			}
+			if v.KEKVersion != 0 {
+				kek = "v" + strconv.FormatUint(uint64(v.KEKVersion), 10)
+			}
+			note := v.Reason
+			if v.State == keystore.StateCompromised && v.OverrideUntil.After(time.Now()) {
+				note = strings.TrimSpace("override until " + formatTime(v.OverrideUntil) + " " + note)
+			}
+			fmt.Fprintf(tw, "%s\tv%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Name, v.Version, v.State, primary, kek,
+				formatPeriod(k.Cryptoperiod), formatTime(v.Created), v.Fingerprint, note)
+		}
+	}
+	tw.Flush()
+	return exitOK
+}
+
+func (a *app) printJSON(v any) int {
+	enc := json.NewEncoder(a.stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return a.fail(err)
+	}
+	return exitOK
+}
+
+// --- lifecycle ---
+
+func cmdKeysCreate(a *app, args []string) int {
+	fs := a.flags("keys create", `sidecrypt keys create NAME [--cryptoperiod 90d] [--pre-active]
+
+Creates key NAME with version 1, generated from the system CSPRNG and stored
+only wrapped by the HSM's current KEK. Version 1 is active and primary at
+once, unless --pre-active (then activate it with 'keys activate').
+With the software provider, the KEK file is created on first use.`+envHelp)
+	period := fs.String("cryptoperiod", "0", "how long a version seals before scheduled rotation: 90d, 12w, 720h; 0 for never")
+	preActive := fs.Bool("pre-active", false, "create version 1 pre-active (usable only after 'keys activate')")
+	pos, code, ok := a.keysArgs(fs, args)
+	if !ok {
+		return code
+	}
+	name, ok := a.oneName(fs, pos)
+	if !ok {
+		return exitUsage
+	}
+	cp, err := parseCryptoperiod(*period)
+	if err != nil {
+		return a.usageError(fs, "--cryptoperiod: "+err.Error())
+	}
+	return a.withSession(true, func(s *keysSession) error {
+		k, err := s.m.Create(s.ctx, name, cp, *preActive)
+		if err != nil {
+			return err
+		}
+		v := k.Versions[0]
+		fmt.Fprintf(a.stdout, "created %s v1 (%s, KEK v%d, fingerprint %s)\n", k.Name, v.State, v.KEKVersion, v.Fingerprint)
+		return nil
+	})
+}
+
+func cmdKeysActivate(a *app, args []string) int {
+	fs := a.flags("keys activate", `sidecrypt keys activate NAME --version N
+
+Moves a pre-active version to active and makes it the primary; the previous
+primary, if any, is deactivated (it keeps decrypting).`+envHelp)
+	ver := fs.Uint("version", 0, "the version to activate")
+	pos, code, ok := a.keysArgs(fs, args)
+	if !ok {
+		return code
+	}
+	name, ok := a.oneName(fs, pos)
+	if !ok {
+		return exitUsage
+	}
+	v, ok := a.versionFlag(fs, *ver)
+	if !ok {
+		return exitUsage
+	}
+	return a.withSession(false, func(s *keysSession) error {
+		if _, err := s.m.Activate(s.ctx, name, v); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "activated %s v%d; it is the primary\n", name, v)
+		return nil
+	})
+}
+
+func cmdKeysRotate(a *app, args []string) int {
+	fs := a.flags("keys rotate", `sidecrypt keys rotate NAME
+
+Adds a new version of NAME and makes it the primary: new values are sealed
+under it. The previous primary is deactivated and keeps decrypting. Running
+sidecars pick the new version up within a second.`+envHelp)
+	pos, code, ok := a.keysArgs(fs, args)
+	if !ok {
+		return code
+	}
+	name, ok := a.oneName(fs, pos)
+	if !ok {
+		return exitUsage
+	}
+	return a.withSession(true, func(s *keysSession) error {
+		before, err := s.m.Get(s.ctx, name)
+		if err != nil {
+			return err
+		}
+		k, err := s.m.Rotate(s.ctx, name, before.Primary)
+		if err != nil {
+			return err
+		}
+		if before.Primary != 0 && k.Lookup(before.Primary) != nil {
+			fmt.Fprintf(a.stdout, "rotated %s: v%d is primary; v%d is %s and still decrypts\n", name, k.Primary, before.Primary, k.Lookup(before.Primary).State)
+		} else {
+			fmt.Fprintf(a.stdout, "rotated %s: v%d is primary\n", name, k.Primary)
+		}
+		return nil
+	})
+}
+
+func cmdKeysRevoke(a *app, args []string) int {
+	fs := a.flags("keys revoke", `sidecrypt keys revoke NAME --version N [--compromised] --reason TEXT
+
+Takes a version out of use. Without --compromised it becomes deactivated:
+it no longer seals, but still decrypts. With --compromised it decrypts
+nothing until an explicit, audited 'keys override'. Revoking the primary
+leaves the key without one: sealing under it fails (closed) until
+'keys rotate'. Running sidecars drop the version from their caches within
+a second.`+envHelp)
+	ver := fs.Uint("version", 0, "the version to revoke")
+	compromised := fs.Bool("compromised", false, "mark the version compromised instead of deactivated")
+	reason := fs.String("reason", "", "why (required; goes to the audit log)")
+	pos, code, ok := a.keysArgs(fs, args)
+	if !ok {
+		return code
+	}
+	name, ok := a.oneName(fs, pos)
+	if !ok {
+		return exitUsage
+	}
+	v, ok := a.versionFlag(fs, *ver)
+	if !ok {
+		return exitUsage
+	}
+	if strings.TrimSpace(*reason) == "" {
+		return a.usageError(fs, "--reason TEXT is required (it goes to the audit log)")
+	}
+	to := keystore.StateDeactivated
+	if *compromised {
+		to = keystore.StateCompromised
+	}
+	return a.withSession(false, func(s *keysSession) error {
+		k, err := s.m.Revoke(s.ctx, name, v, to, *reason)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "%s v%d is now %s\n", name, v, to)
+		if k.Primary == 0 {
+			fmt.Fprintf(a.stdout, "%s has no primary version now: sealing under it fails until 'sidecrypt keys rotate %s'\n", name, name)
+		}
+		return nil
+	})
+}
+
+func cmdKeysOverride(a *app, args []string) int {
+	fs := a.flags("keys override", `sidecrypt keys override NAME --version N --for 1h --reason TEXT
+
+Lets a compromised version decrypt (never encrypt) for a limited time, at
+most 7 days, for example to read data out before destroying the key. Every
+unwrap under the override is audited. --for 0 ends an override early.`+envHelp)
+	ver := fs.Uint("version", 0, "the compromised version")
+	forDur := fs.String("for", "", "how long: 30m, 4h, 2d (at most 7d); 0 ends the override")
+	reason := fs.String("reason", "", "why (required; goes to the audit log)")
+	pos, code, ok := a.keysArgs(fs, args)
+	if !ok {
+		return code
+	}
+	name, ok := a.oneName(fs, pos)
+	if !ok {
+		return exitUsage
+	}
+	v, ok := a.versionFlag(fs, *ver)
+	if !ok {
+		return exitUsage
+	}
+	if *forDur == "" {
+		return a.usageError(fs, "--for DURATION is required")
+	}
+	d, err := parseCryptoperiod(*forDur)
+	if err != nil {
+		return a.usageError(fs, "--for: "+err.Error())
+	}
+	if strings.TrimSpace(*reason) == "" {
+		return a.usageError(fs, "--reason TEXT is required (it goes to the audit log)")
+	}
+	return a.withSession(false, func(s *keysSession) error {
+		var until time.Time
+		if d > 0 {
+			until = time.Now().Add(d)
+		}
+		if _, err := s.m.Override(s.ctx, name, v, until, *reason); err != nil {
+			return err
+		}
+		if until.IsZero() {
+			fmt.Fprintf(a.stdout, "override of %s v%d ended\n", name, v)
+		} else {
+			fmt.Fprintf(a.stdout, "%s v%d may decrypt until %s (audited)\n", name, v, formatTime(until))
+		}
+		return nil
+	})
+}
+
+// stdinIsTerminal reports whether r is an interactive terminal (not
+// merely a character device: /dev/null is one too). A variable so that
+// tests can pretend.
+var stdinIsTerminal = func(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func cmdKeysDestroy(a *app, args []string) int {
+	fs := a.flags("keys destroy", `sidecrypt keys destroy NAME --version N [--yes] [--reason TEXT]
+
+Erases a version's wrapped key material from the keystore. Every value
+sealed under that version becomes unreadable for good (crypto-shredding);
+the version's metadata stays. Only a version that no longer encrypts may be
+destroyed (revoke it first). Asks you to type the key name unless --yes;
+without a terminal, --yes is required. Backups taken before the destroy
+still hold the key: destroy them too for the erasure to be complete.`+envHelp)
+	ver := fs.Uint("version", 0, "the version to destroy")
+	yes := fs.Bool("yes", false, "do not ask for confirmation")
+	reason := fs.String("reason", "", "why (goes to the audit log)")
+	pos, code, ok := a.keysArgs(fs, args)
+	if !ok {
+		return code
+	}
+	name, ok := a.oneName(fs, pos)
+	if !ok {
+		return exitUsage
+	}
+	v, ok := a.versionFlag(fs, *ver)
+	if !ok {
+		return exitUsage
+	}
+	if !*yes {
+		if !stdinIsTerminal(a.stdin) {
+			return a.fail(fmt.Errorf("refusing to destroy %s v%d without confirmation: standard input is not a terminal; pass --yes to confirm from a script", name, v))
+		}
+		fmt.Fprintf(a.stderr, "Destroying %s v%d erases its key material for good: every value sealed under it\nbecomes unreadable. Type the key name (%s) to confirm: ", name, v, name)
+		line, err := bufio.NewReader(a.stdin).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return a.fail(err)
+		}
+		if strings.TrimSpace(line) != name {
+			return a.fail(fmt.Errorf("confirmation did not match %q: nothing was destroyed", name))
+		}
+	}
+	return a.withSession(false, func(s *keysSession) error {
+		if _, err := s.m.Destroy(s.ctx, name, v, *reason); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "destroyed %s v%d: its key material is erased and its values can no longer be read\n", name, v)
+		return nil
+	})
+}
+
+// --- rewrap ---
+
+// progress prints re-wrap progress on stderr: at most about once a second,
+// and always at the end.
+type progress struct {
+	w     io.Writer
+	start time.Time
+	last  time.Time
+	now   func() time.Time
+}
+
+func (p *progress) update(done, total int) {
+	now := p.now()
+	if done < total && now.Sub(p.last) < time.Second {
+		return
+	}
+	p.last = now
+	elapsed := now.Sub(p.start)
+	rateStr, left := "-", "-"
+	if elapsed > 0 && done > 0 {
+		r := float64(done) / elapsed.Seconds()
+		rateStr = fmt.Sprintf("%.1f/s", r)
+		left = (time.Duration(float64(total-done)/r*float64(time.Second)) + time.Second/2).Truncate(time.Second).String()
+	}
+	pct := 100
+	if total > 0 {
+		pct = done * 100 / total
+	}
+	fmt.Fprintf(p.w, "rewrap: %d/%d (%d%%)  rate %s  remaining %s\n", done, total, pct, rateStr, left)
+}
+
+func cmdKeysRewrap(a *app, args []string) int {
+	fs := a.flags("keys rewrap", `sidecrypt keys rewrap [--rate N]
+
+Re-wraps every data key version that is wrapped under an older KEK, so that
+it is under the current one (after 'sidecrypt kek rotate'). Each new copy is
+unwrapped back and compared before the record is switched; the old copy is
+replaced only by one known to open. Safe to interrupt and run again, and to
+run while 'sidecrypt serve' is running. Progress goes to stderr.`+envHelp)
+	rateFlag := fs.Float64("rate", -1, "versions per second, to spare the HSM; 0 for no limit (default SIDECRYPT_REWRAP_RATE)")
+	pos, code, ok := a.keysArgs(fs, args)
+	if !ok {
+		return code
+	}
+	if len(pos) != 0 {
+		return a.usageError(fs, "keys rewrap takes no arguments")
+	}
+	return a.withSession(false, func(s *keysSession) error {
+		r := *rateFlag
+		if r < 0 {
+			r = s.cfg.RewrapRate
+		}
+		opts := keystore.RewrapOptions{}
+		if r > 0 {
+			opts.Limiter = rate.NewLimiter(rate.Limit(r), 1)
+		}
+		now := time.Now()
+		p := &progress{w: a.stderr, start: now, now: time.Now}
+		opts.Progress = p.update
+		res, err := s.m.Rewrap(s.ctx, opts)
+		fmt.Fprintf(a.stdout, "re-wrapped %d of %d key version(s) under KEK v%d (%d already done elsewhere, %d failed)\n",
+			res.Rewrapped, res.Total, res.KEKVersion, res.Skipped, res.Failed)
+		if err != nil {
+			return err
+		}
+		if r, rerr := s.m.Retirable(s.ctx); rerr == nil {
+			for _, v := range r {
+				fmt.Fprintf(a.stdout, "KEK v%d wraps no data key any more: 'sidecrypt kek retire --version %d' retires it\n", v, v)
+			}
+		}
+		return nil
+	})
+}
+
+// --- backup, restore, recovery keys ---
+
+// writeNewFile writes data to path atomically (temporary file, fsync,
+// rename) with the given mode, refusing to replace an existing file.
+func writeNewFile(path string, data []byte, mode os.FileMode) error {
+	if _, err := os.Lstat(path); err == nil {
+		return fmt.Errorf("%s already exists; choose another name (nothing was written)", path)
+	}
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	// Link rather than rename, so that a file created meanwhile under
+	// the same name is not replaced.
+	if err := os.Link(tmp, path); err != nil {
+		return err
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+func cmdKeysRecoveryKeygen(a *app, args []string) int {
+	fs := a.flags("keys recovery-keygen", `sidecrypt keys recovery-keygen --out FILE
+
+Makes a recovery key pair for 'keys backup' (HPKE, ML-KEM-768 + X25519).
+The private key goes to FILE (mode 0600), the public key to FILE.pub and to
+standard output. Keep the private key offline, away from the keystore and
+the HSM (see docs/KEYS.md): whoever holds it and a backup holds every key.`)
+	out := fs.String("out", "", "where to write the private key (must not exist)")
+	pos, code, ok := a.keysArgs(fs, args)
+	if !ok {
+		return code
+	}
+	if len(pos) != 0 || *out == "" {
+		return a.usageError(fs, "--out FILE is required, and nothing else")
+	}
+	id, err := keystore.GenerateRecoveryKey()
+	if err != nil {
+		return a.fail(err)
+	}
+	priv, err := id.MarshalText()
+	if err != nil {
+		return a.fail(err)
+	}
+	defer clear(priv)
+	pub, _ := id.Recipient().MarshalText()
+	if err := writeNewFile(*out+".pub", pub, 0o644); err != nil {
+		return a.fail(err)
+	}
+	if err := writeNewFile(*out, priv, 0o600); err != nil {
+		os.Remove(*out + ".pub")
+		return a.fail(err)
+	}
+	fmt.Fprintf(a.stderr, "wrote the private key to %s and the public key to %s.pub (fingerprint %s)\n", *out, *out, id.Recipient().Fingerprint())
+	a.stdout.Write(pub)
+	return exitOK
+}
+
+// readRecipient takes an armored public key, or the name of a file holding
+// one.
+func readRecipient(arg string) (*keystore.RecoveryRecipient, error) {
+	text := []byte(arg)
+	if !strings.Contains(arg, "-----BEGIN") {
+		b, err := os.ReadFile(arg)
+		if err != nil {
+			return nil, fmt.Errorf("--recipient: %w", err)
+		}
+		text = b
+	}
+	return keystore.ParseRecoveryRecipient(text)
+}
+
+func cmdKeysBackup(a *app, args []string) int {
+	fs := a.flags("keys backup", `sidecrypt keys backup --out FILE --recipient PUBKEY
+
+Writes every key, with each data key version that still has material sealed
+to the recovery public key PUBKEY (a file from 'keys recovery-keygen', or
+the armored text itself), to FILE (mode 0600). The backup opens only with
+the recovery private key; it does not need this HSM, so it can restore keys
+into a new one. It is all or nothing: if any key cannot be unwrapped,
+nothing is written.`+envHelp)
+	out := fs.String("out", "", "the backup file to write (must not exist)")
+	rcptArg := fs.String("recipient", "", "recovery public key: a file, or the armored text")
+	pos, code, ok := a.keysArgs(fs, args)
+	if !ok {
+		return code
+	}
+	if len(pos) != 0 || *out == "" || *rcptArg == "" {
+		return a.usageError(fs, "--out FILE and --recipient PUBKEY are required")
+	}
+	rcpt, err := readRecipient(*rcptArg)
+	if err != nil {
+		return a.fail(err)
+	}
+	if _, err := os.Lstat(*out); err == nil {
+		return a.fail(fmt.Errorf("%s already exists; choose another name (nothing was written)", *out))
+	}
+	return a.withSession(false, func(s *keysSession) error {
+		var buf strings.Builder
+		res, err := s.m.Backup(s.ctx, &buf, rcpt)
+		if err != nil {
+			return err
+		}
+		if err := writeNewFile(*out, []byte(buf.String()), 0o600); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "backed up %d key(s), %d version(s) with material (%d destroyed, metadata only) to %s, sealed to recovery key %s\n",
+			res.Keys, res.Versions, res.Destroyed, *out, res.Recipient)
+		return nil
+	})
+}
+
+func cmdKeysRestore(a *app, args []string) int {
+	fs := a.flags("keys restore", `sidecrypt keys restore FILE --identity KEYFILE [--force]
+
+Restores the keys in backup FILE into this keystore, each data key opened
+with the recovery private key KEYFILE, checked against its fingerprint, and
+wrapped under the current KEK of this HSM (which may be new: with the
+software provider, the KEK file is created if absent). Everything is
+checked before anything is written. A version that exists here with other
+material is refused unless --force; a version destroyed here is never
+brought back. Running it again is harmless.`+envHelp)
+	identity := fs.String("identity", "", "the recovery private key file")
+	force := fs.Bool("force", false, "replace versions that exist here with different material")
+	pos, code, ok := a.keysArgs(fs, args)
+	if !ok {
+		return code
+	}
+	if len(pos) != 1 || *identity == "" {
+		return a.usageError(fs, "name one backup FILE, and --identity KEYFILE")
+	}
+	idText, err := os.ReadFile(*identity)
+	if err != nil {
+		return a.fail(fmt.Errorf("--identity: %w", err))
+	}
+	id, err := keystore.ParseRecoveryIdentity(idText)
+	clear(idText)
+	if err != nil {
+		return a.fail(err)
+	}
+	f, err := os.Open(pos[0])
+	if err != nil {
+		return a.fail(err)
+	}
+	defer f.Close()
+	return a.withSession(true, func(s *keysSession) error {
+		res, err := s.m.Restore(s.ctx, f, id, keystore.RestoreOptions{Force: *force})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "restored %d version(s) of %d key(s); %d replaced, %d already present\n", res.Restored, res.Keys, res.Replaced, res.Unchanged)
+		return nil
+	})
+}
+
+// --- kek ---
+
+func cmdKEKList(a *app, args []string) int {
+	fs := a.flags("kek list", `sidecrypt kek list [--json]
+
+Lists the HSM's KEK versions: which is current, how many data key versions
+each still wraps, and which may be retired.`+envHelp)
+	asJSON := fs.Bool("json", false, "print {\"provider\": ..., \"keks\": [...]} as JSON")
+	pos, code, ok := a.keysArgs(fs, args)
+	if !ok {
+		return code
+	}
+	if len(pos) != 0 {
+		return a.usageError(fs, "kek list takes no arguments")
+	}
+	var rc int
+	rc = a.withSession(false, func(s *keysSession) error {
+		st, err := s.m.KEKs(s.ctx)
+		if err != nil {
+			return err
+		}
+		desc := s.provider.Describe()
+		if *asJSON {
+			if st == nil {
+				st = []keystore.KEKStatus{}
+			}
+			if a.printJSON(struct {
+				Provider hsm.Description      `json:"provider"`
+				KEKs     []keystore.KEKStatus `json:"keks"`
+			}{desc, st}) != exitOK {
+				return errors.New("writing JSON failed")
+			}
+			return nil
+		}
+		where := desc.File
+		if desc.Kind == "pkcs11" {
+			where = "token " + desc.Token + ", module " + desc.Module
+		}
+		fmt.Fprintf(a.stdout, "provider: %s (%s)", desc.Kind, where)
+		if desc.Warning != "" {
+			fmt.Fprintf(a.stdout, " -- %s", desc.Warning)
+		}
+		fmt.Fprintln(a.stdout)
+		tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "VERSION\tSTATE\tDEKS\tRETIRABLE\tCREATED\tLABEL")
+		for _, k := range st {
+			retirable := ""
+			if k.Retirable {
+				retirable = "yes"
+			}
+			fmt.Fprintf(tw, "v%d\t%s\t%d\t%s\t%s\t%s\n", k.Version, k.State, k.DEKs, retirable, formatTime(k.Created), k.Label)
+		}
+		return tw.Flush()
+	})
+	return rc
+}
+
+func cmdKEKRotate(a *app, args []string) int {
+	fs := a.flags("kek rotate", `sidecrypt kek rotate
+
+Creates a new KEK version inside the HSM and makes it current: data keys
+created from now on are wrapped under it. Existing data keys stay under
+their old KEK, which keeps unwrapping, until 'sidecrypt keys rewrap' moves
+them.`+envHelp)
+	pos, code, ok := a.keysArgs(fs, args)
+	if !ok {
+		return code
+	}
+	if len(pos) != 0 {
+		return a.usageError(fs, "kek rotate takes no arguments")
+	}
+	return a.withSession(false, func(s *keysSession) error {
+		v, err := s.m.RotateKEK(s.ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "KEK v%d is now current\n", v)
+		if _, pending, err := s.m.RewrapPending(s.ctx); err == nil && pending > 0 {
+			fmt.Fprintf(a.stdout, "%d data key version(s) are still wrapped under older KEKs: run 'sidecrypt keys rewrap'\n", pending)
+		}
+		return nil
+	})
+}
+
+func cmdKEKRetire(a *app, args []string) int {
+	fs := a.flags("kek retire", `sidecrypt kek retire --version N
+
+Retires an old KEK version in the HSM: it no longer wraps or unwraps.
+Refused while any data key version is still wrapped under it (run
+'sidecrypt keys rewrap' first) and for the current version.`+envHelp)
+	ver := fs.Uint("version", 0, "the KEK version to retire")
+	pos, code, ok := a.keysArgs(fs, args)
+	if !ok {
+		return code
+	}
+	if len(pos) != 0 {
+		return a.usageError(fs, "kek retire takes only --version N")
+	}
+	v, ok := a.versionFlag(fs, *ver)
+	if !ok {
+		return exitUsage
+	}
+	return a.withSession(false, func(s *keysSession) error {
+		if err := s.m.RetireKEK(s.ctx, v); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "KEK v%d retired\n", v)
+		return nil
+	})
+}
