@@ -389,7 +389,7 @@ func startSidecar(ctx context.Context, exe, name, upstreamURL, rules string) (*c
 		cancel()
 		if err != nil {
 			cleanup()
-			return nil, fmt.Errorf("loadtest: %s: `sidecrypt keys create %s` failed (%v): %s", name, key, err, strings.TrimSpace(string(out)))
+			return nil, fmt.Errorf("loadtest: `sidecrypt keys create %s` failed (%v): %s", key, err, strings.TrimSpace(string(out)))
 		}
 	}
 	cmd := exec.Command(exe, "serve")

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sidecrypt/sidecrypt/rules"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -143,5 +145,47 @@ func TestGoals(t *testing.T) {
 	g := r.Goals()[0]
 	if g.Met == nil || *g.Met || !strings.Contains(g.Detail, "+1.500 ms") || !strings.Contains(g.Detail, "missed by 0.500 ms") {
 		t.Fatalf("open-loop goal = %+v", g)
+	}
+}
+
+// TestRulesCompile checks the generated rule files with the real rules
+// compiler, and that the sidecrypt target's rules protect what the
+// workload sends while the passthrough's match none of it.
+func TestRulesCompile(t *testing.T) {
+	db := DatabaseFor("loadtest", TargetSidecrypt)
+	plan, diags, err := rules.Compile("loadtest", []byte(RulesFor(db)))
+	if err != nil {
+		t.Fatalf("rules do not compile: %v %v", err, diags)
+	}
+	for _, d := range diags {
+		t.Errorf("diagnostic: %v", d)
+	}
+	for _, tc := range []struct {
+		method, path, route string
+	}{
+		{"POST", "/" + db, "loadtest-write"},
+		{"POST", "/" + db + "/_bulk_docs", "loadtest-write"},
+		{"POST", "/" + db + "/_find", "loadtest-find"},
+		{"GET", "/" + db + "/someid", ""},
+		{"POST", "/" + DatabaseFor("loadtest", TargetDirect), ""},
+	} {
+		got := ""
+		if r := plan.Match(rules.Request{Method: tc.method, Path: tc.path, ContentType: "application/json"}); r != nil {
+			got = r.Name
+		}
+		if got != tc.route {
+			t.Errorf("%s %s matched route %q, want %q", tc.method, tc.path, got, tc.route)
+		}
+	}
+	pass, _, err := rules.Compile("passthrough", []byte(RulesFor(passthroughDB)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range AllTargets {
+		for _, suffix := range []string{"", "/_bulk_docs", "/_find"} {
+			if r := pass.Match(rules.Request{Method: "POST", Path: "/" + DatabaseFor("loadtest", target) + suffix, ContentType: "application/json"}); r != nil {
+				t.Errorf("passthrough rules match %s%s", target, suffix)
+			}
+		}
 	}
 }

@@ -299,21 +299,25 @@ func ParseSizeDist(s string) (SizeDist, error) {
 	return d, nil
 }
 
-func parseSize(s string) (int, error) {
-	s = strings.TrimSpace(s)
+func parseSize(orig string) (int, error) {
+	s := strings.TrimSpace(orig)
 	mult := 1
 	for _, u := range []struct {
 		suffix string
 		mult   int
-	}{{"KiB", 1 << 10}, {"KB", 1 << 10}, {"K", 1 << 10}, {"B", 1}} {
+	}{{"MiB", 1 << 20}, {"MB", 1 << 20}, {"KiB", 1 << 10}, {"KB", 1 << 10}, {"K", 1 << 10}, {"B", 1}} {
 		if strings.HasSuffix(s, u.suffix) {
 			s, mult = strings.TrimSuffix(s, u.suffix), u.mult
 			break
 		}
 	}
 	n, err := strconv.Atoi(strings.TrimSpace(s))
-	if err != nil {
-		return 0, fmt.Errorf("loadtest: doc size %q: want e.g. 200B, 1KiB, 64KiB", s)
+	if err != nil || n > MaxDocSize {
+		if err == nil {
+			n = MaxDocSize + 1 // keep n*mult from overflowing
+		} else {
+			return 0, fmt.Errorf("loadtest: doc size %q: want e.g. 200B, 1KiB, 64KiB", orig)
+		}
 	}
 	n *= mult
 	if n < MinDocSize || n > MaxDocSize {

@@ -125,7 +125,9 @@ func TestParseSizeDist(t *testing.T) {
 		{"65KiB", 0, "between 200 B and 64 KiB"},
 		{"8KiB..1KiB", 0, "low end above high end"},
 		{"1KiB:0", 0, "positive integer"},
-		{"1MiB", 0, "want e.g."},
+		{"1MiB", 0, "between 200 B and 64 KiB"},
+		{"99999999999MiB", 0, "between 200 B and 64 KiB"},
+		{"1GiB", 0, "want e.g."},
 		{"", 0, "want e.g."},
 		{"abc", 0, "want e.g."},
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -272,3 +273,5 @@ func cpuSeconds(pid int, group bool) (float64, error) {
 	}
 	return float64(ticks) / ticksPerSecond(), nil
 }
+
+var _ io.Writer = (*tailBuffer)(nil)

@@ -59,8 +59,19 @@ func (s logScale) axis(b *strings.Builder) {
 		us := int64(math.Pow(10, e))
 		y := s.y(us)
 		fmt.Fprintf(b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" class="grid"/>`, padL, y, chartW-padR, y)
-		fmt.Fprintf(b, `<text x="%d" y="%.1f" class="lbl" text-anchor="end">%s</text>`, padL-6, y+4, FormatMicros(us))
+		fmt.Fprintf(b, `<text x="%d" y="%.1f" class="lbl" text-anchor="end">%s</text>`, padL-6, y+4, axisLabel(us))
 	}
+}
+
+// axisLabel names a power of ten of microseconds: 10µs, 1ms, 10s.
+func axisLabel(us int64) string {
+	switch {
+	case us < 1000:
+		return fmt.Sprintf("%dµs", us)
+	case us < 1_000_000:
+		return fmt.Sprintf("%dms", us/1000)
+	}
+	return fmt.Sprintf("%ds", us/1_000_000)
 }
 
 func svgOpen(b *strings.Builder, title string) {
@@ -84,10 +95,11 @@ func legend(b *strings.Builder, targets []TargetResult, extra string) {
 // (dashed) against seconds since the start. Targets take turns in
 // rounds, so each line has gaps where the others ran.
 func latencyOverTimeSVG(targets []TargetResult) string {
-	var minUS, maxUS, maxT int64 = math.MaxInt64, 0, 1
+	var minUS, maxUS, minT, maxT int64 = math.MaxInt64, 0, math.MaxInt64, 1
 	for _, t := range targets {
 		for _, p := range t.Series {
-			minUS, maxUS, maxT = min(minUS, p.P50), max(maxUS, p.P99), max(maxT, p.Second+1)
+			minUS, maxUS = min(minUS, p.P50), max(maxUS, p.P99)
+			minT, maxT = min(minT, p.Second), max(maxT, p.Second+1)
 		}
 	}
 	var b strings.Builder
@@ -98,9 +110,10 @@ func latencyOverTimeSVG(targets []TargetResult) string {
 	}
 	ys := newLogScale(minUS, maxUS)
 	ys.axis(&b)
-	x := func(sec float64) float64 { return padL + (chartW-padL-padR)*sec/float64(maxT) }
-	step := max(1, maxT/10)
-	for s := int64(0); s <= maxT; s += step {
+	// The axis starts where measuring did (after setup and warm-up).
+	x := func(sec float64) float64 { return padL + (chartW-padL-padR)*(sec-float64(minT))/float64(maxT-minT) }
+	step := max(1, (maxT-minT)/10)
+	for s := minT; s <= maxT; s += step {
 		fmt.Fprintf(&b, `<text x="%.1f" y="%d" class="lbl" text-anchor="middle">%ds</text>`, x(float64(s)), chartH-padB+16, s)
 	}
 	fmt.Fprintf(&b, `<text x="%d" y="%d" class="lbl" text-anchor="middle">seconds since start (per-second p50 solid, p99 dashed)</text>`, (chartW+padL)/2, chartH-4)
@@ -134,11 +147,14 @@ func latencyOverTimeSVG(targets []TargetResult) string {
 	return b.String()
 }
 
+// ninesMax is where the maximum sits on the nines axis, apart from 99.999%.
+const ninesMax = 5.6
+
 // ninesX maps a percentile onto the "nines" axis: 90% is 1, 99% is 2,
 // 99.9% is 3, so the tail gets as much room as the body.
 func ninesX(p float64) float64 {
 	if p >= 100 {
-		return 5.3
+		return ninesMax
 	}
 	return math.Min(5, math.Log10(100/(100-p)))
 }
@@ -159,7 +175,7 @@ func distributionSVG(targets []TargetResult) string {
 	}
 	ys := newLogScale(minUS, maxUS)
 	ys.axis(&b)
-	x := func(p float64) float64 { return padL + (chartW-padL-padR)*ninesX(p)/5.3 }
+	x := func(p float64) float64 { return padL + (chartW-padL-padR)*ninesX(p)/ninesMax }
 	for _, p := range []float64{0, 90, 99, 99.9, 99.99, 99.999, 100} {
 		label := fmt.Sprintf("%g%%", p)
 		if p == 100 {

@@ -217,6 +217,12 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	for i, err := range errs {
+		// Parsers' errors carry the package prefix already.
+		if msg, ok := strings.CutPrefix(err.Error(), "loadtest: "); ok {
+			errs[i] = errors.New(msg)
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("loadtest: %w", err)
 	}
