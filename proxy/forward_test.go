@@ -38,8 +38,8 @@ func poolOf(certs ...*x509.Certificate) *x509.CertPool {
 }
 
 // hostsPlan is the clinic plan with every route restricted to hosts.
-func hostsPlan(t testing.TB, hosts string) *rules.Plan {
-	return clinicPlan(t, "    match:\n", "    match:\n      hosts: ["+hosts+"]\n")
+func hostsPlan(t testing.TB, hosts string, edits ...string) *rules.Plan {
+	return clinicPlan(t, append([]string{"    match:\n", "    match:\n      hosts: [" + hosts + "]\n"}, edits...)...)
 }
 
 func TestForwardPlainHTTP(t *testing.T) {
