@@ -199,7 +199,9 @@ func runClinicFlows(t *testing.T, e *e2e, keys *switchKeyring, proxyFor func(*ru
 		}
 	})
 	t.Run("_all_docs include_docs", func(t *testing.T) {
-		var res struct{ Rows []struct{ Doc map[string]any } }
+		var res struct {
+			Rows []struct{ Doc map[string]any }
+		}
 		dec := json.NewDecoder(bytes.NewReader(e.mustDo("GET", "/clinic/_all_docs?include_docs=true", "", 200)))
 		dec.UseNumber()
 		if err := dec.Decode(&res); err != nil || len(res.Rows) != len(all) {
@@ -229,7 +231,9 @@ func runClinicFlows(t *testing.T, e *e2e, keys *switchKeyring, proxyFor func(*ru
 	})
 	t.Run("_changes include_docs", func(t *testing.T) {
 		b := e.mustDo("GET", "/clinic/_changes?include_docs=true", "", 200)
-		var res struct{ Results []struct{ Doc map[string]any } }
+		var res struct {
+			Results []struct{ Doc map[string]any }
+		}
 		dec := json.NewDecoder(bytes.NewReader(b))
 		dec.UseNumber()
 		if err := dec.Decode(&res); err != nil || len(res.Results) != len(all) {
