@@ -535,18 +535,16 @@ func (s *scanner) skipKeyColon() error {
 
 // validValue reports whether b is exactly one JSON value (no surrounding
 // whitespace) whose first byte has the type typ. It is used on decrypted
-// plaintext: a token must open to what its header declares.
-func validValue(b []byte, typ Type) bool {
+// plaintext: a token must open to what its header declares. s is scratch
+// (its container stack is reused).
+func (s *scanner) validValue(b []byte, typ Type) bool {
 	if len(b) == 0 || typeOf(b[0]) != typ {
 		return false
 	}
-	last := b[len(b)-1]
-	if last == ' ' || last == '\t' || last == '\n' || last == '\r' {
-		return false
-	}
-	var s scanner
 	s.initBytes(b)
-	return s.skipValue(0, -1) == nil && s.pos == len(b)
+	ok := s.skipValue(0, -1) == nil && s.pos == len(b)
+	s.buf = nil
+	return ok
 }
 
 // validStringContent reports whether b is the text between the quotes of a

@@ -175,6 +175,7 @@ type sealer struct {
 	body  []byte
 	canon []byte
 	rand  io.Reader // nonce source; nil means crypto/rand
+	check scanner   // validates opened plaintext
 }
 
 // seal appends the token text for plaintext pt (for strings, the text
@@ -245,7 +246,7 @@ func (z *sealer) openParsed(dst []byte, k *DataKey, p *parsedToken) ([]byte, Typ
 		ok = validStringContent(out[start:])
 		out = append(out, '"')
 	} else {
-		ok = validValue(out[start:], p.typ)
+		ok = z.check.validValue(out[start:], p.typ)
 	}
 	if !ok {
 		clear(out[n:])
@@ -287,10 +288,10 @@ func appendSeal(dst []byte, k *DataKey, mode Mode, typ Type, jsonText []byte) ([
 	if !utf8.Valid(jsonText) {
 		return nil, fmt.Errorf("fieldcrypt: value: %w", ErrInvalidUTF8)
 	}
-	if !validValue(jsonText, typ) {
+	var z sealer
+	if !z.check.validValue(jsonText, typ) {
 		return nil, fmt.Errorf("fieldcrypt: value is not one JSON %s", typ)
 	}
-	var z sealer
 	escaped := typ == TypeString && containsByte(jsonText, '\\')
 	return z.seal(dst, k, mode, typ, z.sealPlaintext(mode, typ, jsonText, escaped))
 }
