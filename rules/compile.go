@@ -217,6 +217,7 @@ func (p *parser) validate(doc *Document) {
 		}
 	}
 	p.shadowWarnings(doc)
+	p.lookupWarnings(doc)
 	p.validateDecrypt(doc, usedKeys)
 }
 
@@ -609,6 +610,80 @@ func (p *parser) validateDecrypt(doc *Document, usedKeys map[string]bool) {
 		}
 		if !usedKeys[m.Key.Value] {
 			p.warnf(m.Key.Pos, "if another service writes these tokens this is intended; otherwise remove it", "masked key %q is not used by any rule in this file", m.Key.Value)
+		}
+	}
+}
+
+// fieldName is the name a deterministic value is looked up by: the last
+// member name of its selector, passing over query operators ($eq, $in)
+// and array steps, so that $.docs[*].email, $.selector.email.$eq and the
+// query parameter email all count as "email".
+func fieldName(sel fieldcrypt.Selector) string {
+	steps := sel.Steps()
+	for i := len(steps) - 1; i >= 0; i-- {
+		st := steps[i]
+		if st.Kind == fieldcrypt.StepMember && !strings.HasPrefix(st.Name, "$") {
+			return st.Name
+		}
+	}
+	return ""
+}
+
+// lookupWarnings: a field that is deterministic in one place (searched,
+// or written to be searched) and under another key or mode elsewhere
+// cannot be found: the tokens differ.
+func (p *parser) lookupWarnings(doc *Document) {
+	type use struct {
+		key, mode, route string
+		pos              Pos
+	}
+	var names []string
+	uses := map[string][]use{}
+	add := func(name string, u use) {
+		if name == "" {
+			return
+		}
+		if u.mode == "" {
+			u.mode = "random"
+		}
+		if uses[name] == nil {
+			names = append(names, name)
+		}
+		uses[name] = append(uses[name], u)
+	}
+	for _, r := range doc.Routes {
+		if r.broken {
+			continue
+		}
+		for _, f := range r.Encrypt {
+			for _, s := range f.selectors {
+				add(fieldName(s.sel), use{f.Key.Value, f.Mode.Value, r.Name, s.pos})
+			}
+		}
+		for _, q := range r.Query {
+			for _, prm := range q.Params {
+				add(prm.Value, use{q.Key.Value, q.Mode.Value, r.Name, prm.Pos})
+			}
+		}
+	}
+	for _, name := range names {
+		var det *use
+		for i, u := range uses[name] {
+			if u.mode == "deterministic" {
+				det = &uses[name][i]
+				break
+			}
+		}
+		if det == nil {
+			continue
+		}
+		for _, u := range uses[name] {
+			if u.route != det.route && (u.key != det.key || u.mode != det.mode) {
+				p.warnf(u.pos, "give every rule that writes or searches this field the same key and mode",
+					"%q is deterministic under key %s on route %q (line %d), but %s under key %s on route %q: lookups through one will not find values written through the other",
+					name, det.key, det.route, det.pos.Line, u.mode, u.key, u.route)
+				break
+			}
 		}
 	}
 }
