@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mathrand "math/rand/v2"
 	"os"
 	"slices"
 	"strconv"
@@ -88,14 +89,22 @@ func kekLabel(object string, v uint32) string { return fmt.Sprintf("%s-v%d", obj
 // p11KEK is one KEK version found on the token.
 type p11KEK struct {
 	version uint32
-	handle  pkcs11.ObjectHandle
 	label   string
+	// handles are the usable objects with this label: one, normally.
+	// Two sidecars rotating at the same moment can each create the same
+	// version; both objects are kept, Unwrap tries each (the RFC 5649
+	// integrity check tells which one wrapped a key), and Wrap refuses
+	// the version until a later rotation moves past it, so nothing
+	// wrapped under either object is ever lost.
+	handles []pkcs11.ObjectHandle
 	created time.Time
 	retired time.Time
-	// unusable says why sidecrypt refuses this object (it is extractable,
-	// not AES-256, or its label is taken twice), or is empty.
+	// unusable says why objects with this label were refused (one is
+	// extractable, not AES-256, or has a CKA_ID for another version).
 	unusable string
 }
+
+func (k *p11KEK) duplicated() bool { return len(k.handles) > 1 }
 
 // pkcs11Provider keeps KEKs as non-extractable AES-256 objects on a token.
 type pkcs11Provider struct {
@@ -174,7 +183,7 @@ func openPKCS11(ctx context.Context, cfg pkcs11Config, opts Options, log *slog.L
 			}
 			log.Info("hsm: pkcs11 provider generated the first KEK version", "token", p.token, "label", kekLabel(cfg.Object, 1))
 		}
-		if k := p.keks[p.current]; k.unusable != "" {
+		if k := p.keks[p.current]; len(k.handles) == 0 {
 			return fmt.Errorf("%w: current KEK %q: %s", ErrUnavailable, k.label, k.unusable)
 		}
 		return nil
@@ -512,28 +521,45 @@ func (p *pkcs11Provider) scan(s *session) error {
 		if !ok {
 			continue
 		}
-		k := &p11KEK{version: v, handle: h, label: label}
-		if idv, created, retired, ok := decodeKEKID(attrs[1].Value); ok && idv == v {
-			k.created, k.retired = created, retired
-		} else if len(attrs[1].Value) > 0 {
-			k.unusable = "its CKA_ID does not encode the version in its label"
+		k := keks[v]
+		if k == nil {
+			k = &p11KEK{version: v, label: label}
+			keks[v] = k
+			current = max(current, v)
 		}
-		if !attrBool(attrs[2]) && k.retired.IsZero() {
+		var created, retired time.Time
+		unusable := ""
+		if idv, cr, rt, ok := decodeKEKID(attrs[1].Value); ok && idv == v {
+			created, retired = cr, rt
+		} else if len(attrs[1].Value) > 0 {
+			unusable = "its CKA_ID does not encode the version in its label"
+		}
+		if !attrBool(attrs[2]) && retired.IsZero() {
 			// Retired by another tool, or by a token that kept no time.
-			k.retired = time.Unix(0, 0).UTC()
+			retired = time.Unix(0, 0).UTC()
 		}
 		switch {
 		case !attrBool(attrs[3]) || attrBool(attrs[4]):
-			k.unusable = "it is not CKA_SENSITIVE or is CKA_EXTRACTABLE, so its value could leave the token; sidecrypt refuses to use it"
+			unusable = "it is not CKA_SENSITIVE or is CKA_EXTRACTABLE, so its value could leave the token; sidecrypt refuses to use it"
 		case attrUlong(attrs[5]) != kekKeyLen:
-			k.unusable = fmt.Sprintf("it is a %d-byte AES key; KEKs are AES-256", attrUlong(attrs[5]))
+			unusable = fmt.Sprintf("it is a %d-byte AES key; KEKs are AES-256", attrUlong(attrs[5]))
 		}
-		if prev := keks[v]; prev != nil {
-			prev.unusable = fmt.Sprintf("two objects on the token are labelled %q", label)
+		if unusable != "" {
+			k.unusable = unusable
 			continue
 		}
-		keks[v] = k
-		current = max(current, v)
+		k.handles = append(k.handles, h)
+		if k.created.IsZero() || !created.IsZero() && created.Before(k.created) {
+			k.created = created
+		}
+		if !retired.IsZero() && (k.retired.IsZero() || retired.Before(k.retired)) {
+			k.retired = retired
+		}
+	}
+	for _, k := range keks {
+		if len(k.handles) > 0 {
+			k.unusable = "" // the refused object is ignored; a good one exists
+		}
 	}
 	p.keks, p.current, p.scanned = keks, current, true
 	return nil
@@ -576,7 +602,7 @@ func (p *pkcs11Provider) generateKEK(s *session, v uint32) (*p11KEK, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &p11KEK{version: v, handle: h, label: label, created: now}
+	k := &p11KEK{version: v, handles: []pkcs11.ObjectHandle{h}, label: label, created: now}
 	if p.keks == nil {
 		p.keks = map[uint32]*p11KEK{}
 	}
@@ -599,12 +625,32 @@ func (p *pkcs11Provider) kek(s *session, v uint32) (p11KEK, error) {
 	switch {
 	case k == nil:
 		return p11KEK{}, fmt.Errorf("%w: v%d", ErrUnknownKEK, v)
-	case k.unusable != "":
+	case len(k.handles) == 0:
 		return p11KEK{}, fmt.Errorf("%w: KEK %q: %s", ErrUnavailable, k.label, k.unusable)
 	case !k.retired.IsZero():
 		return p11KEK{}, fmt.Errorf("%w: v%d", ErrKEKRetired, v)
 	}
 	return *k, nil
+}
+
+// wrapKEK returns the current KEK for wrapping. A current version that
+// exists twice (a rotation collided) is rescanned once, since the
+// colliding rotation moves on to the next version.
+func (p *pkcs11Provider) wrapKEK(s *session) (p11KEK, error) {
+	for try := 0; ; try++ {
+		v, err := p.currentVersion(s)
+		if err != nil {
+			return p11KEK{}, err
+		}
+		k, err := p.kek(s, v)
+		if err != nil || !k.duplicated() {
+			return k, err
+		}
+		if try == 1 {
+			return p11KEK{}, fmt.Errorf("%w: two KEK objects are labelled %q (two rotations collided); run `sidecrypt kek rotate` once more", ErrUnavailable, k.label)
+		}
+		p.forgetObjects()
+	}
 }
 
 func (p *pkcs11Provider) currentVersion(s *session) (uint32, error) {
@@ -630,14 +676,11 @@ func (p *pkcs11Provider) Wrap(ctx context.Context, dek []byte) (Wrapped, error) 
 	}
 	var out Wrapped
 	err := p.do(ctx, "wrap", func(s *session) error {
-		v, err := p.currentVersion(s)
+		k, err := p.wrapKEK(s)
 		if err != nil {
 			return err
 		}
-		k, err := p.kek(s, v)
-		if err != nil {
-			return err
-		}
+		v := k.version
 		c := p.mod.ctx
 		obj, err := c.CreateObject(s.h, []*pkcs11.Attribute{
 			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
@@ -651,7 +694,7 @@ func (p *pkcs11Provider) Wrap(ctx context.Context, dek []byte) (Wrapped, error) 
 		if err != nil {
 			return err
 		}
-		wrapped, werr := c.WrapKey(s.h, p.mech, k.handle, obj)
+		wrapped, werr := c.WrapKey(s.h, p.mech, k.handles[0], obj)
 		if derr := c.DestroyObject(s.h, obj); derr != nil {
 			s.tainted = true
 		}
@@ -681,6 +724,10 @@ var unwrapFailures = []uint{
 	pkcs11.CKR_DATA_INVALID, pkcs11.CKR_DATA_LEN_RANGE, pkcs11.CKR_GENERAL_ERROR,
 }
 
+func isUnwrapFailure(err error) bool {
+	return err != nil && slices.ContainsFunc(unwrapFailures, func(rv uint) bool { return isRV(err, rv) })
+}
+
 // Unwrap unwraps w into a session object that is not sensitive, reads its
 // value and destroys it. The DEK must come out of the token: fieldcrypt
 // runs AES-SIV and AES-GCM in this process, at memory speed, for every
@@ -700,18 +747,24 @@ func (p *pkcs11Provider) Unwrap(ctx context.Context, w Wrapped) ([]byte, error) 
 			return err
 		}
 		c := p.mod.ctx
-		obj, err := c.UnwrapKey(s.h, p.mech, k.handle, w.Bytes, []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_GENERIC_SECRET),
-			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
-			pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-			pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, false),
-			pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
-		})
+		var obj pkcs11.ObjectHandle
+		for _, h := range k.handles {
+			obj, err = c.UnwrapKey(s.h, p.mech, h, w.Bytes, []*pkcs11.Attribute{
+				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+				pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_GENERIC_SECRET),
+				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
+				pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+				pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, false),
+				pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
+			})
+			if !isUnwrapFailure(err) {
+				break // done, or a failure that another object would not fix
+			}
+		}
 		switch {
 		case isRV(err, pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED):
 			return fmt.Errorf("%w: v%d (the token refuses to unwrap with it)", ErrKEKRetired, w.KEKVersion)
-		case err != nil && slices.ContainsFunc(unwrapFailures, func(rv uint) bool { return isRV(err, rv) }):
+		case isUnwrapFailure(err):
 			return fmt.Errorf("%w (%v)", ErrUnwrap, err)
 		case err != nil:
 			return err
@@ -751,6 +804,10 @@ func (p *pkcs11Provider) CurrentKEK(ctx context.Context) (uint32, error) {
 	return v, err
 }
 
+// RotateKEK generates the next version. When another sidecar generated
+// the same version at the same moment (both objects exist; see p11KEK),
+// it backs off and then either adopts a version the other process made
+// since, or makes the next one itself.
 func (p *pkcs11Provider) RotateKEK(ctx context.Context) (uint32, error) {
 	p.rotateMu.Lock()
 	defer p.rotateMu.Unlock()
@@ -758,15 +815,36 @@ func (p *pkcs11Provider) RotateKEK(ctx context.Context) (uint32, error) {
 	err := p.do(ctx, "rotate KEK", func(s *session) error {
 		p.stateMu.Lock()
 		defer p.stateMu.Unlock()
-		if err := p.scan(s); err != nil {
-			return err
+		collided := uint32(0)
+		for try := range 5 {
+			if try > 0 {
+				// Back off a random while: the other rotation, or ours, then
+				// runs alone.
+				time.Sleep(time.Duration(20+mathrand.IntN(180)) * time.Millisecond)
+			}
+			if err := p.scan(s); err != nil {
+				return err
+			}
+			if k := p.keks[p.current]; collided != 0 && p.current > collided && len(k.handles) == 1 {
+				v = p.current // the other process rotated past the collision
+				return nil
+			}
+			next := p.current + 1
+			if _, err := p.generateKEK(s, next); err != nil {
+				return err
+			}
+			if err := p.scan(s); err != nil {
+				return err
+			}
+			if k := p.keks[next]; k != nil && len(k.handles) == 1 {
+				v = next
+				return nil
+			}
+			collided = next
+			p.log.Warn("hsm: another process created the same KEK version at the same moment; keeping both objects and rotating again",
+				"token", p.token, "label", kekLabel(p.cfg.Object, next))
 		}
-		k, err := p.generateKEK(s, p.current+1)
-		if err != nil {
-			return err
-		}
-		v = k.version
-		return nil
+		return fmt.Errorf("%w: five rotations in a row collided with another process rotating the same token", ErrUnavailable)
 	})
 	if err != nil {
 		return 0, err
@@ -807,21 +885,23 @@ func (p *pkcs11Provider) RetireKEK(ctx context.Context, version uint32) error {
 		now := time.Now().UTC().Truncate(time.Second)
 		id := encodeKEKID(version, k.created, now)
 		c := p.mod.ctx
-		err := c.SetAttributeValue(s.h, k.handle, []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_WRAP, false),
-			pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false),
-			pkcs11.NewAttribute(pkcs11.CKA_ID, id),
-		})
-		if err != nil && slices.ContainsFunc(retireRefusals, func(rv uint) bool { return isRV(err, rv) }) {
-			if err2 := c.SetAttributeValue(s.h, k.handle, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_ID, id)}); err2 != nil {
-				return fmt.Errorf("%w: the token refuses to change KEK %q (%v, then %v)", ErrUnavailable, k.label, err, err2)
+		for _, h := range k.handles {
+			err := c.SetAttributeValue(s.h, h, []*pkcs11.Attribute{
+				pkcs11.NewAttribute(pkcs11.CKA_WRAP, false),
+				pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false),
+				pkcs11.NewAttribute(pkcs11.CKA_ID, id),
+			})
+			if err != nil && slices.ContainsFunc(retireRefusals, func(rv uint) bool { return isRV(err, rv) }) {
+				if err2 := c.SetAttributeValue(s.h, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_ID, id)}); err2 != nil {
+					return fmt.Errorf("%w: the token refuses to change KEK %q (%v, then %v)", ErrUnavailable, k.label, err, err2)
+				}
+				p.log.Warn("hsm: the token does not allow clearing CKA_UNWRAP; KEK is retired by its CKA_ID marker, which sidecrypt honours but other software using the token would not",
+					"token", p.token, "label", k.label)
+				err = nil
 			}
-			p.log.Warn("hsm: the token does not allow clearing CKA_UNWRAP; KEK is retired by its CKA_ID marker, which sidecrypt honours but other software using the token would not",
-				"token", p.token, "label", k.label)
-			err = nil
-		}
-		if err != nil {
-			return err
+			if err != nil {
+				return err
+			}
 		}
 		k.retired = now
 		return nil

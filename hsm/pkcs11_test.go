@@ -705,3 +705,106 @@ func TestPKCS11RefusesExtractableKEK(t *testing.T) {
 		t.Errorf("Open over an extractable KEK = %v; want ErrUnavailable naming CKA_EXTRACTABLE", err)
 	}
 }
+
+// Two objects with one version's label (two rotations collided): nothing
+// wrapped under either is lost, Wrap refuses the version, and the next
+// rotation moves past it.
+func TestPKCS11DuplicateVersion(t *testing.T) {
+	ctx := t.Context()
+	tok := testenv.UseSoftHSM(t).InitToken(t, "dup")
+	p := openToken(t, tok, "dup", nil)
+	dek := bytes.Repeat([]byte{3}, 64)
+	w1, err := p.Wrap(ctx, dek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second "dup-v1", made the way another sidecar's RotateKEK would.
+	other := openToken(t, tok, "other", nil)
+	c, slot := hsm.PKCS11Internals(other)
+	sh, err := c.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.GenerateKey(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)}, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
+		pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, 32),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+		pkcs11.NewAttribute(pkcs11.CKA_WRAP, true),
+		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, true),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, "dup-v1"),
+	})
+	c.CloseSession(sh)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	q, err := hsm.Open(ctx, tok.URI("dup"), hsm.Options{PIN: tok.PIN, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatalf("Open with a duplicated version: %v", err)
+	}
+	defer q.Close()
+	if got, err := q.Unwrap(ctx, w1); err != nil || !bytes.Equal(got, dek) {
+		t.Fatalf("Unwrap under the duplicated version: %v", err)
+	}
+	if _, err := q.Wrap(ctx, dek); !errors.Is(err, hsm.ErrUnavailable) || !strings.Contains(err.Error(), `two KEK objects are labelled "dup-v1"`) {
+		t.Fatalf("Wrap under a duplicated version = %v; want ErrUnavailable naming both objects", err)
+	}
+	v2, err := q.RotateKEK(ctx)
+	if err != nil || v2 != 2 {
+		t.Fatalf("RotateKEK = %d, %v", v2, err)
+	}
+	w2, err := q.Wrap(ctx, dek)
+	if err != nil || w2.KEKVersion != 2 {
+		t.Fatalf("Wrap after rotating past the duplicate = %+v, %v", w2, err)
+	}
+	// p has v1 cached; its next Wrap still goes to its single handle, but
+	// once it rescans it follows q to v2.
+	if cur, err := p.CurrentKEK(ctx); err != nil || cur != 2 {
+		t.Errorf("CurrentKEK = %d, %v", cur, err)
+	}
+	if w, err := p.Wrap(ctx, dek); err != nil || w.KEKVersion != 2 {
+		t.Errorf("Wrap after rescan = %+v, %v", w, err)
+	}
+}
+
+// Two providers rotating one token at once never lose a wrapped key.
+func TestPKCS11ConcurrentRotation(t *testing.T) {
+	ctx := t.Context()
+	tok := testenv.UseSoftHSM(t).InitToken(t, "race")
+	a := openToken(t, tok, "race", nil)
+	b := openToken(t, tok, "race", nil)
+	var mu sync.Mutex
+	var wraps []hsm.Wrapped
+	var wg sync.WaitGroup
+	dek := bytes.Repeat([]byte{4}, 64)
+	for _, p := range []hsm.Provider{a, b} {
+		wg.Go(func() {
+			for range 4 {
+				if _, err := p.RotateKEK(ctx); err != nil {
+					t.Error(err)
+					return
+				}
+				w, err := p.Wrap(ctx, dek)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				wraps = append(wraps, w)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	for _, w := range wraps {
+		for name, p := range map[string]hsm.Provider{"a": a, "b": b} {
+			if got, err := p.Unwrap(ctx, w); err != nil || !bytes.Equal(got, dek) {
+				t.Errorf("%s: Unwrap(v%d): %v", name, w.KEKVersion, err)
+			}
+		}
+	}
+}

@@ -1,0 +1,91 @@
+// Package hsm holds sidecrypt's key-encryption keys (KEKs) and wraps data
+// keys (DEKs) under them. A Provider is either a PKCS#11 token (any
+// vendor's module; SoftHSM2 in tests) or, for development, a file sealed
+// under a passphrase. docs/HSM.md is the operator's guide; this is the
+// programmer's.
+//
+// # Choosing a provider
+//
+// Open takes the SIDECRYPT_HSM setting:
+//
+//	software
+//	pkcs11:token=prod;object=sidecrypt-kek?module-path=/usr/lib/softhsm/libsofthsm2.so
+//
+// The pkcs11: form is an RFC 7512 URI. Path attributes select the token
+// (token, serial, manufacturer, model, slot-id; at least one of token,
+// serial or slot-id) and name the KEKs (object, the label prefix, default
+// "sidecrypt-kek"). Query attributes: module-path (required), pin-source
+// (a file: URI or absolute path holding the PIN), pin-value (accepted as
+// RFC 7512 allows, and warned about), and sidecrypt's own wrap-mechanism
+// (kwp, kwp-v3, kw) and max-sessions. Unknown attributes are errors, not
+// ignored. The PIN comes from Options.PIN (SIDECRYPT_HSM_PIN) first.
+//
+// # Wrapping
+//
+// Both providers wrap with AES key wrap with padding, RFC 5649 (NIST SP
+// 800-38F KWP), under an AES-256 KEK, and record MechanismKWP in Wrapped;
+// a PKCS#11 token may be told to use RFC 3394 instead (MechanismKW). KWP
+// is deterministic and authenticated: the same DEK under the same KEK
+// gives the same bytes, and any change to them, or unwrapping under
+// another KEK, fails its integrity check (ErrUnwrap). Data keys are 16 to
+// 8192 bytes, a multiple of 8 (MinDEKLen, MaxDEKLen): every AES and
+// AES-SIV key qualifies, and SoftHSM2 mishandles other lengths.
+//
+// The software provider wraps with tink's KWP
+// (github.com/tink-crypto/tink-go/v2/kwp/subtle). The PKCS#11 provider
+// imports the DEK as a short-lived session object and calls C_WrapKey
+// with CKM_AES_KEY_WRAP_PAD (0x210A), which SoftHSM2 implements as RFC
+// 5649; C_UnwrapKey brings it back as a session object whose value is
+// read and which is then destroyed. Tests show that the two agree byte for
+// byte, so wrapped keys look the same whichever provider made them.
+//
+// # KEK versions
+//
+// KEKs are numbered from 1. The highest version is current: Wrap uses it.
+// RotateKEK adds the next version; older versions keep unwrapping until
+// RetireKEK retires them (the current one cannot be retired). On a token,
+// version N is the object labelled "<object>-vN", generated inside the
+// token (CKA_SENSITIVE, not CKA_EXTRACTABLE, wrap and unwrap only);
+// retiring clears its CKA_WRAP and CKA_UNWRAP so the token itself refuses
+// it. Providers re-read the token or file when they meet a version they
+// do not know, so a rotation by another sidecar is picked up.
+//
+// # Audit MACs
+//
+// AuditMAC is HMAC-SHA256 under a key that is separate from every KEK
+// version, so KEK rotation does not invalidate old audit checkpoints: a
+// non-extractable generic secret "<object>-audit" on a token (created on
+// first use), or a random 32-byte key sealed in the software key file.
+//
+// # Errors
+//
+// Every error wraps one of the sentinels (ErrUnavailable, ErrUnknownKEK,
+// ErrKEKRetired, ErrUnwrap, ErrNotCompiled, ErrConfig,
+// ErrInvalidArgument), starts with "hsm: ", names the operation, the KEK
+// version and the token or file, and holds no key byte, PIN or
+// passphrase. The proxy answers ErrUnavailable with 503 and forwards
+// nothing.
+//
+// # Build tags
+//
+// The PKCS#11 provider needs cgo; it is compiled when cgo is on and the
+// nopkcs11 tag is absent. Otherwise Open refuses pkcs11: URIs with
+// ErrNotCompiled rather than falling back to the software provider.
+//
+// # Concurrency
+//
+// Providers are safe for concurrent use. PKCS#11 sessions are not, so the
+// PKCS#11 provider hands each caller its own session from a bounded pool
+// (max-sessions, default 8). It logs in once per token, and recovers once
+// per call from a closed session, a lost login, stale object handles, and
+// a finalised library or removed device (by C_Finalize, C_Initialize and
+// logging in again) before answering ErrUnavailable.
+//
+// # Memory
+//
+// Unwrap returns a fresh slice that the caller owns and should zero when
+// done. The providers zero the key material they hold on Close. Some
+// copies are out of reach: the AES key schedules inside crypto/aes, and
+// the C buffers that the PKCS#11 binding allocates for CKA_VALUE and the
+// PIN, which it frees without zeroing.
+package hsm
