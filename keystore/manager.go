@@ -295,6 +295,15 @@ func (m *Manager) Create(ctx context.Context, name string, cryptoperiod time.Dur
 	case cryptoperiod < 0:
 		err = fmt.Errorf("keystore: key %q: cryptoperiod %v is negative", name, cryptoperiod)
 	}
+	if err == nil {
+		// Refuse a duplicate before asking the HSM for anything; Put's
+		// compare-and-swap still catches a create that races this one.
+		if _, gerr := m.store.Get(ctx, name); gerr == nil {
+			err = fmt.Errorf("keystore: key %q: %w", name, ErrExists)
+		} else if !errors.Is(gerr, ErrNotFound) {
+			err = gerr
+		}
+	}
 	if err != nil {
 		return nil, m.finish(ctx, action, name, 0, "", details, err)
 	}
