@@ -93,6 +93,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	m.RegisterMaskFallbacks(src.Stats().HashMaskFallbacks)
 	checkRuleKeys(ctx, log, env.manager, src.Current())
 
 	pcfg := proxy.Config{

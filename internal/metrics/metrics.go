@@ -136,6 +136,14 @@ func (m *Metrics) SetRules(hash string, loaded time.Time) {
 	m.RulesLoadedTime.Set(float64(loaded.Unix()))
 }
 
+// RegisterMaskFallbacks exports the count of hash masks that fell back to
+// the full mask because version 1 of the key could not be opened.
+func (m *Metrics) RegisterMaskFallbacks(count func() uint64) {
+	m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "mask_hash_fallbacks_total",
+		Help: "Values shown with the full mask instead of a keyed hash because version 1 of their key could not be opened."},
+		func() float64 { return float64(count()) }))
+}
+
 // InstrumentHSM returns p with every operation timed and its errors
 // counted.
 func (m *Metrics) InstrumentHSM(p hsm.Provider) hsm.Provider {
