@@ -1,1 +1,186 @@
+// Package proxy is sidecrypt's HTTP side: a sidecar that sits between an
+// application and its datastore's HTTP API, encrypts the JSON fields and
+// query parameters that the rules name on the way in, and opens (or masks)
+// tokens on the way out. The application is not changed: it points its
+// datastore URL at the sidecar (reverse mode) or sets HTTP_PROXY and
+// HTTPS_PROXY to it (forward mode).
+//
+// # Building and running
+//
+//	p, err := proxy.New(proxy.Config{
+//		Upstream: upstreamURL,          // nil for forward mode
+//		Rules:    ruleSource,           // rules.Static(plan) or a rules.FileSource
+//		Keys:     keyring,              // the key cache
+//		CA:       ca,                   // forward mode only: proxy.LoadCA(dir)
+//		Audit:    auditLog,
+//		Observer: metrics,
+//		Logger:   logger,
+//		MaxBody:  16 << 20,
+//	})
+//	err = p.Serve(ctx, listener)      // drains when ctx ends
+//
+// Config documents every setting and its default; Config.Validate checks
+// one without I/O. A Proxy is also an http.Handler.
+//
+// # The pipeline
+//
+// Every request, in every mode (reverse, forward plain HTTP, and requests
+// inside an intercepted HTTPS tunnel), takes the same path:
+//
+//  1. The rules in force are read once (Rules.Current, an atomic load); that
+//     one Plan serves the whole exchange, so a reload never splits a request
+//     between two rule sets.
+//  2. A path with a "." or ".." segment is refused (bad_path): the rules
+//     match the resolved path, and an upstream that read the raw one
+//     differently could store a body where no rule looked.
+//  3. The Plan picks the first matching route by method, path and (forward
+//     mode) host.
+//  4. On a matched route, the request is protected, or refused with nothing
+//     forwarded (see below).
+//  5. The request goes upstream through httputil.ReverseProxy: hop-by-hop
+//     headers removed, X-Forwarded-For/Host/Proto set (reverse mode only),
+//     the query string passed exactly as sent (after sealing).
+//  6. The response is decrypted if it may hold tokens (see below).
+//
+// A request that no route matches streams through untouched and
+// unbuffered in both directions (a 1 GiB upload is tested to keep the heap
+// bounded).
+//
+// # Protecting a request
+//
+// On a route with query rules, every occurrence of a named parameter is
+// replaced by fieldcrypt.SealString of its value, so that a deterministic
+// token in a query equals the one stored in a document. '&' and ';' both
+// separate parameters, as CouchDB's parser reads them; a parameter name or
+// protected value that does not unescape (or is not UTF-8) is refused.
+// Every other byte of the query is left as it was.
+//
+// On a route with body rules, a non-empty body must have a media type that
+// the route accepts (JSON and +json by default): a mislabelled body would
+// otherwise bypass encryption. The body is read under MaxBody (a declared
+// Content-Length over it is refused before reading, so an Expect:
+// 100-continue client never sends it), decoded if its Content-Encoding is
+// gzip or deflate (zlib, or raw DEFLATE as some clients send; the decoded
+// size is capped too), encrypted by the route's fieldcrypt.Encryptor,
+// re-encoded the way it came, and forwarded with an exact Content-Length
+// and no Expect header (the body is already in hand). Every key the route
+// seals with is resolved before the body is read, so an HSM outage refuses
+// at once.
+//
+// # Refusals
+//
+// A refused request gets a JSON body {"error":{"code":"...","message":"..."}}
+// with one of these stable codes, one Observer.Refused call, one audit event
+// (action "request.refused", reason = the code; recorded before the client
+// sees the answer) and one log line. Nothing is forwarded. Messages are
+// fixed text: no request content can reach them.
+//
+//	status  code                          when
+//	400     bad_path                      a "." or ".." path segment
+//	400     bad_query                     a malformed query on a route with query rules
+//	400     bad_content_encoding          a gzip/deflate body that does not decode
+//	400     body_read_failed              the client's body broke off
+//	400     invalid_json                  the body is not one JSON value
+//	400     json_too_deep                 nesting past the limit
+//	400     duplicate_key                 an object repeats a key on a protected path
+//	400     invalid_utf8                  the body is not UTF-8
+//	400     not_proxy_request             forward mode got an origin-form request
+//	405     method_not_allowed            CONNECT in reverse mode
+//	413     body_too_large                over MaxBody, declared, streamed or decoded
+//	415     unsupported_media_type        a body type the route does not accept
+//	415     unsupported_content_encoding  br, zstd, compress, or stacked codings
+//	500     internal_error                a panic before forwarding (nothing forwarded)
+//	502     upstream_unavailable          the upstream could not be reached or failed
+//	503     key_unavailable               a key, the key store or the HSM is unavailable
+//	504     upstream_timeout              no response headers within UpstreamTimeout
+//
+// 502 and 504 are not refusals (the request may have reached the
+// upstream); they are logged and counted with outcome "upstream_error", not
+// audited.
+//
+// # Responses
+//
+// A response is run through the Plan's fieldcrypt.Decryptor, in lenient
+// streaming mode, when the plan opens or masks some key and the response
+// may hold JSON: application/json, application/*+json,
+// application/x-ndjson, application/jsonl, and text/plain (CouchDB labels
+// JSON text/plain for clients that do not ask for application/json;
+// non-JSON text passes through the lenient decrypter unchanged). HEAD,
+// 1xx, 204 and 304 responses and every other media type pass untouched.
+//
+// Tokens of keys the plan opens are replaced by their values, with their
+// JSON types (a number past 2^53 comes back digit for digit); masked keys
+// are masked; other tokens stay tokens. A token that fails to open
+// (tampered, destroyed or unknown key) stays as it is; the response never
+// fails because of it. Such failures are counted (Observer.Fields with
+// FieldOpenFailed) and audited once per response (action
+// "response.open_failed"), grouped by key version with JSON paths, never
+// values.
+//
+// A response of known length up to 256 KiB is decrypted in memory and
+// keeps an exact Content-Length. Larger ones, and ones of unknown length,
+// are decrypted as they stream, value by value: each top-level value of a
+// line-delimited stream (a CouchDB continuous _changes feed, NDJSON)
+// reaches the client as soon as it is complete. They go out chunked.
+//
+// Compression: while a plan decrypts, the request's Accept-Encoding is
+// reduced to the codings the sidecar can decode (gzip, deflate, identity),
+// so that an upstream never answers in one it cannot open. A gzip or
+// deflate JSON response is decoded and served as identity (the client
+// offered identity implicitly; re-compressing a stream would hold lines
+// back). A response in any other coding passes through untouched, its
+// tokens unopened.
+//
+// # HTTP behaviour
+//
+// HEAD, 204, 304, chunked bodies, Expect: 100-continue and keep-alive
+// connections behave as they do without the sidecar; a table test sends
+// each case directly and through the sidecar and compares what the client
+// sees. The upstream Transport keeps up to 512 idle connections (the
+// sidecar talks to one host), verifies TLS against the system roots plus
+// UpstreamTLSConfig's CA file, never follows the environment's
+// HTTP_PROXY (it would point back at the sidecar), adds no compression of
+// its own, and speaks HTTP/1.1 only: on a loopback hop, HTTP/2
+// multiplexing gains nothing, and HTTP/1.1 keeps streaming and
+// 100-continue semantics plain.
+//
+// # Forward mode and interception
+//
+// In forward mode, absolute-form requests (plain HTTP) enter the pipeline
+// directly; CONNECT is handled by github.com/elazarl/goproxy. At each
+// CONNECT the rules in force are asked for the hosts they name
+// (rules.Plan.Hosts): a CONNECT to such a host ("*.example.com" patterns
+// included; every host if some route names none) is intercepted, any other
+// is tunnelled untouched. An intercepted connection is terminated with a
+// leaf certificate for the host, signed by the local CA and cached per host
+// (ECDSA P-256, valid 7 days, renewed a day before expiry), and served by
+// a net/http server whose handler is the same pipeline; the upstream is
+// then reached over TLS with full verification. goproxy's own request loop
+// and its default Transport (which skips certificate verification) are not
+// used, and its CONNECT dialer ignores HTTPS_PROXY.
+//
+// The CA lives in SIDECRYPT_CA_DIR: ca.key (PKCS#8, mode 0600; LoadCA
+// refuses a key file others can read) and ca.crt, which `sidecrypt ca
+// init` creates and prints for the application's trust store (`sidecrypt
+// ca show` prints it again). Forward mode requires it. Interception is by
+// host name as the application sends it in CONNECT: an application that
+// connects to a named host by IP address is tunnelled, so name hosts the
+// way the application addresses them.
+//
+// # Logs, metrics, audit
+//
+// Logs carry the route name, method, status, reason code and duration;
+// never a path, query string, header value, body or field value (query
+// parameters may be protected; errors from the Transport are unwrapped
+// from *url.Error, which would print the URL). A panic is logged with its
+// type and stack only. Every request is reported to Observer.Request
+// (route, outcome, status, duration); refusals, field counts by key,
+// upstream latency and transformed bytes have their own methods. Label
+// values are route names, codes and key names only.
+//
+// # Shutdown
+//
+// Serve drains when its context ends: it stops accepting, lets requests in
+// flight finish for up to ShutdownTimeout, then closes what is left
+// (continuous feeds, tunnels, which have no request boundary to stop at).
 package proxy
