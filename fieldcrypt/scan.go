@@ -102,6 +102,9 @@ type scanner struct {
 	ctx   context.Context
 
 	kinds []uint64 // skipValue's container stack, one bit per level
+
+	maxEnd int // the most of buf ever filled (reader mode), to wipe it
+	outMax int // the longest out ever was (reader mode), to wipe it
 }
 
 // initBytes makes s scan src in place.
@@ -114,7 +117,7 @@ func (s *scanner) initBytes(src []byte) {
 
 // initReader makes s scan r through buf, writing output to w.
 func (s *scanner) initReader(r io.Reader, buf []byte) {
-	s.buf, s.pos, s.end, s.base = buf[:cap(buf)], 0, 0, 0
+	s.buf, s.pos, s.end, s.base, s.maxEnd, s.outMax = buf[:cap(buf)], 0, 0, 0, 0, 0
 	s.r, s.eof, s.ioErr = r, false, nil
 	s.hold, s.holdCap, s.holdDropped = -1, 0, false
 	s.mark = 0
@@ -130,6 +133,7 @@ func (s *scanner) emit() error {
 		return nil
 	}
 	if len(s.out) > 0 {
+		s.outMax = max(s.outMax, len(s.out))
 		if _, err := s.w.Write(s.out); err != nil {
 			return err
 		}
@@ -189,6 +193,7 @@ func (s *scanner) more() bool {
 	for empty := 0; ; empty++ {
 		n, err := s.r.Read(s.buf[s.end:])
 		s.end += n
+		s.maxEnd = max(s.maxEnd, s.end)
 		if err != nil {
 			if err == io.EOF {
 				s.eof = true

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"strconv"
 	"strings"
@@ -144,13 +145,21 @@ type frame struct {
 	keyOff   int32 // this frame's current member name, raw, in machine.keys
 	keyLen   int32
 	trackOff int32 // this frame's entries in machine.tracked
+	mapped   bool  // this frame's entries are also in machine.trackMap
 }
 
-// trackedKey is a member name remembered for duplicate detection.
-type trackedKey struct {
-	hash     uint64
-	off, len int32 // in machine.trackBuf
+// trackSlot keys machine.trackMap: a tracked name's hash in one frame.
+type trackSlot struct {
+	depth int32
+	hash  uint64
 }
+
+// trackSeed keys the hash of tracked member names. Only hashes are kept
+// (8 bytes a name, whatever its length); with a secret per-process seed no
+// one can construct two names that collide, and a chance collision
+// (probability about n^2/2^65 for n names in one object) would refuse a
+// document, never let one through.
+var trackSeed = maphash.MakeSeed()
 
 type openEntry struct {
 	name    string
@@ -180,10 +189,10 @@ type machine struct {
 	arena     []int32 // automaton states, per level
 	pendMatch int32   // rule that selects the value about to be scanned, or -1
 	step      stepper
-	names     []byte // current member names (raw), per level, for paths
-	keyDec    []byte // decoded member name
-	tracked   []trackedKey
-	trackBuf  []byte
+	names     []byte   // current member names (raw), per level, for paths
+	keyDec    []byte   // decoded member name
+	tracked   []uint64 // hashes of the member names of open frames
+	trackMap  map[trackSlot]struct{}
 	z         sealer
 	plain     []byte // decrypt: opened plaintext handed to a Masker
 
@@ -193,8 +202,10 @@ type machine struct {
 	policyCache []policyEntry
 	report      Report
 
-	rbuf []byte // reader mode window
-	wbuf []byte // reader mode output
+	rbuf     []byte // reader mode window
+	rbufUsed int    // how much of rbuf held input
+	wbufUsed int    // how much of wbuf held output
+	wbuf     []byte // reader mode output
 }
 
 const (
@@ -232,11 +243,16 @@ func putMachine(m *machine) {
 	clear(m.policyCache)
 	m.policyCache = m.policyCache[:0]
 	m.report = Report{}
-	// Scratch that held plaintext is wiped before reuse elsewhere.
-	clear(m.z.canon)
-	clear(m.z.body)
-	clear(m.plain)
-	clear(m.keyDec)
+	// Buffers that held document bytes are wiped before the machine serves
+	// another call: cheap next to the work that filled them.
+	clear(m.z.canon[:cap(m.z.canon)])
+	clear(m.z.body[:cap(m.z.body)])
+	clear(m.plain[:cap(m.plain)])
+	clear(m.keyDec[:cap(m.keyDec)])
+	clear(m.names[:cap(m.names)])
+	clear(m.rbuf[:m.rbufUsed])
+	clear(m.wbuf[:m.wbufUsed])
+	m.rbufUsed, m.wbufUsed = 0, 0
 	if cap(m.rbuf) > maxPooledBuf {
 		m.rbuf = nil
 	}
@@ -284,7 +300,7 @@ func (m *machine) runReader(dst io.Writer, src io.Reader) (Report, error) {
 	m.s.initReader(src, m.rbuf)
 	m.s.w, m.s.out = dst, m.wbuf[:0]
 	err := m.run()
-	m.rbuf = m.s.buf[:cap(m.s.buf)]
+	m.rbuf, m.rbufUsed = m.s.buf[:cap(m.s.buf)], max(m.s.end, m.s.maxEnd)
 	if err == nil {
 		// What is left is whitespace after the last value.
 		m.s.out = append(m.s.out, m.s.buf[m.s.mark:m.s.end]...)
@@ -295,7 +311,7 @@ func (m *machine) runReader(dst io.Writer, src io.Reader) (Report, error) {
 			err = fmt.Errorf("fieldcrypt: write: %w", err)
 		}
 	}
-	m.wbuf = m.s.out[:0]
+	m.wbuf, m.wbufUsed = m.s.out[:0], min(cap(m.s.out), max(len(m.s.out), m.s.outMax))
 	if err != nil {
 		return Report{}, err
 	}
@@ -417,7 +433,8 @@ func (m *machine) value() error {
 	m.frames = m.frames[:0]
 	m.arena = m.arena[:0]
 	m.names = m.names[:0]
-	m.tracked, m.trackBuf = m.tracked[:0], m.trackBuf[:0]
+	m.tracked = m.tracked[:0]
+	clear(m.trackMap)
 	m.pendMatch = -1
 	if m.enc != nil {
 		m.arena = append(m.arena, m.enc.auto.roots...)
@@ -543,10 +560,13 @@ func (m *machine) pop() {
 	f := &m.frames[len(m.frames)-1]
 	m.arena = m.arena[:f.stOff]
 	m.names = m.names[:f.keyOff]
-	if int(f.trackOff) < len(m.tracked) {
-		m.trackBuf = m.trackBuf[:m.tracked[f.trackOff].off]
-		m.tracked = m.tracked[:f.trackOff]
+	if f.mapped {
+		depth := int32(len(m.frames))
+		for _, h := range m.tracked[f.trackOff:] {
+			delete(m.trackMap, trackSlot{depth, h})
+		}
 	}
+	m.tracked = m.tracked[:f.trackOff]
 	m.frames = m.frames[:len(m.frames)-1]
 	m.pendMatch = -1
 }
@@ -623,27 +643,36 @@ func (m *machine) member() error {
 
 // duplicate records name among the tracked members of f and reports
 // whether it was there already. Objects where selectors advance on every
-// member (a wildcard) may track many names: past a handful, compare hashes
-// first.
+// member (a wildcard) may track many names: past a handful, a map keeps the
+// check linear.
 func (m *machine) duplicate(f *frame, name []byte) bool {
-	h := fnv64(name)
-	for _, t := range m.tracked[f.trackOff:] {
-		if t.hash == h && string(m.trackBuf[t.off:t.off+t.len]) == string(name) {
+	const linear = 32
+	h := maphash.Bytes(trackSeed, name)
+	seen := m.tracked[f.trackOff:]
+	depth := int32(len(m.frames))
+	if !f.mapped && len(seen) >= linear {
+		if m.trackMap == nil {
+			m.trackMap = make(map[trackSlot]struct{})
+		}
+		for _, t := range seen {
+			m.trackMap[trackSlot{depth, t}] = struct{}{}
+		}
+		f.mapped = true
+	}
+	if f.mapped {
+		if _, dup := m.trackMap[trackSlot{depth, h}]; dup {
 			return true
 		}
+		m.trackMap[trackSlot{depth, h}] = struct{}{}
+	} else {
+		for _, t := range seen {
+			if t == h {
+				return true
+			}
+		}
 	}
-	m.tracked = append(m.tracked, trackedKey{hash: h, off: int32(len(m.trackBuf)), len: int32(len(name))})
-	m.trackBuf = append(m.trackBuf, name...)
+	m.tracked = append(m.tracked, h)
 	return false
-}
-
-func fnv64(b []byte) uint64 {
-	h := uint64(14695981039346656037)
-	for _, c := range b {
-		h ^= uint64(c)
-		h *= 1099511628211
-	}
-	return h
 }
 
 // captureAndSeal scans the value that a rule selects, holding it whole in
@@ -732,6 +761,9 @@ func (m *machine) sealKey(i int) (*DataKey, error) {
 		return nil, err
 	}
 	name := m.enc.keyNames[i]
+	if m.keys == nil {
+		return nil, errors.New("fieldcrypt: no keyring")
+	}
 	k, err := m.keys.SealKey(m.ctx, name)
 	if err == nil && k == nil {
 		err = fmt.Errorf("fieldcrypt: %w: %q", ErrUnknownKey, name)
@@ -754,6 +786,9 @@ func (m *machine) openKey(name []byte, version uint32) (*DataKey, error) {
 		}
 	}
 	n := string(name)
+	if m.keys == nil {
+		return nil, errors.New("fieldcrypt: no keyring")
+	}
 	k, err := m.keys.OpenKey(m.ctx, n, version)
 	if err == nil && k == nil {
 		err = fmt.Errorf("fieldcrypt: %w: %q v%d", ErrUnknownKey, n, version)
