@@ -2,6 +2,7 @@ package keystore_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"strconv"
@@ -239,9 +240,12 @@ func TestRestoreRefusals(t *testing.T) {
 		{"other format", tamper(func(m map[string]any) { m["format"] = "v9" }), id, keystore.ErrBackup, "format"},
 		{"flipped ciphertext", tamper(func(m map[string]any) {
 			v := version(m, 0, 1)
-			s := []byte(v["sealed"].(string))
-			s[len(s)-3] ^= 1
-			v["sealed"] = string(s)
+			b, err := base64.StdEncoding.DecodeString(v["sealed"].(string))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b[len(b)-3] ^= 1
+			v["sealed"] = base64.StdEncoding.EncodeToString(b)
 		}), id, keystore.ErrBackup, "does not open"},
 		{"sealed moved to another version", tamper(func(m map[string]any) {
 			k1 := m["keys"].([]any)[1].(map[string]any)["versions"].([]any)

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sidecrypt/sidecrypt/internal/testenv"
 )
 
 // The test binary doubles as a child process for the multi-process and
@@ -23,7 +25,9 @@ func TestMain(m *testing.M) {
 	if job := os.Getenv("KEYSTORE_TEST_CHILD"); job != "" {
 		os.Exit(childMain(job, os.Getenv("KEYSTORE_TEST_PATH")))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	testenv.CleanupSoftHSM()
+	os.Exit(code)
 }
 
 // childMain runs in the child process.
