@@ -152,41 +152,53 @@ func runRound(ctx context.Context, ep endpoint, rd round, seq *sequencer, build 
 }
 
 // runOpen is the open loop. Request i is due at start + i/rate, fixed in
-// advance and independent of how the target answers; a worker that picks
-// it up late sends it at once, and its latency counts from the due time,
-// so a stalled target shows its stall in every request that waited behind
-// it (no coordinated omission). Workers bound the requests in flight.
+// advance and independent of how the target answers. One dispatcher hands
+// due times to the workers as they come due; a worker that picks one up
+// late (all workers busy behind a slow target) sends at once, and the
+// latency counts from the due time, so a stall shows in every request
+// that waited behind it (no coordinated omission). Workers bound the
+// requests in flight.
+//
+// The dispatcher sleeps with sleepUntil, not a Go timer: the runtime
+// rounds timer waits under a millisecond up to one on Linux, which would
+// add most of a millisecond to every latency at the rates where sidecrypt's
+// overhead is measured; nanosleep(2) overshoots by tens of microseconds.
 func runOpen(ctx context.Context, ep endpoint, rd round, seq *sequencer, build func(uint64) Request, rec *Recorder) {
 	interval := float64(time.Second) / rd.rate
 	start := time.Now()
 	lastDue := start.Add(time.Duration(float64(rd.count-1) * interval))
 	hardStop := lastDue.Add(rd.grace)
-	var next atomic.Int64
+	// The buffer holds the backlog of due requests; past 64Ki waiting,
+	// every one of them is long late and the dispatcher may wait too
+	// (due times stay fixed, so latencies stay right).
+	due := make(chan time.Time, min(rd.count, 1<<16))
+	go func() {
+		defer close(due)
+		for i := range rd.count {
+			d := start.Add(time.Duration(float64(i) * interval))
+			if !sleepUntil(ctx, d) {
+				return
+			}
+			select {
+			case due <- d:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	var wg sync.WaitGroup
 	for range rd.concurrency {
 		wg.Go(func() {
-			timer := time.NewTimer(time.Hour)
-			defer timer.Stop()
-			for ctx.Err() == nil {
-				i := next.Add(1) - 1
-				if i >= rd.count {
+			for d := range due {
+				if ctx.Err() != nil {
 					return
-				}
-				due := start.Add(time.Duration(float64(i) * interval))
-				if wait := time.Until(due); wait > 0 {
-					timer.Reset(wait)
-					select {
-					case <-ctx.Done():
-						return
-					case <-timer.C:
-					}
 				}
 				now := time.Now()
 				if now.After(hardStop) {
 					rec.Failure(ErrNotSentYet)
 					continue
 				}
-				if now.Sub(due) > LateThreshold {
+				if now.Sub(d) > LateThreshold {
 					rec.Late()
 				}
 				req := build(seq.next.Add(1) - 1)
@@ -199,7 +211,7 @@ func runOpen(ctx context.Context, ep endpoint, rd round, seq *sequencer, build f
 					rec.Failure(kind)
 					continue
 				}
-				rec.Success(done, done.Sub(due), req.Docs)
+				rec.Success(done, done.Sub(d), req.Docs)
 			}
 		})
 	}

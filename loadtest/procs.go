@@ -68,9 +68,7 @@ func startChild(name string, cmd *exec.Cmd) (*child, error) {
 		cmd.Stdout = c.log
 	}
 	cmd.Stderr = c.log
-	// Pdeathsig stops the child if the load test itself is killed
-	// without a chance to clean up.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	cmd.SysProcAttr = childProcAttr()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("loadtest: start %s: %w", name, err)
 	}
