@@ -82,15 +82,16 @@ func decryptableResponse(resp *http.Response) bool {
 var decryptOptions = fieldcrypt.CallOptions{Stream: true, Lenient: true}
 
 func (p *Proxy) decryptBuffered(resp *http.Response, ex *exchange) error {
-	buf := getBuffer()
-	defer putBuffer(buf)
-	_, err := buf.ReadFrom(io.LimitReader(resp.Body, smallResponse+1))
+	// The length is known and small: read into a slice of exactly that
+	// size, which becomes the response body as it is when it holds no
+	// token (the common case), with no copy and no pool.
+	in := make([]byte, resp.ContentLength)
+	_, err := io.ReadFull(resp.Body, in)
 	resp.Body.Close()
 	if err != nil {
 		return fmt.Errorf("proxy: read upstream response: %w", err)
 	}
-	in := buf.Bytes()
-	var out []byte
+	out := in
 	var rep fieldcrypt.Report
 	if bytes.Contains(in, tokenMarker) {
 		opts := decryptOptions
@@ -101,18 +102,15 @@ func (p *Proxy) decryptBuffered(resp *http.Response, ex *exchange) error {
 			// plaintext, so they are the safe answer.
 			p.log.LogAttrs(resp.Request.Context(), slog.LevelDebug, "response decryption failed",
 				slog.String("route", ex.routeName), slog.String("error", err.Error()))
-			out, rep = nil, fieldcrypt.Report{}
+			out, rep = in, fieldcrypt.Report{}
 		}
-	}
-	if out == nil || overlaps(out, in) {
-		out = bytes.Clone(in)
+		resp.Header.Set("Content-Length", strconv.Itoa(len(out)))
+		if len(rep.Keys) > 0 || rep.Masked > 0 {
+			dropDigests(resp.Header)
+		}
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(out))
 	resp.ContentLength = int64(len(out))
-	resp.Header.Set("Content-Length", strconv.Itoa(len(out)))
-	if len(rep.Keys) > 0 || rep.Masked > 0 {
-		dropDigests(resp.Header)
-	}
 	p.reportDecrypt(resp.Request, ex, rep, int64(len(out)))
 	return nil
 }
