@@ -504,3 +504,34 @@ func TestCallerCancelDoesNotFailOthers(t *testing.T) {
 		t.Fatalf("the other caller failed with the first one's cancellation: %v", err)
 	}
 }
+
+func TestCached(t *testing.T) {
+	f := newFixture(t, keycache.Options{})
+	both := []string{"pii", "contact"}
+	if f.c.Cached(both) {
+		t.Fatal("an empty cache claims to hold keys")
+	}
+	f.c.SealKey(f.ctx, "pii")
+	if !f.c.Cached([]string{"pii"}) || f.c.Cached(both) {
+		t.Fatal("Cached does not reflect which primaries are held")
+	}
+	f.c.SealKey(f.ctx, "contact")
+	// With the HSM gone, what is cached still seals.
+	f.kek.SetUnavailable(true)
+	if !f.c.Cached(both) {
+		t.Fatal("both primaries are cached")
+	}
+	if _, err := f.c.SealKey(f.ctx, "pii"); err != nil {
+		t.Fatalf("sealing from the cache with the HSM down: %v", err)
+	}
+	f.c.PurgeKey("contact")
+	if f.c.Cached(both) {
+		t.Fatal("a purged key still counts as cached")
+	}
+	if _, err := f.c.SealKey(f.ctx, "contact"); !errors.Is(err, hsm.ErrUnavailable) {
+		t.Fatalf("sealing an uncached key with the HSM down: %v", err)
+	}
+	if f.c.Cached([]string{}) != true {
+		t.Fatal("no keys needed: nothing missing")
+	}
+}

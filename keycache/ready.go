@@ -16,7 +16,8 @@ func (c *Cache) Cached(names []string) bool {
 		if !ok {
 			return false
 		}
-		if _, ok := c.lru.Peek(ref{name: name, version: p.version}); !ok {
+		e, ok := c.lru.Peek(ref{name: name, version: p.version})
+		if !ok || e.key.Zeroed() || (!e.notAfter.IsZero() && !c.opts.Now().Before(e.notAfter)) {
 			return false
 		}
 	}
