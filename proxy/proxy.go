@@ -233,15 +233,22 @@ func (p *Proxy) pipeline(w http.ResponseWriter, r *http.Request, m mode, host st
 // response has not started) and reports the request to the Observer.
 func (p *Proxy) finish(w http.ResponseWriter, r *http.Request, ex *exchange) {
 	if v := recover(); v != nil {
-		if v == http.ErrAbortHandler { //nolint:errorlint // sentinel panic value
-			panic(v)
+		// ReverseProxy aborts a response whose body broke off (the
+		// upstream died mid-stream) with http.ErrAbortHandler.
+		abort := v == http.ErrAbortHandler //nolint:errorlint // sentinel panic value
+		if !abort {
+			// Only the panic's type and the stack: a panic value built
+			// from request data must not reach the log.
+			p.log.Error("proxy: panic in pipeline",
+				"route", ex.routeName, "method", r.Method,
+				"panic_type", fmt.Sprintf("%T", v), "stack", string(debug.Stack()))
 		}
-		// Only the panic's type and the stack: a panic value built from
-		// request data must not reach the log.
-		p.log.Error("proxy: panic in pipeline",
-			"route", ex.routeName, "method", r.Method,
-			"panic_type", fmt.Sprintf("%T", v), "stack", string(debug.Stack()))
-		if ex.committed {
+		if abort || ex.committed {
+			// Headers are out: all that is left is to cut the
+			// connection, so the client cannot take a truncated
+			// body for a whole one.
+			ex.outcome = OutcomeUpstreamError
+			p.obs.Request(ex.routeName, ex.outcome, ex.status, time.Since(ex.start))
 			panic(http.ErrAbortHandler)
 		}
 		p.refuse(w, r, ex, refInternal)

@@ -140,3 +140,31 @@ func TestReverseHTTPSUpstream(t *testing.T) {
 		t.Error("CA file without certificates accepted")
 	}
 }
+
+// TestBrokenUpstreamStream: an upstream that dies mid-response leaves the
+// client with an error, never with a body that looks complete, whether
+// the response is decrypted or passed through.
+func TestBrokenUpstreamStream(t *testing.T) {
+	up := plainServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", r.URL.Query().Get("ct"))
+		io.WriteString(w, `{"rows":[{"a":1},`)
+		w.(http.Flusher).Flush()
+		c, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			c.Close()
+		}
+	}))
+	tp := startProxy(t, Config{Upstream: up, Rules: newStaticRules(decryptOnlyPlan(t)), Keys: testKeyring(t)})
+	for _, ct := range []string{"application/json", "application/octet-stream"} {
+		t.Run(ct, func(t *testing.T) {
+			resp, err := client(t).Get(tp.URL.String() + "/feed?ct=" + ct)
+			if err != nil {
+				return // cut before the headers: also an error
+			}
+			defer resp.Body.Close()
+			if _, err := io.ReadAll(resp.Body); err == nil {
+				t.Error("a truncated response read as complete")
+			}
+		})
+	}
+}
