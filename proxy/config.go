@@ -60,6 +60,12 @@ type Config struct {
 	// decoded size as well as the encoded size of a compressed body.
 	// Default 16 MiB (SIDECRYPT_MAX_BODY).
 	MaxBody int64
+	// MaxDepth is the deepest nesting of JSON objects and arrays accepted
+	// in a request body on a protected route (SIDECRYPT_MAX_DEPTH);
+	// deeper bodies get 400 json_too_deep. Default, and upper bound,
+	// fieldcrypt.DefaultMaxDepth: the rules compile their transformers
+	// with that limit, so a larger value changes nothing.
+	MaxDepth int
 	// CA signs the leaf certificates for intercepted HTTPS hosts in
 	// forward mode (required there; ignored in reverse mode). See InitCA
 	// and LoadCA.
@@ -98,8 +104,8 @@ func (c *Config) Validate() error {
 	if c.UpstreamTLS != nil && c.UpstreamTLS.InsecureSkipVerify {
 		errs = append(errs, errors.New("UpstreamTLS.InsecureSkipVerify is not allowed: upstream certificates are always verified"))
 	}
-	if c.MaxBody < 0 || c.UpstreamTimeout < 0 || c.ShutdownTimeout < 0 {
-		errs = append(errs, errors.New("MaxBody, UpstreamTimeout and ShutdownTimeout must not be negative"))
+	if c.MaxBody < 0 || c.MaxDepth < 0 || c.UpstreamTimeout < 0 || c.ShutdownTimeout < 0 {
+		errs = append(errs, errors.New("MaxBody, MaxDepth, UpstreamTimeout and ShutdownTimeout must not be negative"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("proxy: %w: %w", ErrConfig, err)
@@ -114,6 +120,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxBody == 0 {
 		c.MaxBody = DefaultMaxBody
+	}
+	if c.MaxDepth == 0 || c.MaxDepth > fieldcrypt.DefaultMaxDepth {
+		c.MaxDepth = fieldcrypt.DefaultMaxDepth
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout

@@ -81,7 +81,7 @@
 //	400     bad_content_encoding          a gzip/deflate body that does not decode
 //	400     body_read_failed              the client's body broke off
 //	400     invalid_json                  the body is not one JSON value
-//	400     json_too_deep                 nesting past the limit
+//	400     json_too_deep                 nesting past MaxDepth (SIDECRYPT_MAX_DEPTH)
 //	400     duplicate_key                 an object repeats a key on a protected path
 //	400     invalid_utf8                  the body is not UTF-8
 //	400     not_proxy_request             forward mode got an origin-form request

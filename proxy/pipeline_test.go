@@ -211,14 +211,15 @@ func TestRefusals(t *testing.T) {
 	plan := clinicPlan(t)
 	deep := strings.Repeat(`{"a":`, 600) + "1" + strings.Repeat("}", 600)
 	cases := []struct {
-		name   string
-		path   string
-		hdr    http.Header
-		body   []byte
-		chunk  bool // send without Content-Length
-		keys   fieldcrypt.Keyring
-		status int
-		code   string
+		name     string
+		path     string
+		hdr      http.Header
+		body     []byte
+		chunk    bool // send without Content-Length
+		keys     fieldcrypt.Keyring
+		maxDepth int
+		status   int
+		code     string
 	}{
 		{name: "declared length over the cap", body: bytes.Repeat([]byte(" "), 5000), status: 413, code: CodeBodyTooLarge},
 		{name: "chunked body over the cap", body: []byte(`{"ssn":"` + strings.Repeat("1", 5000) + `"}`), chunk: true, status: 413, code: CodeBodyTooLarge},
@@ -233,6 +234,7 @@ func TestRefusals(t *testing.T) {
 		{name: "invalid JSON", body: []byte(`{"ssn": "1",`), status: 400, code: CodeInvalidJSON},
 		{name: "trailing garbage", body: []byte(`{"ssn": "1"} x`), status: 400, code: CodeInvalidJSON},
 		{name: "too deep", body: []byte(deep), status: 400, code: CodeTooDeep},
+		{name: "deeper than SIDECRYPT_MAX_DEPTH", body: []byte(`{"a":{"b":{"c":{"d":1}}},"ssn":"1"}`), maxDepth: 3, status: 400, code: CodeTooDeep},
 		{name: "duplicate protected key", body: []byte(`{"ssn":"078-05-1120","ssn":"x"}`), status: 400, code: CodeDuplicateKey},
 		{name: "invalid UTF-8", body: []byte("{\"ssn\":\"\xff\xfe\"}"), status: 400, code: CodeInvalidUTF8},
 		{name: "HSM unavailable", body: []byte(patient), keys: failingKeyring{fmt.Errorf("keycache: unwrap pii v1: %w", hsm.ErrUnavailable)}, status: 503, code: CodeKeyUnavailable},
@@ -247,7 +249,7 @@ func TestRefusals(t *testing.T) {
 				k = keys
 			}
 			rc, up := startUpstream(t, nil)
-			tp := startProxy(t, Config{Upstream: up, Rules: rules.Static(plan), Keys: k, MaxBody: 4096})
+			tp := startProxy(t, Config{Upstream: up, Rules: rules.Static(plan), Keys: k, MaxBody: 4096, MaxDepth: tc.maxDepth})
 			method, path := "PUT", "/clinic/p1"
 			if tc.path != "" {
 				method, path = "GET", tc.path

@@ -30,6 +30,7 @@ type Proxy struct {
 	log       *slog.Logger
 	audit     audit.Recorder
 	maxBody   int64
+	maxDepth  int
 	transport *http.Transport
 	rp        *httputil.ReverseProxy
 	fw        *forwarder // nil in reverse mode
@@ -50,6 +51,7 @@ func New(cfg Config) (*Proxy, error) {
 		log:      cfg.Logger,
 		audit:    cfg.Audit,
 		maxBody:  cfg.MaxBody,
+		maxDepth: cfg.MaxDepth,
 	}
 	p.transport = newTransport(cfg.UpstreamTLS)
 	p.transport.ResponseHeaderTimeout = cfg.UpstreamTimeout
