@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Benchmarks. Each document benchmark has a "json.Valid" sibling on the same
@@ -190,6 +191,73 @@ func TestAllocationsIndependentOfDocumentCount(t *testing.T) {
 		t.Logf("decrypt=%v: %.0f allocs for 10 documents, %.0f for 1000", decrypt, small, large)
 		if large > small+2 {
 			t.Errorf("decrypt=%v: allocations grow with the document count: %.0f for 10, %.0f for 1000", decrypt, small, large)
+		}
+	}
+}
+
+// BenchmarkVsJSONValid measures each transformation and json.Valid on the
+// same bytes alternately, call by call, and reports the ratio of their
+// throughputs: on a shared machine the load then weighs on both alike,
+// where separate benchmarks can run under different loads.
+func BenchmarkVsJSONValid(b *testing.B) {
+	ctx := context.Background()
+	kr := testKeyring(b)
+	cases := []struct {
+		name  string
+		doc   string
+		rules []string
+	}{
+		{"1KiB", patientDoc(1), singleRules},
+		{"1MiB", bulkDocs(1000), bulkRules},
+		{"1MiB-mixed", bulkDocs(1000), mixedRules},
+	}
+	for _, c := range cases {
+		e := newEnc(b, c.rules...)
+		plain := []byte(c.doc)
+		sealed, _, err := e.EncryptBytes(ctx, plain, kr, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r := bytes.NewReader(nil)
+		ops := []struct {
+			name string
+			in   []byte
+			run  func() error
+		}{
+			{"encrypt", plain, func() error { _, _, err := e.EncryptBytes(ctx, plain, kr, nil); return err }},
+			{"encrypt-stream", plain, func() error {
+				r.Reset(plain)
+				_, err := e.Encrypt(ctx, io.Discard, r, kr, nil)
+				return err
+			}},
+			{"decrypt", sealed, func() error { _, _, err := openAll.DecryptBytes(ctx, sealed, kr, nil); return err }},
+			{"decrypt-stream", sealed, func() error {
+				r.Reset(sealed)
+				_, err := openAll.Decrypt(ctx, io.Discard, r, kr, nil)
+				return err
+			}},
+		}
+		for _, op := range ops {
+			b.Run(c.name+"/"+op.name, func(b *testing.B) {
+				var tValid, tOp time.Duration
+				for b.Loop() {
+					t0 := time.Now()
+					if !json.Valid(op.in) {
+						b.Fatal("invalid")
+					}
+					t1 := time.Now()
+					if err := op.run(); err != nil {
+						b.Fatal(err)
+					}
+					tValid += t1.Sub(t0)
+					tOp += time.Since(t1)
+				}
+				mb := float64(len(op.in)) * float64(b.N) / 1e6
+				b.ReportMetric(mb/tOp.Seconds(), "MB/s")
+				b.ReportMetric(mb/tValid.Seconds(), "json.Valid-MB/s")
+				b.ReportMetric(100*tValid.Seconds()/tOp.Seconds(), "%-of-json.Valid")
+				b.ReportMetric(0, "ns/op")
+			})
 		}
 	}
 }
