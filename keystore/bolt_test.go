@@ -54,6 +54,8 @@ func childMain(job, path string) int {
 			fmt.Fprintf(w, "ack %d\n", i)
 			w.Flush()
 		}
+	case job == "rewrap":
+		return childRewrap(path, os.Getenv("KEYSTORE_TEST_KEK"))
 	case strings.HasPrefix(job, "put-one "):
 		if _, err := s.Put(ctx, testKey(strings.TrimPrefix(job, "put-one "), 7)); err != nil {
 			fmt.Fprintln(os.Stderr, err)

@@ -602,3 +602,6 @@ func (m *Manager) Primary(ctx context.Context, name string) (uint32, error) {
 	}
 	return k.Primary, nil
 }
+
+// Every hsm.Provider is a KEK.
+var _ KEK = hsm.Provider(nil)
