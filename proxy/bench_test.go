@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"strings"
 	"testing"
 	"time"
@@ -71,12 +72,22 @@ func BenchmarkPipeline(b *testing.B) {
 	}))
 	b.Cleanup(upstream.Close)
 	tp := startProxy(b, Config{Upstream: mustURL(b, upstream.URL), Rules: rules.Static(clinicPlan(b)), Keys: keys, Logger: slog.New(slog.DiscardHandler)})
+	// The floor: a bare httputil.ReverseProxy with the same transport
+	// settings, so that the pipeline's own cost shows as the difference.
+	bare := &httputil.ReverseProxy{
+		Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(mustURL(b, upstream.URL)) },
+		Transport: newTransport(nil),
+	}
+	bareSrv := httptest.NewServer(bare)
+	b.Cleanup(bareSrv.Close)
 	c := benchClient(b)
 	for _, bc := range []struct {
 		name, base, method, path string
 		body                     []byte
 	}{
 		{"direct/get-1KiB", upstream.URL, "GET", "/other/p1", nil},
+		{"bare-reverseproxy/get-1KiB", bareSrv.URL, "GET", "/other/p1", nil},
+		{"bare-reverseproxy/put-1KiB", bareSrv.URL, "PUT", "/other/p1", plain},
 		{"unmatched/get-1KiB", tp.URL.String(), "GET", "/other/p1", nil},
 		{"unmatched/put-1KiB", tp.URL.String(), "PUT", "/other/p1", plain},
 		{"encrypt/put-1KiB-4-fields", tp.URL.String(), "PUT", "/clinic/p1", plain},

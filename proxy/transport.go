@@ -64,22 +64,20 @@ func newTransport(tlsConf *tls.Config) *http.Transport {
 }
 
 // copyBufferPool implements httputil.BufferPool so that ReverseProxy does
-// not allocate a 32 KiB buffer per response.
+// not allocate a 32 KiB buffer per response. It pools array pointers: a
+// slice converts back to one without allocating, where pooling *[]byte
+// would allocate a header on every Put.
 type copyBufferPool struct{ p sync.Pool }
 
 func newCopyBufferPool() *copyBufferPool {
-	return &copyBufferPool{p: sync.Pool{New: func() any {
-		b := make([]byte, ioBufferSize)
-		return &b
-	}}}
+	return &copyBufferPool{p: sync.Pool{New: func() any { return new([ioBufferSize]byte) }}}
 }
 
-func (c *copyBufferPool) Get() []byte { return *(c.p.Get().(*[]byte)) }
+func (c *copyBufferPool) Get() []byte { return c.p.Get().(*[ioBufferSize]byte)[:] }
 
 func (c *copyBufferPool) Put(b []byte) {
 	if cap(b) != ioBufferSize {
 		return
 	}
-	b = b[:ioBufferSize]
-	c.p.Put(&b)
+	c.p.Put((*[ioBufferSize]byte)(b[:ioBufferSize]))
 }
