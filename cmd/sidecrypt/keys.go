@@ -811,8 +811,7 @@ each still wraps, and which may be retired.`+envHelp)
 	if len(pos) != 0 {
 		return a.usageError(fs, "kek list takes no arguments")
 	}
-	var rc int
-	rc = a.withSession(false, func(s *keysSession) error {
+	return a.withSession(false, func(s *keysSession) error {
 		st, err := s.m.KEKs(s.ctx)
 		if err != nil {
 			return err
@@ -822,13 +821,12 @@ each still wraps, and which may be retired.`+envHelp)
 			if st == nil {
 				st = []keystore.KEKStatus{}
 			}
-			if a.printJSON(struct {
+			enc := json.NewEncoder(a.stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(struct {
 				Provider hsm.Description      `json:"provider"`
 				KEKs     []keystore.KEKStatus `json:"keks"`
-			}{desc, st}) != exitOK {
-				return errors.New("writing JSON failed")
-			}
-			return nil
+			}{desc, st})
 		}
 		where := desc.File
 		if desc.Kind == "pkcs11" {
@@ -850,7 +848,6 @@ each still wraps, and which may be retired.`+envHelp)
 		}
 		return tw.Flush()
 	})
-	return rc
 }
 
 func cmdKEKRotate(a *app, args []string) int {
