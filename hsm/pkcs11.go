@@ -226,7 +226,7 @@ func (p *pkcs11Provider) do(ctx context.Context, op string, fn func(s *session) 
 	// Each kind of trouble is recovered from once; they can come in a
 	// row (a logout closes the sessions and also invalidates the handles
 	// of private objects).
-	retried := map[errClass]bool{}
+	retried := map[errClass]int{}
 	for {
 		var gen uint64
 		gen, err = p.attempt(ctx, fresh, fn)
@@ -234,11 +234,18 @@ func (p *pkcs11Provider) do(ctx context.Context, op string, fn func(s *session) 
 		if class == classOK {
 			return nil
 		}
-		if class == classFinal || retried[class] {
+		limit := 1
+		if class == classTransient {
+			limit = 3
+		}
+		if class == classFinal || retried[class] >= limit {
 			return p.fail(op, err)
 		}
-		retried[class] = true
+		retried[class]++
 		switch class {
+		case classTransient:
+			// A file store mid-write settles within milliseconds.
+			time.Sleep(time.Duration(retried[class]*retried[class]) * 2 * time.Millisecond)
 		case classSession:
 			// The likely causes (C_CloseAllSessions, a logout, a token
 			// reset) end every session, so retry on a new one.
@@ -749,14 +756,22 @@ func (p *pkcs11Provider) Unwrap(ctx context.Context, w Wrapped) ([]byte, error) 
 		c := p.mod.ctx
 		var obj pkcs11.ObjectHandle
 		for _, h := range k.handles {
-			obj, err = c.UnwrapKey(s.h, p.mech, h, w.Bytes, []*pkcs11.Attribute{
-				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-				pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_GENERIC_SECRET),
-				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
-				pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-				pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, false),
-				pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
-			})
+			for range 2 {
+				obj, err = c.UnwrapKey(s.h, p.mech, h, w.Bytes, []*pkcs11.Attribute{
+					pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+					pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_GENERIC_SECRET),
+					pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
+					pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+					pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, false),
+					pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
+				})
+				// SoftHSM2 answers both a failed integrity check and a
+				// passing hiccup of its file store with CKR_GENERAL_ERROR:
+				// look twice before calling the wrapped key corrupt.
+				if !isRV(err, pkcs11.CKR_GENERAL_ERROR) {
+					break
+				}
+			}
 			if !isUnwrapFailure(err) {
 				break // done, or a failure that another object would not fix
 			}

@@ -124,11 +124,12 @@ func isRV(err error, rv uint) bool {
 type errClass int
 
 const (
-	classOK      errClass = iota
-	classFinal            // return it
-	classSession          // the session is gone: drop it, retry once on a new one
-	classModule           // the library or device is gone: re-initialise, retry once
-	classHandle           // a cached object handle is stale: rescan, retry once
+	classOK        errClass = iota
+	classFinal              // return it
+	classSession            // the session is gone: drop it, retry once on a new one
+	classModule             // the library or device is gone: re-initialise, retry once
+	classHandle             // a cached object handle is stale: rescan, retry once
+	classTransient          // the token hiccuped: retry once as it is
 )
 
 func classify(err error) errClass {
@@ -148,6 +149,10 @@ func classify(err error) errClass {
 	case pkcs11.CKR_OBJECT_HANDLE_INVALID, pkcs11.CKR_KEY_HANDLE_INVALID,
 		pkcs11.CKR_WRAPPING_KEY_HANDLE_INVALID, pkcs11.CKR_UNWRAPPING_KEY_HANDLE_INVALID:
 		return classHandle
+	case pkcs11.CKR_GENERAL_ERROR, pkcs11.CKR_FUNCTION_FAILED:
+		// SoftHSM2's file store answers this, now and then, while another
+		// thread writes objects to the same token.
+		return classTransient
 	}
 	return classFinal
 }
