@@ -65,7 +65,9 @@
 // re-encoded the way it came, and forwarded with an exact Content-Length
 // and no Expect header (the body is already in hand). Every key the route
 // seals with is resolved before the body is read, so an HSM outage refuses
-// at once.
+// at once (503) and the client never sends the body. A request that carries
+// no body and no protected query parameter needs no key and passes even
+// during an outage.
 //
 // # Refusals
 //

@@ -694,6 +694,18 @@ func TestKeyringFailsMidRun(t *testing.T) {
 	if rc.count() != 1 {
 		t.Fatalf("upstream saw %d requests, want only the one before the outage", rc.count())
 	}
+	// A read on a route with query rules that names no protected
+	// parameter needs no key and still goes through.
+	if status, _, b := do(t, c, "GET", tp.URL.String()+"/clinic/_all_docs?include_docs=true", nil, nil); status != 200 {
+		t.Fatalf("read without a protected parameter during the outage: %d %s", status, b)
+	}
+	status, _, b = do(t, c, "GET", tp.URL.String()+"/clinic/_all_docs?email=ada%40example.com", nil, nil)
+	if status != 503 || errorCode(t, b) != CodeKeyUnavailable {
+		t.Fatalf("read with a protected parameter during the outage: %d %s", status, b)
+	}
+	if rc.count() != 2 {
+		t.Fatalf("upstream saw %d requests, want 2", rc.count())
+	}
 }
 
 func TestNothingSecretInLogs(t *testing.T) {

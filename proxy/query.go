@@ -49,6 +49,9 @@ func sealQuery(ctx context.Context, raw string, qrules []rules.QueryRule, keys f
 			if !opensAsToken(ctx, keys, value) {
 				k, err := keys.SealKey(ctx, rule.Key)
 				if err != nil {
+					if ctx.Err() != nil {
+						return "", refCanceled
+					}
 					return "", refKeyUnavailable(rule.Key)
 				}
 				tok, err := fieldcrypt.SealString(k, rule.Mode, value)

@@ -42,11 +42,16 @@ func (p *Proxy) protect(r *http.Request, ex *exchange) *refusal {
 			return refEncoding
 		}
 	}
-	// Every key the route seals with is resolved before the body is read:
-	// with the HSM or key store down, the request is refused at once.
-	for _, name := range route.Keys {
-		if _, err := p.keys.SealKey(ctx, name); err != nil {
-			return p.keyRefusal(ctx, name, err)
+	// Every key the route seals with is resolved before a body is read:
+	// with the HSM or key store down, the request is refused at once,
+	// before the client sends the body. A query alone resolves only the
+	// keys of the parameters it actually carries (in sealQuery), so that
+	// reads that name no protected parameter keep working in an outage.
+	if needBody {
+		for _, name := range route.Keys {
+			if _, err := p.keys.SealKey(ctx, name); err != nil {
+				return p.keyRefusal(ctx, name, err)
+			}
 		}
 	}
 
