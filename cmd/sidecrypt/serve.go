@@ -98,7 +98,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 	pcfg := proxy.Config{
 		Rules: src, Keys: cache, Audit: auditLog, Observer: m.ProxyObserver(), Logger: log,
-		MaxBody: int64(cfg.MaxBody), UpstreamTimeout: cfg.UpstreamTimeout, ShutdownTimeout: cfg.ShutdownTimeout,
+		MaxBody: int64(cfg.MaxBody), MaxDepth: cfg.MaxDepth, UpstreamTimeout: cfg.UpstreamTimeout, ShutdownTimeout: cfg.ShutdownTimeout,
 	}
 	if pcfg.UpstreamTLS, err = proxy.UpstreamTLSConfig(cfg.UpstreamCA); err != nil {
 		return err
