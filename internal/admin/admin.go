@@ -21,8 +21,11 @@
 //	POST /v1/rules/validate                   lint a rule file (body: YAML)
 //	PUT  /v1/rules                            validate, store and load a rule file
 //	GET  /v1/audit?n=50                       the audit log's last events
+//	GET  /debug/pprof/...                     Go profiles (net/http/pprof), for
+//	                                          `sidecrypt loadtest --pprof` and
+//	                                          performance work
 //
-// Everything under /v1/ requires `Authorization: Bearer <SIDECRYPT_ADMIN_TOKEN>`
+// Everything under /v1/ and /debug/pprof/ requires `Authorization: Bearer <SIDECRYPT_ADMIN_TOKEN>`
 // (compared in constant time). Without a token configured, /v1/ is open on
 // a loopback listener (with a warning at start-up) and closed (403) on any
 // other address: mutating endpoints are never exposed to the network
@@ -42,6 +45,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -169,6 +173,17 @@ func (s *Server) routes() {
 	api("POST /v1/rules/validate", s.validateRules)
 	api("PUT /v1/rules", s.putRules)
 	api("GET /v1/audit", s.auditTail)
+	// Profiles reveal memory contents only as function names and sizes,
+	// but a heap profile can be large and a CPU profile costs CPU: they
+	// sit behind the same authentication as the key endpoints.
+	prof := func(h http.Handler) func(w http.ResponseWriter, r *http.Request) error {
+		return func(w http.ResponseWriter, r *http.Request) error { h.ServeHTTP(w, r); return nil }
+	}
+	api("GET /debug/pprof/", prof(http.HandlerFunc(pprof.Index)))
+	api("GET /debug/pprof/cmdline", prof(http.HandlerFunc(pprof.Cmdline)))
+	api("GET /debug/pprof/profile", prof(http.HandlerFunc(pprof.Profile)))
+	api("GET /debug/pprof/symbol", prof(http.HandlerFunc(pprof.Symbol)))
+	api("GET /debug/pprof/trace", prof(http.HandlerFunc(pprof.Trace)))
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such admin endpoint; see the admin package documentation or docs/OPERATIONS.md")
 	})
