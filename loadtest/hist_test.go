@@ -54,10 +54,14 @@ func TestPercentilesMatchKnownDistributions(t *testing.T) {
 				q    float64
 				got  int64
 			}{{"p50", 50, got.P50}, {"p90", 90, got.P90}, {"p99", 99, got.P99}, {"p99.9", 99.9, got.P999}, {"max", 100, got.Max}} {
-				want := exactQuantile(sample, c.q)
-				tol := float64(want)*0.001 + 1
-				if math.Abs(float64(c.got-want)) > tol {
-					t.Errorf("%s = %dµs, exact %dµs (tolerance %.1f)", c.name, c.got, want, tol)
+				// The histogram and the reference may round the rank
+				// differently; in a sparse tail neighbouring samples
+				// differ by more than the histogram's precision, so
+				// accept the samples two ranks either side.
+				step := 200.0 / float64(len(sample))
+				lo, hi := exactQuantile(sample, max(0, c.q-step)), exactQuantile(sample, min(100, c.q+step))
+				if float64(c.got) < float64(lo)*0.999-1 || float64(c.got) > float64(hi)*1.001+1 {
+					t.Errorf("%s = %dµs, exact %dµs (between %d and %d ± 0.1%%)", c.name, c.got, exactQuantile(sample, c.q), lo, hi)
 				}
 			}
 			var sum float64
