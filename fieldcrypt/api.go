@@ -120,12 +120,16 @@ type CallOptions struct {
 	// Strict (decrypt): fail the call on the first token that cannot be
 	// opened, instead of leaving it in place and reporting it.
 	Strict bool
-	// Stream (decrypt): accept a sequence of JSON values separated by
-	// whitespace (NDJSON, CouchDB continuous feeds) instead of one value.
+	// Stream: accept a sequence of JSON values separated by whitespace
+	// (NDJSON, CouchDB continuous feeds) instead of one value, and write
+	// and flush each as soon as it is done. A number or literal at the top
+	// level must be followed by whitespace ("12" is one number).
 	Stream bool
 	// Lenient (decrypt): on malformed input, copy the rest through
-	// unchanged instead of failing. Responses are never failed for the
-	// sake of a syntax error upstream.
+	// unchanged instead of failing, and list the syntax error in
+	// Report.Failures. Responses are never failed for the sake of a syntax
+	// error upstream. Encrypt ignores it: a request body is refused, never
+	// forwarded half-encrypted.
 	Lenient bool
 	// Flush, when set, is called after output has been written and before
 	// the transformer blocks reading more input, so a streaming response
