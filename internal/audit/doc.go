@@ -58,4 +58,10 @@
 // Several processes (serve and the CLI) may append to one file: each
 // append holds an exclusive flock and re-reads the chain's tail if another
 // process wrote since.
+//
+// A crash in the middle of an append can leave a last line without its
+// newline. That line's Record never returned, so it was never a durable
+// event: Open copies it to FILE.torn-<time>, truncates the file to its last
+// complete line and records an "audit.torn_tail" event, so the sidecar
+// starts again and the recovery itself is on the record.
 package audit

@@ -102,17 +102,95 @@ func Open(path string, opts Options) (*Log, error) {
 		size:    -1, // force a tail read on first write
 	}
 	// Read the tail once now so that a corrupt last line is reported at
-	// start-up rather than on the first event.
+	// start-up rather than on the first event. A line cut short by a crash
+	// mid-append is moved aside first (see recoverTornTail).
+	torn, err := l.recoverTornTail()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
 	if err := l.lockAndSync(); err != nil {
 		f.Close()
 		return nil, err
 	}
 	l.unlock()
+	if torn != "" {
+		lg.Warn("audit: the log ended in an incomplete line (a crash while appending); it was moved aside and the chain continues from the last complete line", "file", path, "moved_to", torn)
+	}
 	if opts.Signer == nil {
 		lg.Warn("audit: checkpoints are not signed (no HSM audit key); the log detects accidental damage but not a deliberate rewrite", "file", path)
 	}
 	go l.writer()
+	if torn != "" {
+		ev := Event{Actor: "audit", Action: "audit.torn_tail", Outcome: "error",
+			Reason:  "the log ended in an incomplete line, left by a crash while appending; it was moved aside",
+			Details: map[string]string{"moved_to": filepath.Base(torn)}}
+		if err := l.Record(context.Background(), ev); err != nil {
+			l.Close()
+			return nil, err
+		}
+	}
 	return l, nil
+}
+
+// recoverTornTail handles a log whose last line has no newline: the tail
+// of an append that a crash (power loss, kill -9 mid-write) cut short. That
+// line never got its hash on disk whole, so it was never a durable event
+// (Record had not returned); it is copied to FILE.torn-<time> for
+// inspection, the file is truncated to its last complete line, and Open
+// records an "audit.torn_tail" event. Anything else that does not parse is
+// left alone: Open then fails and `sidecrypt audit verify` says where.
+func (l *Log) recoverTornTail() (string, error) {
+	if err := syscall.Flock(int(l.f.Fd()), syscall.LOCK_EX); err != nil {
+		return "", fmt.Errorf("audit: lock %s: %w", l.path, err)
+	}
+	defer l.unlock()
+	st, err := l.f.Stat()
+	if err != nil || st.Size() == 0 {
+		return "", err
+	}
+	size := st.Size()
+	last := make([]byte, 1)
+	if _, err := l.f.ReadAt(last, size-1); err != nil {
+		return "", fmt.Errorf("audit: read %s: %w", l.path, err)
+	}
+	if last[0] == '\n' {
+		return "", nil
+	}
+	// Find the end of the last complete line.
+	cut := int64(0)
+	for window := int64(4096); ; window *= 4 {
+		off := max(size-window, 0)
+		buf := make([]byte, size-off)
+		if _, err := l.f.ReadAt(buf, off); err != nil && err != io.EOF {
+			return "", fmt.Errorf("audit: read %s: %w", l.path, err)
+		}
+		if i := bytes.LastIndexByte(buf, '\n'); i >= 0 {
+			cut = off + int64(i) + 1
+			break
+		}
+		if off == 0 {
+			break
+		}
+	}
+	if size-cut > maxLine {
+		return "", fmt.Errorf("audit: %s ends in %d bytes without a newline: not a torn append; run sidecrypt audit verify", l.path, size-cut)
+	}
+	frag := make([]byte, size-cut)
+	if _, err := l.f.ReadAt(frag, cut); err != nil && err != io.EOF {
+		return "", fmt.Errorf("audit: read %s: %w", l.path, err)
+	}
+	torn := fmt.Sprintf("%s.torn-%d", l.path, l.opts.Now().UnixNano())
+	if err := os.WriteFile(torn, frag, 0o600); err != nil {
+		return "", fmt.Errorf("audit: keep torn tail: %w", err)
+	}
+	if err := l.f.Truncate(cut); err != nil {
+		return "", fmt.Errorf("audit: truncate torn tail of %s: %w", l.path, err)
+	}
+	if err := l.f.Sync(); err != nil {
+		return "", fmt.Errorf("audit: fsync %s: %w", l.path, err)
+	}
+	return torn, nil
 }
 
 // Path returns the log's file name.

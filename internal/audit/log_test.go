@@ -347,7 +347,10 @@ func TestReopenContinuesChain(t *testing.T) {
 	}
 }
 
-func TestOpenRefusesTornTail(t *testing.T) {
+// TestOpenRecoversTornTail: a crash mid-append leaves a line without its
+// newline. Open moves it aside, records that it did, and the chain stays
+// valid; the sidecar can start again.
+func TestOpenRecoversTornTail(t *testing.T) {
 	path := writeLog(t, t.TempDir(), 2)
 	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
@@ -355,8 +358,40 @@ func TestOpenRefusesTornTail(t *testing.T) {
 	}
 	f.WriteString(`{"seq":4,"time":"2026`) // a crash mid-write
 	f.Close()
-	if _, err := Open(path, Options{}); err == nil || !strings.Contains(err.Error(), "incomplete") {
-		t.Fatalf("Open accepted a torn last line: %v", err)
+	l, err := Open(path, Options{Signer: testSigner, CheckpointEvery: time.Hour})
+	if err != nil {
+		t.Fatalf("Open refused a torn tail: %v", err)
+	}
+	if err := l.Record(ctxActor(), Event{Action: "key.create", Key: "pii", Version: 1}); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	res := verify(t, path)
+	if !res.OK {
+		t.Fatalf("chain broken after recovery: %v", res.Problem)
+	}
+	b, _ := os.ReadFile(path)
+	if !bytes.Contains(b, []byte(`"action":"audit.torn_tail"`)) {
+		t.Fatal("recovery was not recorded in the log")
+	}
+	torn, _ := filepath.Glob(path + ".torn-*")
+	if len(torn) != 1 {
+		t.Fatalf("torn fragment not kept: %v", torn)
+	}
+	if frag, _ := os.ReadFile(torn[0]); string(frag) != `{"seq":4,"time":"2026` {
+		t.Fatalf("fragment %q", frag)
+	}
+}
+
+// TestOpenRefusesGarbageTail: a complete last line that is not an audit
+// line is not a torn append; Open refuses and verify points at it.
+func TestOpenRefusesGarbageTail(t *testing.T) {
+	path := writeLog(t, t.TempDir(), 2)
+	f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString("not an audit line\n")
+	f.Close()
+	if _, err := Open(path, Options{}); err == nil {
+		t.Fatal("Open accepted a log ending in garbage")
 	}
 }
 
