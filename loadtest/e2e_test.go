@@ -109,6 +109,9 @@ func TestEndToEndDirectAndNginx(t *testing.T) {
 			t.Errorf("report lacks %q", want)
 		}
 	}
+	if strings.Contains(html, "ZgotmplZ") {
+		t.Error("html/template rejected a value in the report (ZgotmplZ)")
+	}
 	for _, ref := range externalRef.FindAllString(html, -1) {
 		if !strings.Contains(ref, "127.0.0.1") {
 			t.Errorf("report refers to something outside itself: %q", ref)
