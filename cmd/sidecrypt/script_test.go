@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"os"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
@@ -12,7 +10,8 @@ import (
 // re-executes itself as the CLI.
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
-		"sidecrypt": func() { os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr)) },
+		// The real main: SIGTERM drains exactly as in production.
+		"sidecrypt": main,
 	})
 }
 
