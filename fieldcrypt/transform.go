@@ -243,6 +243,7 @@ func putMachine(m *machine) {
 	clear(m.policyCache)
 	m.policyCache = m.policyCache[:0]
 	m.report = Report{}
+	m.trackMap = nil // rare (wide wildcard objects), and a map never shrinks
 	// Buffers that held document bytes are wiped before the machine serves
 	// another call: cheap next to the work that filled them.
 	clear(m.z.canon[:cap(m.z.canon)])
@@ -434,7 +435,9 @@ func (m *machine) value() error {
 	m.arena = m.arena[:0]
 	m.names = m.names[:0]
 	m.tracked = m.tracked[:0]
-	clear(m.trackMap)
+	if len(m.trackMap) > 0 { // left over only after an error
+		clear(m.trackMap)
+	}
 	m.pendMatch = -1
 	if m.enc != nil {
 		m.arena = append(m.arena, m.enc.auto.roots...)
