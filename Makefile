@@ -39,9 +39,11 @@ bench: build
 	scripts/deps.sh bench
 	scripts/bench.sh
 
+# Starts pouchdb-server and the sidecar, writes records through it, shows
+# what the app sees next to what the datastore holds, stops both.
 demo: build
 	scripts/deps.sh demo
-	scripts/demo.sh
+	$(BIN) demo
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

@@ -48,6 +48,7 @@ func commands() []command {
 		{"audit", "check the audit log: verify, tail", cmdAudit},
 		{"ca", "manage the forward-mode interception CA: init, show", cmdCA},
 		{"loadtest", "measure throughput and latency against direct and plain-proxy baselines", cmdLoadtest},
+		{"demo", "run the demo: a datastore, the sidecar in front of it, a few records (make demo)", cmdDemo},
 		{"version", "print the version", cmdVersion},
 	}
 }

@@ -459,3 +459,22 @@ func TestServeForwardMode(t *testing.T) {
 		t.Fatalf("read through the forward proxy: %s", got)
 	}
 }
+
+// TestDemo runs `sidecrypt demo` (what make demo runs) to completion: it
+// fails itself if any protected value reaches the datastore.
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts pouchdb-server and the sidecar")
+	}
+	pouch, ok := testenv.PouchDBPath()
+	if !ok {
+		testenv.Missing(t, "pouchdb-server", "scripts/deps.sh")
+	}
+	s := newSidecar(t, "", "")
+	out := s.cli("demo", "--pouchdb", pouch, "--rules", filepath.Join(testenv.RepoRoot(), "examples", "rules", "clinic.yaml"))
+	for _, want := range []string{"The datastore holds tokens only", "Search still works", `"ssn": "123-45-6789"`, `"ssn": "sc1.`, ": OK", "Stopped everything"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+}
