@@ -376,6 +376,9 @@ func (c *Cache) primary(ctx context.Context, name string) (uint32, error) {
 	ch := c.flights.DoChan("p\x00"+name, func() (any, error) {
 		v, err := c.src.Primary(context.WithoutCancel(ctx), name)
 		if err != nil {
+			if v, ok := c.stalePrimary(name, err); ok {
+				return v, nil
+			}
 			return uint32(0), wrapErr(err)
 		}
 		c.mu.Lock()
@@ -391,6 +394,32 @@ func (c *Cache) primary(ctx context.Context, name string) (uint32, error) {
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}
+}
+
+// stalePrimary answers for an unreachable store (keystore.ErrUnavailable:
+// etcd down or partitioned): the last primary version learned for name,
+// if that version's key is still cached. A sidecar that loses its shared
+// store keeps sealing with what it holds until the key's TTL ends, as it
+// keeps opening (fail closed afterwards: nothing is cached, and the miss
+// fails). A purge forgets the primary, so a key changed before the outage
+// is never sealed with a stale version; a change made during the outage
+// is seen when the store's watch resumes. Refusals from a reachable store
+// (no primary, revoked) are never overridden.
+func (c *Cache) stalePrimary(name string, err error) (uint32, bool) {
+	if !errors.Is(err, keystore.ErrUnavailable) {
+		return 0, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.primaries[name]
+	if !ok || c.closed {
+		return 0, false
+	}
+	e, ok := c.lru.Peek(ref{name: name, version: p.version})
+	if !ok || e.key.Zeroed() || (!e.notAfter.IsZero() && !c.opts.Now().Before(e.notAfter)) {
+		return 0, false
+	}
+	return p.version, true
 }
 
 // stampLocked identifies the purges that have touched name so far; a load

@@ -20,6 +20,12 @@
 // and so is a refusal (destroyed, compromised, pre-active, unknown), so
 // that a burst of tokens under a destroyed key costs one store read and one
 // audit event, not thousands. Store and HSM outages are never remembered.
+// While the store is unreachable (keystore.ErrUnavailable: a shared etcd
+// down or partitioned away), SealKey keeps using the primary version it last
+// learned as long as that version is still cached, just as OpenKey keeps
+// opening cached versions: the sidecar serves from its cache until the keys
+// expire (SIDECRYPT_CACHE_TTL), then fails closed. A purge forgets the
+// primary, so this never revives a version that a watch event withdrew.
 //
 // # Misses
 //
