@@ -221,6 +221,17 @@ var machinePool = sync.Pool{New: func() any { return new(machine) }}
 
 func getMachine(ctx context.Context, keys Keyring, opt *CallOptions) *machine {
 	m := machinePool.Get().(*machine)
+	m.prepare(ctx, keys, opt)
+	return m
+}
+
+func putMachine(m *machine) {
+	m.reset()
+	machinePool.Put(m)
+}
+
+// prepare readies m for one call.
+func (m *machine) prepare(ctx context.Context, keys Keyring, opt *CallOptions) {
 	m.ctx, m.keys = ctx, keys
 	if opt != nil {
 		m.opt = *opt
@@ -229,10 +240,10 @@ func getMachine(ctx context.Context, keys Keyring, opt *CallOptions) *machine {
 	}
 	m.s.ctx = ctx
 	m.s.flush = m.opt.Flush
-	return m
 }
 
-func putMachine(m *machine) {
+// reset drops what m held for the call, keeping its reusable buffers.
+func (m *machine) reset() {
 	m.enc, m.dec, m.ctx, m.keys, m.opt = nil, nil, nil, nil, CallOptions{}
 	m.s.buf, m.s.r, m.s.w, m.s.out, m.s.ctx, m.s.flush = nil, nil, nil, nil, nil, nil
 	m.z.rand = nil
@@ -263,7 +274,6 @@ func putMachine(m *machine) {
 	if cap(m.z.body) > maxPooledBuf || cap(m.z.canon) > maxPooledBuf || cap(m.plain) > maxPooledBuf {
 		m.z.body, m.z.canon, m.plain = nil, nil, nil
 	}
-	machinePool.Put(m)
 }
 
 func (m *machine) setEncrypt(e *encryptor) {
