@@ -242,13 +242,24 @@ func OpenToken(k *DataKey, token []byte) (Type, []byte, error) { return openToke
 // Errors from the token codec and the transformer. They never carry field
 // content; the wrapping error names the field path.
 var (
-	ErrNotToken       = errors.New("not a sidecrypt token")
-	ErrTokenVersion   = errors.New("unsupported token format version")
+	// ErrNotToken: the text is not a well-formed token (prefix, base64url,
+	// header fields), or a string starting with "sc1." is not one.
+	ErrNotToken = errors.New("not a sidecrypt token")
+	// ErrTokenVersion: a token of another format version ("sc2.", or a
+	// body whose first byte is not 1).
+	ErrTokenVersion = errors.New("unsupported token format version")
+	// ErrAuthentication: the token does not open under the key it names:
+	// it was changed, or the key material differs.
 	ErrAuthentication = errors.New("token failed authentication")
-	ErrSyntax         = errors.New("malformed JSON")
-	ErrTooDeep        = errors.New("JSON nested too deeply")
-	ErrDuplicateKey   = errors.New("duplicate object key on a protected path")
-	ErrInvalidUTF8    = errors.New("invalid UTF-8 in JSON")
+	// ErrSyntax: the document is not JSON (the PathError has the offset).
+	ErrSyntax = errors.New("malformed JSON")
+	// ErrTooDeep: objects and arrays nest deeper than Limits.MaxDepth.
+	ErrTooDeep = errors.New("JSON nested too deeply")
+	// ErrDuplicateKey: an object has one member name twice where a
+	// selector advances on it; readers could disagree on its value.
+	ErrDuplicateKey = errors.New("duplicate object key on a protected path")
+	// ErrInvalidUTF8: the document is not valid UTF-8.
+	ErrInvalidUTF8 = errors.New("invalid UTF-8 in JSON")
 	// ErrTokenContent: a token authenticated, but what it holds is not
 	// one JSON value of the type its header declares. Only a holder of the
 	// key can produce such a token.

@@ -29,6 +29,8 @@ func (e *PathError) Error() string {
 
 func (e *PathError) Unwrap() error { return e.Err }
 
+var _ error = (*PathError)(nil)
+
 // compiledRule is a FieldRule after NewEncryptor checked it.
 type compiledRule struct {
 	text        string
