@@ -100,6 +100,13 @@ func endpoint(h string) (string, error) {
 	if host == "" {
 		return "", fmt.Errorf("host %q: no host name", h)
 	}
+	if strings.Contains(host, ":") {
+		if net.ParseIP(host) == nil {
+			return "", fmt.Errorf("host %q: invalid IPv6 address", h)
+		}
+	} else if strings.Trim(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") != "" {
+		return "", fmt.Errorf("host %q: invalid host name", h)
+	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 		return "", fmt.Errorf("host %q: invalid port", h)
 	}
