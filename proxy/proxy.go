@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -57,7 +59,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.transport.ResponseHeaderTimeout = cfg.UpstreamTimeout
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
-		Transport:      p.transport,
+		Transport:      oneWrite{p.transport},
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.upstreamError,
 		BufferPool:     newCopyBufferPool(),
@@ -188,6 +190,10 @@ type exchange struct {
 	committed bool
 	// decrypt: responses are run through plan.Decryptor.
 	decrypt bool
+	// body is the request body when it is in memory (sealed, or a small
+	// unmatched body): the transport sends it with the headers in one
+	// write. nil when the body streams.
+	body []byte
 }
 
 type exchangeKey struct{}
@@ -227,8 +233,56 @@ func (p *Proxy) pipeline(w http.ResponseWriter, r *http.Request, m mode, host st
 			p.refuse(w, r, ex, ref)
 			return
 		}
+	} else if ref := readSmallBody(out, ex); ref != nil {
+		p.refuse(w, r, ex, ref)
+		return
 	}
 	p.rp.ServeHTTP(w, out)
+}
+
+// smallBodyMax is the largest unmatched request body read in one piece
+// before forwarding.
+const smallBodyMax = 64 << 10
+
+// readSmallBody reads an unmatched request's body in one piece when its
+// length is declared and small, without looking at or changing it, so that
+// it is sent upstream with its headers in one write (see oneWrite). nginx
+// buffers request bodies the same way by default. Memory stays bounded
+// (64 KiB per request in flight); larger, chunked and Expect:
+// 100-continue bodies still stream untouched.
+func readSmallBody(r *http.Request, ex *exchange) *refusal {
+	if r.ContentLength <= 0 || r.ContentLength > smallBodyMax || len(r.TransferEncoding) > 0 || r.Header.Get("Expect") != "" {
+		return nil
+	}
+	b := make([]byte, r.ContentLength)
+	if _, err := io.ReadFull(r.Body, b); err != nil {
+		return refBodyRead
+	}
+	r.Body.Close()
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+	ex.body = b
+	return nil
+}
+
+// oneWrite is the upstream RoundTripper. net/http's Transport flushes the
+// request headers on their own before copying a body it does not know to
+// be in memory ("in case the server needs the headers early"), and
+// ReverseProxy wraps every outgoing body in a reader of its own, so every
+// proxied request cost the proxy two writes and the upstream two TCP
+// segments. When the exchange's body is in memory, oneWrite hands the
+// Transport that memory directly, and headers and body go out together.
+type oneWrite struct{ t *http.Transport }
+
+func (o oneWrite) RoundTrip(r *http.Request) (*http.Response, error) {
+	if ex := exchangeFrom(r.Context()); ex != nil && ex.body != nil && r.Body != nil && r.ContentLength == int64(len(ex.body)) {
+		b := ex.body
+		r2 := *r // RoundTrippers must not modify the caller's request
+		r2.Body = io.NopCloser(bytes.NewReader(b))
+		r2.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+		r = &r2
+	}
+	return o.t.RoundTrip(r)
 }
 
 // finish recovers a panic (answering 500 and forwarding nothing when the

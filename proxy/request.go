@@ -76,6 +76,7 @@ func (p *Proxy) protect(r *http.Request, ex *exchange) *refusal {
 			return ref
 		}
 		setBody(r, body)
+		ex.body = body
 	}
 	return nil
 }
