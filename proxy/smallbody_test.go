@@ -129,4 +129,3 @@ func TestUnmatchedBodySizes(t *testing.T) {
 		t.Fatalf("truncated body: %q", reply)
 	}
 }
-
