@@ -66,6 +66,15 @@ type FieldRule struct {
 	// EncryptNull: encrypt JSON null values too. By default a null is left
 	// as it is, so that "field absent" queries keep working.
 	EncryptNull bool
+	// Leaves: when the selected value is an object or an array, encrypt
+	// every string, number and boolean inside it (at any depth) on its
+	// own, and keep the structure, instead of encrypting the container as
+	// one value. Meant for query documents: with $.selector.email and
+	// Leaves, {"email": "a@b"}, {"email": {"$eq": "a@b"}} and
+	// {"email": {"$in": ["a@b", "c@d"]}} all reach the datastore with each
+	// compared value a token, and the operators intact. Member names are
+	// never encrypted. A scalar selected directly is sealed as usual.
+	Leaves bool
 }
 
 // Limits bound the work one document may cause.

@@ -20,7 +20,7 @@ import (
 //	..name            the member "name" of an object at any depth below
 //	..['any name']    the same, quoted
 //
-// Examples: $.ssn, $.docs[*].ssn, $..diagnosis, $.selector.email.$eq.
+// Examples: $.ssn, $.docs[*].ssn, $..diagnosis, $.meta['date of birth'].
 //
 // Not supported, and refused with a hint: filters ([?...]), slices ([1:3]),
 // unions ([a,b]), negative indexes, and ..* (which would protect every value

@@ -37,6 +37,7 @@ type compiledRule struct {
 	key         int // index into encryptor.keyNames
 	mode        Mode
 	encryptNull bool
+	leaves      bool
 }
 
 type encryptor struct {
@@ -71,7 +72,7 @@ func compileEncryptor(rules []FieldRule, lim Limits) (*encryptor, error) {
 		text := r.Selector.String()
 		if j, ok := seen[text]; ok {
 			p := e.rules[j]
-			if e.keyNames[p.key] != r.Key || p.mode != r.Mode || p.encryptNull != r.EncryptNull {
+			if e.keyNames[p.key] != r.Key || p.mode != r.Mode || p.encryptNull != r.EncryptNull || p.leaves != r.Leaves {
 				return nil, fmt.Errorf("fieldcrypt: selector %q has two rules: key %q %s and key %q %s",
 					text, e.keyNames[p.key], p.mode, r.Key, r.Mode)
 			}
@@ -84,7 +85,7 @@ func compileEncryptor(rules []FieldRule, lim Limits) (*encryptor, error) {
 			e.keyNames = append(e.keyNames, r.Key)
 		}
 		seen[text] = len(e.rules)
-		e.rules = append(e.rules, compiledRule{text: text, key: k, mode: r.Mode, encryptNull: r.EncryptNull})
+		e.rules = append(e.rules, compiledRule{text: text, key: k, mode: r.Mode, encryptNull: r.EncryptNull, leaves: r.Leaves})
 		sels = append(sels, r.Selector)
 	}
 	e.auto = compileAutomaton(sels)
@@ -148,6 +149,9 @@ type frame struct {
 	keyLen   int32
 	trackOff int32 // this frame's entries in machine.tracked
 	mapped   bool  // this frame's entries are also in machine.trackMap
+	// leaf is the rule (index) whose Leaves selection this container is
+	// inside: every scalar in it is sealed under that rule. -1 otherwise.
+	leaf int32
 }
 
 // trackSlot keys machine.trackMap: a tracked name's hash in one frame.
@@ -462,12 +466,18 @@ func (m *machine) value() error {
 				return m.fail(errUnexpectedEnd)
 			}
 			c := s.buf[s.pos]
+			leaf := int32(-1)
 			if m.pendMatch >= 0 {
-				if err := m.captureAndSeal(c); err != nil {
-					return err
+				if (c == '{' || c == '[') && m.enc.rules[m.pendMatch].leaves {
+					// Keep the container; seal each scalar inside.
+					leaf = m.pendMatch
+				} else {
+					if err := m.captureAndSeal(c); err != nil {
+						return err
+					}
+					st = stAfter
+					continue
 				}
-				st = stAfter
-				continue
 			}
 			if c == '{' || c == '[' {
 				if len(m.frames)+1 > m.maxDepth {
@@ -475,7 +485,7 @@ func (m *machine) value() error {
 				}
 				pendOff := m.pendOff()
 				pendLen := len(m.arena) - pendOff
-				if m.enc != nil && pendLen == 0 {
+				if m.enc != nil && pendLen == 0 && leaf < 0 {
 					// No selector reaches inside: validate and pass through.
 					if err := s.skipValue(len(m.frames), m.maxDepth); err != nil {
 						return m.fail(err)
@@ -489,6 +499,7 @@ func (m *machine) value() error {
 					stLen:    int32(pendLen),
 					keyOff:   int32(len(m.names)),
 					trackOff: int32(len(m.tracked)),
+					leaf:     leaf,
 				})
 				s.pos++
 				if !s.skipWS() {
@@ -593,6 +604,10 @@ func (m *machine) element(i int) {
 	if m.enc == nil {
 		return
 	}
+	if f.leaf >= 0 {
+		m.pendMatch = f.leaf
+		return
+	}
 	off := int(f.stOff + f.stLen)
 	states := m.arena[f.stOff:off]
 	m.arena, m.pendMatch, _ = m.step.next(m.arena[:off], states, nil, false, i, true)
@@ -636,9 +651,15 @@ func (m *machine) member() error {
 			m.keyDec = decodeString(m.keyDec[:0], raw)
 			name = m.keyDec
 		}
-		off := int(f.stOff + f.stLen)
 		var advanced bool
-		m.arena, m.pendMatch, advanced = m.step.next(m.arena[:off], m.arena[f.stOff:off], name, !dropped, 0, false)
+		if f.leaf >= 0 {
+			// Inside a Leaves selection every member is protected, so a
+			// duplicate name is the same parser-differential risk.
+			m.pendMatch, advanced = f.leaf, true
+		} else {
+			off := int(f.stOff + f.stLen)
+			m.arena, m.pendMatch, advanced = m.step.next(m.arena[:off], m.arena[f.stOff:off], name, !dropped, 0, false)
+		}
 		if advanced && !dropped {
 			if m.duplicate(f, name) {
 				return m.fail(&detailError{ErrDuplicateKey, "a selector applies to this member, which appears twice"})

@@ -830,11 +830,11 @@ func TestNewEncryptorChecksRules(t *testing.T) {
 		rules []FieldRule
 		ok    bool
 	}{
-		{"same rule twice", []FieldRule{{sel, "pii", ModeRandom, false}, {sel, "pii", ModeRandom, false}}, true},
-		{"other key", []FieldRule{{sel, "pii", ModeRandom, false}, {sel, "contact", ModeRandom, false}}, false},
-		{"other mode", []FieldRule{{sel, "pii", ModeRandom, false}, {sel, "pii", ModeDeterministic, false}}, false},
-		{"bad key", []FieldRule{{sel, "PII", ModeRandom, false}}, false},
-		{"bad mode", []FieldRule{{sel, "pii", 0, false}}, false},
+		{"same rule twice", []FieldRule{{sel, "pii", ModeRandom, false, false}, {sel, "pii", ModeRandom, false, false}}, true},
+		{"other key", []FieldRule{{sel, "pii", ModeRandom, false, false}, {sel, "contact", ModeRandom, false, false}}, false},
+		{"other mode", []FieldRule{{sel, "pii", ModeRandom, false, false}, {sel, "pii", ModeDeterministic, false, false}}, false},
+		{"bad key", []FieldRule{{sel, "PII", ModeRandom, false, false}}, false},
+		{"bad mode", []FieldRule{{sel, "pii", 0, false, false}}, false},
 		{"no selector", []FieldRule{{Key: "pii", Mode: ModeRandom}}, false},
 		{"no rules", nil, true},
 	}

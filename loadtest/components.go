@@ -321,6 +321,7 @@ routes:
       - fields: ["$.selector.email"]
         key: contact
         mode: deterministic
+        leaves: true
   - name: loadtest-write
     match:
       methods: [POST, PUT]

@@ -136,7 +136,7 @@ func build(source string, data []byte, doc *Document, opt CompileOptions) (*Plan
 					continue // a repeat of an identical rule (warned about)
 				}
 				seen[c] = true
-				r.Fields = append(r.Fields, fieldcrypt.FieldRule{Selector: s.sel, Key: f.Key.Value, Mode: mode, EncryptNull: f.Nulls.Value == "encrypt"})
+				r.Fields = append(r.Fields, fieldcrypt.FieldRule{Selector: s.sel, Key: f.Key.Value, Mode: mode, EncryptNull: f.Nulls.Value == "encrypt", Leaves: f.Leaves.Value == "true"})
 			}
 			keys[f.Key.Value] = true
 		}
@@ -344,6 +344,7 @@ type fieldClaim struct {
 	sel       selectorAt
 	key, mode string
 	nulls     string
+	leaves    string
 }
 
 func (c fieldClaim) describe() string {
@@ -383,7 +384,10 @@ func (p *parser) validateEncrypt(r *RouteSpec, usedKeys map[string]bool) {
 			if !keyOK || !modeOK {
 				continue
 			}
-			c := fieldClaim{sel: s, key: f.Key.Value, mode: f.Mode.Value, nulls: f.Nulls.Value}
+			c := fieldClaim{sel: s, key: f.Key.Value, mode: f.Mode.Value, nulls: f.Nulls.Value, leaves: f.Leaves.Value}
+			if c.leaves == "" {
+				c.leaves = "false"
+			}
 			if c.mode == "" {
 				c.mode = "random"
 			}
@@ -397,6 +401,8 @@ func (p *parser) validateEncrypt(r *RouteSpec, usedKeys map[string]bool) {
 					p.errorf(it.Pos, fmt.Sprintf("line %d protects it with %s; one field gets one key and one mode", prev.sel.pos.Line, prev.describe()), "field %s is protected twice with different keys or modes on route %q", it.Value, r.Name)
 				case prev.nulls != c.nulls:
 					p.errorf(it.Pos, fmt.Sprintf("line %d says nulls: %s", prev.sel.pos.Line, prev.nulls), "field %s is protected twice with different nulls settings on route %q", it.Value, r.Name)
+				case prev.leaves != c.leaves:
+					p.errorf(it.Pos, fmt.Sprintf("line %d says leaves: %s", prev.sel.pos.Line, prev.leaves), "field %s is protected twice with different leaves settings on route %q", it.Value, r.Name)
 				default:
 					p.warnf(it.Pos, "remove one of them", "field %s is listed twice on route %q (first on line %d)", it.Value, r.Name, prev.sel.pos.Line)
 				}

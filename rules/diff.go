@@ -176,35 +176,41 @@ func (d *Diff) compareRoute(or, nr *Route) {
 		if _, ok := newF[c]; ok {
 			continue
 		}
-		msg := fmt.Sprintf("REMOVED PROTECTION %s: %s (was %s): it reaches the datastore in plaintext", name, f.Selector, describeField(f.Key, f.Mode, f.EncryptNull))
+		msg := fmt.Sprintf("REMOVED PROTECTION %s: %s (was %s): it reaches the datastore in plaintext", name, f.Selector, describeRule(f))
 		for _, g := range nr.Fields {
 			if g.Key == f.Key && g.Mode == f.Mode && selectorOverlap(f.Selector, g.Selector) == overlapSame {
 				msg += fmt.Sprintf(" unless %s (same key and mode) covers it; check", g.Selector)
 				break
 			}
 		}
-		d.add(Change{Kind: FieldRemoved, Route: name, Field: f.Selector.String(), Old: describeField(f.Key, f.Mode, f.EncryptNull), Flagged: true, Message: msg})
+		d.add(Change{Kind: FieldRemoved, Route: name, Field: f.Selector.String(), Old: describeRule(f), Flagged: true, Message: msg})
 	}
 	for _, f := range nr.Fields {
 		c := canonical(f.Selector)
 		was, ok := oldF[c]
 		if !ok {
-			d.add(Change{Kind: FieldAdded, Route: name, Field: f.Selector.String(), New: describeField(f.Key, f.Mode, f.EncryptNull),
-				Message: fmt.Sprintf("%s: %s newly protected (%s)", name, f.Selector, describeField(f.Key, f.Mode, f.EncryptNull))})
+			d.add(Change{Kind: FieldAdded, Route: name, Field: f.Selector.String(), New: describeRule(f),
+				Message: fmt.Sprintf("%s: %s newly protected (%s)", name, f.Selector, describeRule(f))})
 			continue
 		}
 		if was.rule.Key != f.Key || was.rule.Mode != f.Mode {
 			d.add(Change{Kind: FieldChanged, Route: name, Field: f.Selector.String(),
-				Old: describeField(was.rule.Key, was.rule.Mode, was.rule.EncryptNull), New: describeField(f.Key, f.Mode, f.EncryptNull), Flagged: true,
+				Old: describeRule(was.rule), New: describeRule(f), Flagged: true,
 				Message: fmt.Sprintf("%s: %s changes from %s to %s. %s", name, f.Selector,
 					describeField(was.rule.Key, was.rule.Mode, false), describeField(f.Key, f.Mode, false), changeConsequence(was.rule.Key, was.rule.Mode, f.Key, f.Mode, "field"))})
+		} else if was.rule.Leaves != f.Leaves {
+			msg := fmt.Sprintf("%s: %s: objects and arrays there are now encrypted value by value, keeping their structure", name, f.Selector)
+			if !f.Leaves {
+				msg = fmt.Sprintf("%s: %s: objects and arrays there are now encrypted whole (query operators on it stop matching)", name, f.Selector)
+			}
+			d.add(Change{Kind: FieldChanged, Route: name, Field: f.Selector.String(), Old: describeRule(was.rule), New: describeRule(f), Message: msg})
 		} else if was.rule.EncryptNull != f.EncryptNull {
 			msg := fmt.Sprintf("%s: %s: null values are now encrypted", name, f.Selector)
 			if !f.EncryptNull {
 				msg = fmt.Sprintf("%s: %s: null values are now left as null (visible to the datastore)", name, f.Selector)
 			}
-			d.add(Change{Kind: FieldChanged, Route: name, Field: f.Selector.String(), Old: describeField(was.rule.Key, was.rule.Mode, was.rule.EncryptNull),
-				New: describeField(f.Key, f.Mode, f.EncryptNull), Flagged: !f.EncryptNull, Message: msg})
+			d.add(Change{Kind: FieldChanged, Route: name, Field: f.Selector.String(), Old: describeRule(was.rule),
+				New: describeRule(f), Flagged: !f.EncryptNull, Message: msg})
 		}
 	}
 

@@ -67,6 +67,7 @@ type FieldSpec struct {
 	Key    Item
 	Mode   Item // Value "" when not written: random
 	Nulls  Item // Value "" when not written: leave
+	Leaves Item // Value "" when not written: false
 
 	selectors []selectorAt
 }
@@ -320,6 +321,20 @@ func (p *parser) str(n *yaml.Node, what string) (Item, bool) {
 	return Item{Value: n.Value, Pos: posOf(n), style: n.Style}, true
 }
 
+// boolean reads true or false. YAML 1.2's two spellings only: "yes",
+// "on" and friends are text here (and refused), so a reviewer never has
+// to remember YAML 1.1's list.
+func (p *parser) boolean(n *yaml.Node, what string) (Item, bool) {
+	if n.Kind == yaml.AliasNode {
+		return Item{}, false // reported by refuseAnchors
+	}
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || (n.Value != "true" && n.Value != "false") {
+		p.errorf(posOf(n), what+" is true or false", "%s: want true or false, got %s %q", what, kindName(n), n.Value)
+		return Item{}, false
+	}
+	return Item{Value: n.Value, Pos: posOf(n), style: n.Style}, true
+}
+
 // strList reads a list of text scalars.
 func (p *parser) strList(n *yaml.Node, what string) []Item {
 	if n.Kind == yaml.AliasNode {
@@ -420,7 +435,7 @@ func (p *parser) encrypt(r *RouteSpec, v *yaml.Node) {
 		f := &FieldSpec{Pos: posOf(en)}
 		sawFields, sawKey := false, false
 		var fieldsNode *yaml.Node
-		p.mapping(en, "encrypt entry", []string{"fields", "key", "mode", "nulls"}, func(key string, k, v *yaml.Node) {
+		p.mapping(en, "encrypt entry", []string{"fields", "key", "mode", "nulls", "leaves"}, func(key string, k, v *yaml.Node) {
 			switch key {
 			case "fields":
 				sawFields = true
@@ -433,6 +448,8 @@ func (p *parser) encrypt(r *RouteSpec, v *yaml.Node) {
 				f.Mode, _ = p.str(v, "mode")
 			case "nulls":
 				f.Nulls, _ = p.str(v, "nulls")
+			case "leaves":
+				f.Leaves, _ = p.boolean(v, "leaves")
 			}
 		})
 		if en.Kind == yaml.MappingNode {

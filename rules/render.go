@@ -22,7 +22,7 @@ func (p *Plan) Describe() string {
 		if r.HasBodyRules() {
 			fmt.Fprintf(&b, "  body (%s):\n", strings.Join(r.ContentTypes, ", "))
 			for _, f := range r.Fields {
-				fmt.Fprintf(&b, "    %s -> %s\n", f.Selector, describeField(f.Key, f.Mode, f.EncryptNull))
+				fmt.Fprintf(&b, "    %s -> %s\n", f.Selector, describeRule(f))
 			}
 		}
 		if r.HasQueryRules() {
@@ -51,6 +51,16 @@ func describeField(key string, mode fieldcrypt.Mode, encryptNull bool) string {
 	s := fmt.Sprintf("key %s, %s", key, mode)
 	if encryptNull {
 		s += ", nulls encrypted"
+	}
+	return s
+}
+
+// describeRule is describeField for a field rule, adding how containers
+// are treated when that is not the default.
+func describeRule(f fieldcrypt.FieldRule) string {
+	s := describeField(f.Key, f.Mode, f.EncryptNull)
+	if f.Leaves {
+		s += ", each value inside on its own"
 	}
 	return s
 }
