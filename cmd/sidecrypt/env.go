@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os/user"
 
@@ -46,7 +45,7 @@ func openKeyEnv(ctx context.Context, cfg config.Config, log *slog.Logger, create
 		e.Close()
 		return nil, err
 	}
-	if e.store, err = openStore(ctx, cfg); err != nil {
+	if e.store, err = openStoreLog(ctx, cfg, log); err != nil {
 		e.Close()
 		return nil, err
 	}
@@ -58,9 +57,15 @@ func openKeyEnv(ctx context.Context, cfg config.Config, log *slog.Logger, create
 }
 
 // openStore opens the keystore that SIDECRYPT_KEYSTORE names.
-func openStore(_ context.Context, cfg config.Config) (keystore.Store, error) {
+func openStore(ctx context.Context, cfg config.Config) (keystore.Store, error) {
+	return openStoreLog(ctx, cfg, nil)
+}
+
+// openStoreLog is openStore with a logger for the etcd store's watch.
+func openStoreLog(_ context.Context, cfg config.Config, log *slog.Logger) (keystore.Store, error) {
 	if cfg.KeystoreIsEtcd() {
-		return nil, fmt.Errorf("keystore %q: etcd keystores are not supported by this build yet", cfg.Keystore)
+		// etcd:// or etcds://, with SIDECRYPT_ETCD_* for TLS (etcd.go).
+		return keystore.OpenEtcd(cfg.Keystore, etcdTLS(cfg), keystore.EtcdOptions{Logger: log})
 	}
 	return keystore.OpenBolt(cfg.Keystore, keystore.BoltOptions{})
 }

@@ -18,12 +18,13 @@ import (
 	"github.com/sidecrypt/sidecrypt/rules"
 )
 
-// cmdRules runs `sidecrypt rules <lint|test|diff>`.
+// cmdRules runs `sidecrypt rules <lint|test|diff|push>`.
 func cmdRules(a *app, args []string) int {
 	return a.dispatch("sidecrypt rules", []command{
 		{"lint", "check rule files: every error and warning with FILE:LINE:COL", cmdRulesLint},
 		{"test", "dry-run a request through a rule file with throw-away keys", cmdRulesTest},
 		{"diff", "show what a new rule file changes in protection, for review", cmdRulesDiff},
+		{"push", "validate a rule file and store it in etcd for every sidecar", cmdRulesPush},
 	}, args)
 }
 

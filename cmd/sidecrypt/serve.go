@@ -91,20 +91,18 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	defer cache.Close()
 	m.RegisterKeyCache(cache.Stats)
 
-	src, err := rules.NewFileSource(cfg.Rules, rules.FileSourceOptions{
-		Logger:   log,
-		Recorder: auditLog,
-		Hooks: rules.Hooks{
-			Loaded: func(p *rules.Plan, at time.Time, _ time.Duration) {
-				m.RulesReloads.Inc()
-				m.SetRules(p.Hash, at)
-			},
-			Refused: func(error) { m.RulesReloadFailures.Inc() },
+	// A rule file, or (etcd://) one rule file that every sidecar watches.
+	src, rulesWriter, closeRules, err := openRuleSource(ctx, cfg, env.store, log, auditLog, rules.Hooks{
+		Loaded: func(p *rules.Plan, at time.Time, _ time.Duration) {
+			m.RulesReloads.Inc()
+			m.SetRules(p.Hash, at)
 		},
+		Refused: func(error) { m.RulesReloadFailures.Inc() },
 	})
 	if err != nil {
 		return err
 	}
+	defer closeRules()
 	m.RegisterMaskFallbacks(src.Stats().HashMaskFallbacks)
 	checkRuleKeys(ctx, log, env.manager, src.Current())
 
@@ -133,8 +131,14 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 
+	// With an etcd keystore, one elected sidecar does the background work.
+	elector, err := newElector(env.store, log)
+	if err != nil {
+		return err
+	}
 	sched := scheduler.New(env.manager, scheduler.Options{
 		RewrapRate: cfg.RewrapRate,
+		Leader:     leaderFunc(elector),
 		Logger:     log,
 		Hooks: scheduler.Hooks{
 			Rotated:        func(key, trigger string) { m.Rotations.WithLabelValues(key, trigger).Inc() },
@@ -164,7 +168,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			return fmt.Errorf("admin listener: %w", err)
 		}
 		api := admin.New(admin.Config{
-			Keys: env.manager, Rules: src, RulesFile: admin.FileRulesWriter(cfg.Rules), Rewrap: sched,
+			Keys: env.manager, Rules: src, RulesFile: rulesWriter, Rewrap: sched,
 			Metrics: m.Handler(), AuditLog: cfg.AuditLog, Recorder: auditLog,
 			Token: cfg.AdminToken.Reveal(), Loopback: cfg.AdminIsLoopback(),
 			PingStore: env.store.Ping, PingHSM: env.provider.Ping, CachedEnough: cache.Cached,
@@ -187,7 +191,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	goRun("rules watcher", src.Run)
 	goRun("key cache watcher", func(ctx context.Context) error { return cache.Run(ctx, env.store) })
-	goRun("scheduler", sched.Run)
+	goRun("scheduler", runWhileLeader(elector, sched.Run))
 	if adminSrv != nil {
 		goRun("admin API", func(ctx context.Context) error {
 			go func() {

@@ -171,8 +171,11 @@ func (c *Config) DataDir() string {
 	return filepath.Dir(c.Keystore)
 }
 
-// KeystoreIsEtcd reports whether the keystore is an etcd:// URL.
-func (c *Config) KeystoreIsEtcd() bool { return strings.HasPrefix(c.Keystore, "etcd://") }
+// KeystoreIsEtcd reports whether the keystore is an etcd:// (or, with
+// TLS, etcds://) URL.
+func (c *Config) KeystoreIsEtcd() bool {
+	return strings.HasPrefix(c.Keystore, "etcd://") || strings.HasPrefix(c.Keystore, "etcds://")
+}
 
 // Validate checks settings that do not need I/O. It is fast and separate
 // from building anything.
