@@ -91,8 +91,12 @@ func (a *app) dispatch(prefix string, cmds []command, args []string) int {
 
 func (a *app) groupUsage(w io.Writer, prefix string, cmds []command) {
 	fmt.Fprintf(w, "Usage: %s <command> [flags]\n\nCommands:\n", prefix)
+	width := 10
 	for _, c := range cmds {
-		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+		width = max(width, len(c.name))
+	}
+	for _, c := range cmds {
+		fmt.Fprintf(w, "  %-*s %s\n", width, c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\nRun '%s <command> --help' for a command's flags.\n", prefix)
 	if prefix == "sidecrypt" {
