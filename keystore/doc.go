@@ -37,8 +37,30 @@
 // so a revoke in one process reaches the others' key caches within about
 // a quarter of a second.
 //
-// The Store interface is what an etcd implementation will satisfy too
-// (revisions map to etcd's mod_revision, Watch to etcd's watch).
+// # The etcd store
+//
+// EtcdStore is the Store that several sidecars share (SIDECRYPT_KEYSTORE=
+// etcd://host:2379,host:2379/prefix, or etcds:// and SIDECRYPT_ETCD_CA,
+// _CERT, _KEY for TLS with client certificates; ParseEtcdURL). Each key is
+// one JSON record at <prefix>/keys/<name>, and Key.Revision is that etcd
+// key's ModRevision. Put is one transaction that writes only if the
+// ModRevision is still the caller's (CreateRevision == 0 for a create), so
+// the semantics are the embedded store's, which the conformance suite in
+// keystore/storetest checks against both. Reads are linearizable.
+//
+// Watch follows <prefix>/keys/ with an etcd watch. A watch whose
+// connection breaks is resumed by the etcd client from the last revision
+// delivered; one that ends (its member lost the cluster leader) is started
+// again from the last revision seen; if that revision was compacted, or
+// etcd was unreachable when Watch was called, every key is reported
+// changed (a resync), so a key cache purges whatever may have changed
+// meanwhile. The channel stays open until the caller's context ends.
+//
+// Every operation has a timeout (EtcdOptions.RequestTimeout, 5s; Ping 1s),
+// fails at once while no endpoint is connected, and wraps ErrUnavailable
+// when etcd cannot answer. A write whose outcome is unknown is reported as
+// ErrUnavailable too; the Manager's compare-and-swap retry re-reads the
+// record. docs/DEPLOY.md describes running many sidecars on etcd.
 //
 // # Lifecycle
 //
