@@ -605,3 +605,24 @@ func TestAuditFailureIsReported(t *testing.T) {
 		t.Fatalf("Create with a failing audit log: %v", err)
 	}
 }
+
+// TestViewHasNoKeyMaterial: the view that the CLI and admin API print
+// carries every lifecycle fact and no wrapped bytes.
+func TestViewHasNoKeyMaterial(t *testing.T) {
+	k := &keystore.Key{Name: "pii", Primary: 2, Cryptoperiod: 90 * 24 * time.Hour, Versions: []keystore.Version{
+		{Version: 1, State: keystore.StateDeactivated, Wrapped: []byte("WRAPPED-MATERIAL-1"), KEKVersion: 1, Fingerprint: "ab"},
+		{Version: 2, State: keystore.StateActive, Wrapped: []byte("WRAPPED-MATERIAL-2"), KEKVersion: 1, Fingerprint: "cd"},
+	}}
+	b, err := json.Marshal(k.View())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(b, []byte("WRAPPED")) || bytes.Contains(b, []byte(base64.StdEncoding.EncodeToString([]byte("WRAPPED-MATERIAL-1")))) {
+		t.Fatalf("view exposes wrapped material: %s", b)
+	}
+	for _, want := range []string{`"cryptoperiod_seconds":7776000`, `"state":"deactivated"`, `"fingerprint":"cd"`} {
+		if !bytes.Contains(b, []byte(want)) {
+			t.Fatalf("view lacks %s: %s", want, b)
+		}
+	}
+}

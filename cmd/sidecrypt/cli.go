@@ -146,6 +146,28 @@ func (a *app) parse(fs *flag.FlagSet, args []string) (int, bool) {
 	return 0, true
 }
 
+// parseInterspersed parses flags that may come before, between and after
+// positional arguments (`rules test FILE --method POST`, `keys create pii
+// --cryptoperiod 90d`), which the flag package alone does not allow. It
+// returns the positional arguments.
+func (a *app) parseInterspersed(fs *flag.FlagSet, args []string) ([]string, int, bool) {
+	var pos []string
+	for {
+		if code, ok := a.parse(fs, args); !ok {
+			return nil, code, false
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, 0, true
+		}
+		if rest[0] == "--" {
+			return append(pos, rest[1:]...), 0, true
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
 // config loads the configuration from the invocation's environment.
 func (a *app) config() (config.Config, error) {
 	return config.Load(a.environ)

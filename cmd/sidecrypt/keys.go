@@ -61,27 +61,6 @@ SIDECRYPT_HSM ("software" or a pkcs11: URI), SIDECRYPT_HSM_PIN,
 SIDECRYPT_MASTER_PASSPHRASE and SIDECRYPT_KEK_FILE (software provider),
 SIDECRYPT_AUDIT_LOG. Secrets are never taken from flags. See docs/KEYS.md.`
 
-// keysArgs parses flags that may come before or after the positional
-// arguments (`keys create pii --cryptoperiod 90d`); the flag package alone
-// stops at the first positional argument.
-func (a *app) keysArgs(fs *flag.FlagSet, args []string) ([]string, int, bool) {
-	var pos []string
-	for {
-		if code, ok := a.parse(fs, args); !ok {
-			return nil, code, false
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, 0, true
-		}
-		if rest[0] == "--" {
-			return append(pos, rest[1:]...), 0, true
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
-}
-
 func isSoftware(cfg config.Config) bool { return cfg.HSM == "" || cfg.HSM == "software" }
 
 // keysSession is what a keys or kek command works with: the key
@@ -196,45 +175,6 @@ func (a *app) versionFlag(fs *flag.FlagSet, v uint) (uint32, bool) {
 
 // --- keys list ---
 
-// jsonKey and jsonVersion are the stable --json shape of `keys list`.
-// Wrapped key bytes are never printed.
-type jsonKey struct {
-	Name                string        `json:"name"`
-	Primary             uint32        `json:"primary"`
-	CryptoperiodSeconds int64         `json:"cryptoperiod_seconds"`
-	Created             time.Time     `json:"created"`
-	Versions            []jsonVersion `json:"versions"`
-}
-
-type jsonVersion struct {
-	Version       uint32    `json:"version"`
-	State         string    `json:"state"`
-	Algorithm     string    `json:"algorithm"`
-	KEKVersion    uint32    `json:"kek_version"`
-	Mechanism     string    `json:"mechanism"`
-	Fingerprint   string    `json:"fingerprint"`
-	Created       time.Time `json:"created"`
-	Activated     time.Time `json:"activated,omitzero"`
-	Deactivated   time.Time `json:"deactivated,omitzero"`
-	Compromised   time.Time `json:"compromised,omitzero"`
-	Destroyed     time.Time `json:"destroyed,omitzero"`
-	Reason        string    `json:"reason,omitempty"`
-	OverrideUntil time.Time `json:"override_until,omitzero"`
-}
-
-func toJSONKey(k *keystore.Key) jsonKey {
-	jk := jsonKey{Name: k.Name, Primary: k.Primary, CryptoperiodSeconds: int64(k.Cryptoperiod / time.Second), Created: k.Created, Versions: []jsonVersion{}}
-	for _, v := range k.Versions {
-		jk.Versions = append(jk.Versions, jsonVersion{
-			Version: v.Version, State: string(v.State), Algorithm: v.Algorithm, KEKVersion: v.KEKVersion,
-			Mechanism: v.Mechanism, Fingerprint: v.Fingerprint, Created: v.Created, Activated: v.Activated,
-			Deactivated: v.Deactivated, Compromised: v.Compromised, Destroyed: v.Destroyed, Reason: v.Reason,
-			OverrideUntil: v.OverrideUntil,
-		})
-	}
-	return jk
-}
-
 func cmdKeysList(a *app, args []string) int {
 	fs := a.flags("keys list", `sidecrypt keys list [--json]
 
@@ -242,7 +182,7 @@ Lists every key version: its state, whether it is the primary (the one
 that seals new values), the KEK version that wraps it, and its fingerprint.
 Reads only the keystore; the HSM is not needed.`+envHelp)
 	asJSON := fs.Bool("json", false, "print {\"keys\": [...]} as JSON")
-	pos, code, ok := a.keysArgs(fs, args)
+	pos, code, ok := a.parseInterspersed(fs, args)
 	if !ok {
 		return code
 	}
@@ -264,10 +204,10 @@ Reads only the keystore; the HSM is not needed.`+envHelp)
 	}
 	if *asJSON {
 		out := struct {
-			Keys []jsonKey `json:"keys"`
-		}{Keys: []jsonKey{}}
+			Keys []keystore.KeyView `json:"keys"`
+		}{Keys: []keystore.KeyView{}}
 		for _, k := range keys {
-			out.Keys = append(out.Keys, toJSONKey(k))
+			out.Keys = append(out.Keys, k.View())
 		}
 		return a.printJSON(out)
 	}
@@ -318,7 +258,7 @@ once, unless --pre-active (then activate it with 'keys activate').
 With the software provider, the KEK file is created on first use.`+envHelp)
 	period := fs.String("cryptoperiod", "0", "how long a version seals before scheduled rotation: 90d, 12w, 720h; 0 for never")
 	preActive := fs.Bool("pre-active", false, "create version 1 pre-active (usable only after 'keys activate')")
-	pos, code, ok := a.keysArgs(fs, args)
+	pos, code, ok := a.parseInterspersed(fs, args)
 	if !ok {
 		return code
 	}
@@ -347,7 +287,7 @@ func cmdKeysActivate(a *app, args []string) int {
 Moves a pre-active version to active and makes it the primary; the previous
 primary, if any, is deactivated (it keeps decrypting).`+envHelp)
 	ver := fs.Uint("version", 0, "the version to activate")
-	pos, code, ok := a.keysArgs(fs, args)
+	pos, code, ok := a.parseInterspersed(fs, args)
 	if !ok {
 		return code
 	}
@@ -374,7 +314,7 @@ func cmdKeysRotate(a *app, args []string) int {
 Adds a new version of NAME and makes it the primary: new values are sealed
 under it. The previous primary is deactivated and keeps decrypting. Running
 sidecars pick the new version up within a second.`+envHelp)
-	pos, code, ok := a.keysArgs(fs, args)
+	pos, code, ok := a.parseInterspersed(fs, args)
 	if !ok {
 		return code
 	}
@@ -412,7 +352,7 @@ a second.`+envHelp)
 	ver := fs.Uint("version", 0, "the version to revoke")
 	compromised := fs.Bool("compromised", false, "mark the version compromised instead of deactivated")
 	reason := fs.String("reason", "", "why (required; goes to the audit log)")
-	pos, code, ok := a.keysArgs(fs, args)
+	pos, code, ok := a.parseInterspersed(fs, args)
 	if !ok {
 		return code
 	}
@@ -453,7 +393,7 @@ unwrap under the override is audited. --for 0 ends an override early.`+envHelp)
 	ver := fs.Uint("version", 0, "the compromised version")
 	forDur := fs.String("for", "", "how long: 30m, 4h, 2d (at most 7d); 0 ends the override")
 	reason := fs.String("reason", "", "why (required; goes to the audit log)")
-	pos, code, ok := a.keysArgs(fs, args)
+	pos, code, ok := a.parseInterspersed(fs, args)
 	if !ok {
 		return code
 	}
@@ -512,7 +452,7 @@ still hold the key: destroy them too for the erasure to be complete.`+envHelp)
 	ver := fs.Uint("version", 0, "the version to destroy")
 	yes := fs.Bool("yes", false, "do not ask for confirmation")
 	reason := fs.String("reason", "", "why (goes to the audit log)")
-	pos, code, ok := a.keysArgs(fs, args)
+	pos, code, ok := a.parseInterspersed(fs, args)
 	if !ok {
 		return code
 	}
@@ -586,7 +526,7 @@ unwrapped back and compared before the record is switched; the old copy is
 replaced only by one known to open. Safe to interrupt and run again, and to
 run while 'sidecrypt serve' is running. Progress goes to stderr.`+envHelp)
 	rateFlag := fs.Float64("rate", -1, "versions per second, to spare the HSM; 0 for no limit (default SIDECRYPT_REWRAP_RATE)")
-	pos, code, ok := a.keysArgs(fs, args)
+	pos, code, ok := a.parseInterspersed(fs, args)
 	if !ok {
 		return code
 	}
@@ -670,7 +610,7 @@ The private key goes to FILE (mode 0600), the public key to FILE.pub and to
 standard output. Keep the private key offline, away from the keystore and
 the HSM (see docs/KEYS.md): whoever holds it and a backup holds every key.`)
 	out := fs.String("out", "", "where to write the private key (must not exist)")
-	pos, code, ok := a.keysArgs(fs, args)
+	pos, code, ok := a.parseInterspersed(fs, args)
 	if !ok {
 		return code
 	}
@@ -724,7 +664,7 @@ into a new one. It is all or nothing: if any key cannot be unwrapped,
 nothing is written.`+envHelp)
 	out := fs.String("out", "", "the backup file to write (must not exist)")
 	rcptArg := fs.String("recipient", "", "recovery public key: a file, or the armored text")
-	pos, code, ok := a.keysArgs(fs, args)
+	pos, code, ok := a.parseInterspersed(fs, args)
 	if !ok {
 		return code
 	}
@@ -765,7 +705,7 @@ material is refused unless --force; a version destroyed here is never
 brought back. Running it again is harmless.`+envHelp)
 	identity := fs.String("identity", "", "the recovery private key file")
 	force := fs.Bool("force", false, "replace versions that exist here with different material")
-	pos, code, ok := a.keysArgs(fs, args)
+	pos, code, ok := a.parseInterspersed(fs, args)
 	if !ok {
 		return code
 	}
@@ -804,7 +744,7 @@ func cmdKEKList(a *app, args []string) int {
 Lists the HSM's KEK versions: which is current, how many data key versions
 each still wraps, and which may be retired.`+envHelp)
 	asJSON := fs.Bool("json", false, "print {\"provider\": ..., \"keks\": [...]} as JSON")
-	pos, code, ok := a.keysArgs(fs, args)
+	pos, code, ok := a.parseInterspersed(fs, args)
 	if !ok {
 		return code
 	}
@@ -857,7 +797,7 @@ Creates a new KEK version inside the HSM and makes it current: data keys
 created from now on are wrapped under it. Existing data keys stay under
 their old KEK, which keeps unwrapping, until 'sidecrypt keys rewrap' moves
 them.`+envHelp)
-	pos, code, ok := a.keysArgs(fs, args)
+	pos, code, ok := a.parseInterspersed(fs, args)
 	if !ok {
 		return code
 	}
@@ -884,7 +824,7 @@ Retires an old KEK version in the HSM: it no longer wraps or unwraps.
 Refused while any data key version is still wrapped under it (run
 'sidecrypt keys rewrap' first) and for the current version.`+envHelp)
 	ver := fs.Uint("version", 0, "the KEK version to retire")
-	pos, code, ok := a.keysArgs(fs, args)
+	pos, code, ok := a.parseInterspersed(fs, args)
 	if !ok {
 		return code
 	}

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -26,27 +25,6 @@ func cmdRules(a *app, args []string) int {
 		{"diff", "show what a new rule file changes in protection, for review", cmdRulesDiff},
 		{"push", "validate a rule file and store it in etcd for every sidecar", cmdRulesPush},
 	}, args)
-}
-
-// parseInterspersed parses flags that may come before, between and after
-// positional arguments (`rules test FILE --method POST`), which the flag
-// package alone does not allow. It returns the positional arguments.
-func (a *app) parseInterspersed(fs *flag.FlagSet, args []string) ([]string, int, bool) {
-	var pos []string
-	for {
-		if code, ok := a.parse(fs, args); !ok {
-			return nil, code, false
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, 0, true
-		}
-		if rest[0] == "--" {
-			return append(pos, rest[1:]...), 0, true
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
 }
 
 func cmdRulesLint(a *app, args []string) int {

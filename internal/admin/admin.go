@@ -324,9 +324,9 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := make([]keyView, 0, len(keys))
+	out := make([]keystore.KeyView, 0, len(keys))
 	for _, k := range keys {
-		out = append(out, viewKey(k))
+		out = append(out, k.View())
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"keys": out})
 	return nil
@@ -337,7 +337,7 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, viewKey(k))
+	writeJSON(w, http.StatusOK, k.View())
 	return nil
 }
 
@@ -361,7 +361,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, viewKey(k))
+	writeJSON(w, http.StatusCreated, k.View())
 	return nil
 }
 
@@ -370,7 +370,7 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, viewKey(k))
+	writeJSON(w, http.StatusOK, k.View())
 	return nil
 }
 
@@ -429,47 +429,8 @@ func (s *Server) versionOp(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, viewKey(k))
+	writeJSON(w, http.StatusOK, k.View())
 	return nil
-}
-
-// keyView is a key without its wrapped material: the API has no reason
-// to hand wrapped key bytes to anyone.
-type keyView struct {
-	Name         string        `json:"name"`
-	Primary      uint32        `json:"primary"`
-	Cryptoperiod string        `json:"cryptoperiod,omitempty"`
-	Created      time.Time     `json:"created"`
-	Versions     []versionView `json:"versions"`
-}
-
-type versionView struct {
-	Version     uint32    `json:"version"`
-	State       string    `json:"state"`
-	Algorithm   string    `json:"algorithm"`
-	KEKVersion  uint32    `json:"kek_version,omitempty"`
-	Fingerprint string    `json:"fingerprint"`
-	Created     time.Time `json:"created"`
-	Activated   time.Time `json:"activated,omitzero"`
-	Deactivated time.Time `json:"deactivated,omitzero"`
-	Compromised time.Time `json:"compromised,omitzero"`
-	Destroyed   time.Time `json:"destroyed,omitzero"`
-	Reason      string    `json:"reason,omitempty"`
-}
-
-func viewKey(k *keystore.Key) keyView {
-	v := keyView{Name: k.Name, Primary: k.Primary, Created: k.Created}
-	if k.Cryptoperiod > 0 {
-		v.Cryptoperiod = k.Cryptoperiod.String()
-	}
-	for _, ver := range k.Versions {
-		v.Versions = append(v.Versions, versionView{
-			Version: ver.Version, State: string(ver.State), Algorithm: ver.Algorithm, KEKVersion: ver.KEKVersion,
-			Fingerprint: ver.Fingerprint, Created: ver.Created, Activated: ver.Activated, Deactivated: ver.Deactivated,
-			Compromised: ver.Compromised, Destroyed: ver.Destroyed, Reason: ver.Reason,
-		})
-	}
-	return v
 }
 
 // --- KEK and re-wrap ---
