@@ -147,12 +147,18 @@ func (e *Elector) Run(ctx context.Context, work func(ctx context.Context)) error
 			return nil
 		}
 		if err != nil {
-			e.opts.Logger.Warn("election: campaign interrupted; trying again", "id", e.opts.ID, "err", err)
+			e.opts.Logger.Warn("election: campaign interrupted; trying again", "id", e.opts.ID, "err", err, "in", pause)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(pause):
+		}
+		// Back off while etcd stays away; a term that ran resets it.
+		if err != nil {
+			pause = min(2*pause, 5*time.Second)
+		} else {
+			pause = e.opts.RetryInterval
 		}
 	}
 	return nil
