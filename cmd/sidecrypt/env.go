@@ -70,6 +70,29 @@ func openStoreLog(_ context.Context, cfg config.Config, log *slog.Logger) (keyst
 	return keystore.OpenBolt(cfg.Keystore, keystore.BoltOptions{})
 }
 
+// openAuditLog opens the audit log for a command that changes something
+// but needs no keys (rules push): the HSM is opened only to sign the
+// log's checkpoints, as serve and the key commands do.
+func (a *app) openAuditLog(cfg config.Config) (*audit.Log, func(), error) {
+	if cfg.HSM == "software" && cfg.MasterPassphrase == "" {
+		return nil, nil, errors.New("the audit log's checkpoints are signed by the KEK provider: set SIDECRYPT_MASTER_PASSPHRASE (software provider) or configure SIDECRYPT_HSM")
+	}
+	log := a.quietLogger(cfg)
+	p, err := hsm.Open(a.ctx, cfg.HSM, hsm.Options{
+		PIN: cfg.HSMPIN.Reveal(), Passphrase: cfg.MasterPassphrase.Reveal(),
+		KEKFile: cfg.KEKFile, Logger: log,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	l, err := audit.Open(cfg.AuditLog, audit.Options{Signer: p, Logger: log})
+	if err != nil {
+		p.Close()
+		return nil, nil, err
+	}
+	return l, func() { l.Close(); p.Close() }, nil
+}
+
 // Close releases everything opened, in reverse order.
 func (e *keyEnv) Close() error {
 	var errs []error

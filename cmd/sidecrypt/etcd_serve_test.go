@@ -257,6 +257,10 @@ func (d *etcdDeployment) setUp(t *testing.T) {
 	if !strings.Contains(out, "first push") || !strings.Contains(out, "Stored rules") {
 		t.Fatalf("first rules push:\n%s", out)
 	}
+	// Who pushed is on the record, before any sidecar reloads.
+	if log, _ := os.ReadFile(filepath.Join(d.dir, "cli-audit.log")); !strings.Contains(string(log), `"action":"rules.push"`) || !strings.Contains(string(log), `"actor":"cli:`) {
+		t.Fatalf("rules push was not audited with its operator:\n%s", log)
+	}
 	if code, body := httpDo(t, "PUT", d.db.URL+"/clinic", "", nil); code != http.StatusCreated {
 		t.Fatalf("create database: %d %s", code, body)
 	}

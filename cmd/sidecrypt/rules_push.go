@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/sidecrypt/sidecrypt/internal/audit"
 	"github.com/sidecrypt/sidecrypt/rules"
 )
 
@@ -74,6 +75,7 @@ or the push failed, 2 on a usage error.`)
 	if err != nil {
 		return a.fail(err)
 	}
+	summary := "initial push"
 	switch {
 	case old == nil:
 		fmt.Fprintf(a.stdout, "No rules are stored at %s yet: this is the first push.\n", key)
@@ -83,10 +85,12 @@ or the push failed, 2 on a usage error.`)
 	default:
 		oldPlan, _, cerr := rules.Compile("etcd:"+key, old)
 		if cerr != nil {
+			summary = "replaces stored rules that do not validate"
 			fmt.Fprintf(a.stdout, "The rules stored at %s do not validate (sidecars keep their last good rules); this push replaces them.\n", key)
 			break
 		}
 		d := rules.Compare(oldPlan, plan)
+		summary = d.Summary()
 		if err := d.WriteText(a.stdout); err != nil {
 			return a.fail(err)
 		}
@@ -95,12 +99,34 @@ or the push failed, 2 on a usage error.`)
 		fmt.Fprintln(a.stdout, "Dry run: nothing was stored.")
 		return exitOK
 	}
+
+	// Who changed the rules goes to the audit log before the change is
+	// made; a push that cannot be audited is not made (every sidecar also
+	// audits the reload it causes, with the diff).
+	log, closeLog, err := a.openAuditLog(cfg)
+	if err != nil {
+		return a.fail(fmt.Errorf("rules push: the audit log is needed to record who changed the rules: %w", err))
+	}
+	defer closeLog()
+	actx := audit.WithActor(ctx, cliActor())
+	ev := audit.Event{Action: "rules.push", Rules: plan.Hash, Details: map[string]string{
+		"to": key, "new_hash": plan.Hash, "diff": summary,
+	}}
+	if old != nil {
+		ev.Details["old_hash"] = rules.HashBytes(old)
+	}
 	newRev, err := rules.PushEtcdRules(ctx, cli, key, data, rev)
 	if err != nil {
+		ev.Outcome, ev.Reason = "error", err.Error()
+		_ = log.Record(actx, ev)
 		if errors.Is(err, rules.ErrRulesChanged) {
 			return a.fail(fmt.Errorf("%w (someone pushed at the same time); run the push again to review the new changes", err))
 		}
 		return a.fail(err)
+	}
+	ev.Details["etcd_revision"] = fmt.Sprint(newRev)
+	if err := log.Record(actx, ev); err != nil {
+		return a.fail(fmt.Errorf("rules %s were stored at %s, but the audit event could not be written: %w", plan.Hash, key, err))
 	}
 	fmt.Fprintf(a.stdout, "Stored rules %s at %s (etcd revision %d); every sidecar watching it loads them now.\n", plan.Hash, key, newRev)
 	return exitOK
