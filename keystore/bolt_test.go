@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -105,92 +104,6 @@ func openTestStore(t *testing.T) (*BoltStore, string) {
 	return s, path
 }
 
-func TestBoltPutCAS(t *testing.T) {
-	ctx := context.Background()
-	s, _ := openTestStore(t)
-
-	created, err := s.Put(ctx, testKey("pii", 1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if created.Revision != 1 {
-		t.Fatalf("revision after create = %d, want 1", created.Revision)
-	}
-
-	tests := []struct {
-		name     string
-		key      func() *Key
-		wantErr  error
-		wantRev  int64
-		wantText string
-	}{
-		{"create existing", func() *Key { return testKey("pii", 2) }, ErrExists, 0, ""},
-		{"stale revision", func() *Key { k := testKey("pii", 2); k.Revision = 7; return k }, ErrConflict, 0, ""},
-		{"update unknown", func() *Key { k := testKey("nope", 2); k.Revision = 1; return k }, ErrConflict, 0, ""},
-		{"invalid name", func() *Key { return testKey("Bad Name", 2) }, nil, 0, "invalid key name"},
-		{"update", func() *Key { k := testKey("pii", 2); k.Revision = 1; return k }, nil, 2, ""},
-		{"update again", func() *Key { k := testKey("pii", 3); k.Revision = 2; return k }, nil, 3, ""},
-		{"replay of first update", func() *Key { k := testKey("pii", 2); k.Revision = 1; return k }, ErrConflict, 0, ""},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			before, _ := s.Get(ctx, "pii")
-			got, err := s.Put(ctx, tc.key())
-			switch {
-			case tc.wantErr != nil || tc.wantText != "":
-				if err == nil || (tc.wantErr != nil && !errors.Is(err, tc.wantErr)) || !strings.Contains(err.Error(), tc.wantText) {
-					t.Fatalf("Put: err = %v, want %v %q", err, tc.wantErr, tc.wantText)
-				}
-				after, _ := s.Get(ctx, "pii")
-				if after.Revision != before.Revision || after.Cryptoperiod != before.Cryptoperiod {
-					t.Fatalf("a refused Put changed the record: %+v -> %+v", before, after)
-				}
-			case err != nil:
-				t.Fatalf("Put: %v", err)
-			case got.Revision != tc.wantRev:
-				t.Fatalf("revision = %d, want %d", got.Revision, tc.wantRev)
-			}
-		})
-	}
-
-	k, err := s.Get(ctx, "pii")
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkTestKey(t, k, 3)
-	if k.Revision != 3 {
-		t.Fatalf("Get revision = %d, want 3", k.Revision)
-	}
-	if _, err := s.Get(ctx, "absent"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("Get absent: %v, want ErrNotFound", err)
-	}
-}
-
-func TestBoltListSortedAndCopies(t *testing.T) {
-	ctx := context.Background()
-	s, _ := openTestStore(t)
-	for i, n := range []string{"zeta", "alpha", "mid"} {
-		if _, err := s.Put(ctx, testKey(n, i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	keys, err := s.List(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, k := range keys {
-		names = append(names, k.Name)
-	}
-	if strings.Join(names, ",") != "alpha,mid,zeta" {
-		t.Fatalf("List order = %v", names)
-	}
-	// Editing what Get returned must not touch the store.
-	keys[0].Versions[0].Wrapped[0] ^= 0xff
-	again, _ := s.Get(ctx, "alpha")
-	checkTestKey(t, again, 1)
-}
-
 func TestBoltFileModes(t *testing.T) {
 	s, path := openTestStore(t)
 	st, err := os.Stat(path)
@@ -267,51 +180,6 @@ func increment(ctx context.Context, s Store, name string) error {
 	}
 }
 
-func TestBoltTwoStoresOneFileConcurrently(t *testing.T) {
-	ctx := context.Background()
-	s1, path := openTestStore(t)
-	s2, err := OpenBolt(path, BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := testKey("counter", 0)
-	if _, err := s1.Put(ctx, k); err != nil {
-		t.Fatal(err)
-	}
-	const workers, each = 4, 25
-	var wg sync.WaitGroup
-	errs := make(chan error, workers*2)
-	for _, s := range []Store{s1, s2} {
-		for w := 0; w < workers; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := 0; i < each; i++ {
-					if err := increment(ctx, s, "counter"); err != nil {
-						errs <- err
-						return
-					}
-				}
-			}()
-		}
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	got, err := s2.Get(ctx, "counter")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := time.Duration(2 * workers * each); got.Cryptoperiod != want {
-		t.Fatalf("counter = %d after %d increments: an update was lost", got.Cryptoperiod, want)
-	}
-	if got.Revision != int64(2*workers*each)+1 {
-		t.Fatalf("revision = %d, want %d", got.Revision, 2*workers*each+1)
-	}
-}
-
 // waitEvent waits for an event naming name; the generous deadline only
 // stops a broken watcher from hanging the test.
 func waitEvent(t *testing.T, ch <-chan Event, name string) {
@@ -329,39 +197,6 @@ func waitEvent(t *testing.T, ch <-chan Event, name string) {
 		case <-deadline:
 			t.Fatalf("no watch event for %q", name)
 		}
-	}
-}
-
-func TestBoltWatchSeesOtherStore(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s1, path := openTestStore(t)
-	s2, err := OpenBolt(path, BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s1.Put(ctx, testKey("before", 1)); err != nil {
-		t.Fatal(err)
-	}
-	ch, err := s1.Watch(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s2.Put(ctx, testKey("pii", 1)); err != nil {
-		t.Fatal(err)
-	}
-	waitEvent(t, ch, "pii")
-
-	k, _ := s2.Get(ctx, "pii")
-	k.Primary = 2
-	if _, err := s2.Put(ctx, k); err != nil {
-		t.Fatal(err)
-	}
-	waitEvent(t, ch, "pii")
-
-	cancel()
-	for range ch {
-		// drain until the watcher closes the channel
 	}
 }
 
