@@ -95,6 +95,7 @@
 //	502     upstream_unavailable          the upstream could not be reached or failed
 //	503     key_unavailable               a key, the key store or the HSM is unavailable
 //	504     upstream_timeout              no response headers within UpstreamTimeout
+//	508     proxy_loop                    the request (or CONNECT) names this proxy's own address
 //
 // 502 and 504 are not refusals (the request may have reached the
 // upstream); they are logged and counted with outcome "upstream_error", not

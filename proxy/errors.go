@@ -37,6 +37,7 @@ const (
 	CodeKeyUnavailable      = "key_unavailable"
 	CodeUpstreamUnavailable = "upstream_unavailable"
 	CodeUpstreamTimeout     = "upstream_timeout"
+	CodeProxyLoop           = "proxy_loop"
 	CodeNotProxyRequest     = "not_proxy_request"
 	CodeMethodNotAllowed    = "method_not_allowed"
 	CodeBodyRead            = "body_read_failed"
@@ -70,6 +71,7 @@ var (
 	refBadPath        = &refusal{http.StatusBadRequest, CodeBadPath, "request path contains . or .. segments"}
 	refUpstream       = &refusal{http.StatusBadGateway, CodeUpstreamUnavailable, "the upstream could not be reached or failed"}
 	refUpstreamTime   = &refusal{http.StatusGatewayTimeout, CodeUpstreamTimeout, "the upstream did not answer in time"}
+	refLoop           = &refusal{http.StatusLoopDetected, CodeProxyLoop, "the request is addressed to this proxy itself"}
 	refNotProxy       = &refusal{http.StatusBadRequest, CodeNotProxyRequest, "this is a forward proxy: send absolute-form requests (configure it as HTTP_PROXY)"}
 	refConnectReverse = &refusal{http.StatusMethodNotAllowed, CodeMethodNotAllowed, "CONNECT is not accepted in reverse mode"}
 	refInternal       = &refusal{http.StatusInternalServerError, CodeInternal, "internal error; nothing was forwarded"}

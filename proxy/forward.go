@@ -188,7 +188,7 @@ func (f *forwarder) dialTunnel(req *http.Request, network, addr string) (net.Con
 	if req != nil {
 		ctx = req.Context()
 	}
-	c, err := f.dialer.DialContext(ctx, network, addr)
+	c, err := f.p.refuseLoops(f.dialer.DialContext)(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sidecrypt/sidecrypt/fieldcrypt"
@@ -36,6 +37,9 @@ type Proxy struct {
 	transport *http.Transport
 	rp        *httputil.ReverseProxy
 	fw        *forwarder // nil in reverse mode
+	// self is the address Serve listens on, so that a request addressed
+	// to the proxy itself is refused instead of looping.
+	self atomic.Pointer[selfAddr]
 }
 
 // New checks cfg and builds a Proxy. It does no network I/O.
@@ -57,6 +61,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.transport = newTransport(cfg.UpstreamTLS)
 	p.transport.ResponseHeaderTimeout = cfg.UpstreamTimeout
+	p.transport.DialContext = p.refuseLoops(p.transport.DialContext)
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
 		Transport:      oneWrite{p.transport},
@@ -107,6 +112,7 @@ const (
 // forward-mode tunnels). It returns nil after a drain, or the listener's
 // error if serving failed.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
+	p.self.Store(newSelfAddr(ln.Addr()))
 	srv := &http.Server{
 		Handler:           p,
 		ReadHeaderTimeout: readHeaderTimeout,
@@ -460,6 +466,8 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	switch {
 	case r.Context().Err() != nil:
 		ex.outcome = OutcomeCanceled
+	case errors.Is(err, errProxyLoop):
+		ref = refLoop
 	case isTimeout(err):
 		ref = refUpstreamTime
 	}
