@@ -140,6 +140,11 @@ type CallOptions struct {
 	// error upstream. Encrypt ignores it: a request body is refused, never
 	// forwarded half-encrypted.
 	Lenient bool
+	// MaxDepth, when positive and lower than the Encryptor's or
+	// Decryptor's Limits.MaxDepth, is this call's nesting limit: the
+	// proxy's SIDECRYPT_MAX_DEPTH applied to rules compiled with the
+	// default.
+	MaxDepth int
 	// Flush, when set, is called after output has been written and before
 	// the transformer blocks reading more input, so a streaming response
 	// reaches the client without waiting for the end.

@@ -188,7 +188,7 @@ func TestAllocationsIndependentOfDocumentCount(t *testing.T) {
 				m.dec, m.maxDepth = openAll.impl, DefaultMaxDepth
 				_, err = m.runReader(io.Discard, bytes.NewReader(sealed))
 			} else {
-				m.setEncrypt(e.impl)
+				m.setEncrypt(e.impl, nil)
 				_, err = m.runReader(io.Discard, bytes.NewReader(doc))
 			}
 			m.reset()

@@ -95,14 +95,14 @@ func compileEncryptor(rules []FieldRule, lim Limits) (*encryptor, error) {
 func (e *encryptor) run(ctx context.Context, dst io.Writer, src io.Reader, keys Keyring, opt *CallOptions) (Report, error) {
 	m := getMachine(ctx, keys, opt)
 	defer putMachine(m)
-	m.setEncrypt(e)
+	m.setEncrypt(e, opt)
 	return m.runReader(dst, src)
 }
 
 func (e *encryptor) runBytes(ctx context.Context, src []byte, keys Keyring, opt *CallOptions) ([]byte, Report, error) {
 	m := getMachine(ctx, keys, opt)
 	defer putMachine(m)
-	m.setEncrypt(e)
+	m.setEncrypt(e, opt)
 	// Tokens are longer than what they replace (about 60 bytes per field
 	// plus a third of the value): half again the input covers a bulk body
 	// with a protected field every 250 bytes without regrowing the output.
@@ -125,7 +125,7 @@ func (d *decryptor) run(ctx context.Context, dst io.Writer, src io.Reader, keys 
 	m := getMachine(ctx, keys, opt)
 	defer putMachine(m)
 	m.dec = d
-	m.maxDepth = d.lim.MaxDepth
+	m.maxDepth = depthFor(d.lim, opt)
 	return m.runReader(dst, src)
 }
 
@@ -133,7 +133,7 @@ func (d *decryptor) runBytes(ctx context.Context, src []byte, keys Keyring, opt 
 	m := getMachine(ctx, keys, opt)
 	defer putMachine(m)
 	m.dec = d
-	m.maxDepth = d.lim.MaxDepth
+	m.maxDepth = depthFor(d.lim, opt)
 	return m.runBytes(src, len(src)+512)
 }
 
@@ -282,9 +282,18 @@ func (m *machine) reset() {
 	}
 }
 
-func (m *machine) setEncrypt(e *encryptor) {
+// depthFor is the nesting limit of one call: the compiled limit, or the
+// call's own when that is lower.
+func depthFor(lim Limits, opt *CallOptions) int {
+	if opt != nil && opt.MaxDepth > 0 && opt.MaxDepth < lim.MaxDepth {
+		return opt.MaxDepth
+	}
+	return lim.MaxDepth
+}
+
+func (m *machine) setEncrypt(e *encryptor, opt *CallOptions) {
 	m.enc = e
-	m.maxDepth = e.lim.MaxDepth
+	m.maxDepth = depthFor(e.lim, opt)
 	m.step.reset(e.auto)
 	m.z.rand = e.rand
 	for range e.keyNames {

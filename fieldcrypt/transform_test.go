@@ -748,7 +748,7 @@ func TestWindowStaysSmall(t *testing.T) {
 	}
 	var enc bytes.Buffer
 	check("encrypt", func(m *machine) error {
-		m.setEncrypt(e.impl)
+		m.setEncrypt(e.impl, nil)
 		_, err := m.runReader(&enc, strings.NewReader(doc.String()))
 		return err
 	})

@@ -197,24 +197,3 @@ func FuzzParseCoding(f *testing.F) {
 		}
 	})
 }
-
-func TestNestedDeeper(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		max  int
-		want bool
-	}{
-		{`{}`, 1, false},
-		{`{"a":[1]}`, 1, true},
-		{`{"a":[1]}`, 2, false},
-		{`{"a":"[[[[{{{{"}`, 1, false},
-		{`{"a":"\"[[["}`, 1, false},
-		{`{"a":"\\"}`, 1, false},
-		{`[[],[],[[]]]`, 2, true},
-		{`[[],[],[[]]]`, 3, false},
-	} {
-		if got := nestedDeeper([]byte(tc.in), tc.max); got != tc.want {
-			t.Errorf("nestedDeeper(%s, %d) = %v", tc.in, tc.max, got)
-		}
-	}
-}

@@ -33,10 +33,12 @@ type Proxy struct {
 	log       *slog.Logger
 	audit     audit.Recorder
 	maxBody   int64
-	maxDepth  int
 	transport *http.Transport
 	rp        *httputil.ReverseProxy
 	fw        *forwarder // nil in reverse mode
+	// encOpts are the options of every request body encryption (the
+	// operator's depth limit); read-only, shared by all requests.
+	encOpts fieldcrypt.CallOptions
 	// self is the address Serve listens on, so that a request addressed
 	// to the proxy itself is refused instead of looping.
 	self atomic.Pointer[selfAddr]
@@ -57,7 +59,7 @@ func New(cfg Config) (*Proxy, error) {
 		log:      cfg.Logger,
 		audit:    cfg.Audit,
 		maxBody:  cfg.MaxBody,
-		maxDepth: cfg.MaxDepth,
+		encOpts:  fieldcrypt.CallOptions{MaxDepth: cfg.MaxDepth},
 	}
 	p.transport = newTransport(cfg.UpstreamTLS)
 	p.transport.ResponseHeaderTimeout = cfg.UpstreamTimeout

@@ -116,12 +116,9 @@ func (p *Proxy) sealBody(ctx context.Context, r *http.Request, ex *exchange, c c
 		}
 		plain, c = dec.Bytes(), actual
 	}
-	// The transformer enforces its own (compiled-in) depth limit; the
-	// operator's may be lower.
-	if p.maxDepth < fieldcrypt.DefaultMaxDepth && nestedDeeper(plain, p.maxDepth) {
-		return nil, refTooDeep
-	}
-	sealed, rep, err := ex.route.Body.EncryptBytes(ctx, plain, p.keys, nil)
+	// The operator's depth limit (SIDECRYPT_MAX_DEPTH) applies in the same
+	// pass as the encryption.
+	sealed, rep, err := ex.route.Body.EncryptBytes(ctx, plain, p.keys, &p.encOpts)
 	if err != nil {
 		return nil, p.encryptRefusal(ctx, ex, err)
 	}
@@ -204,26 +201,3 @@ func overlaps(a, b []byte) bool {
 	return a0 < b0+uintptr(cap(b)) && b0 < a0+uintptr(cap(a))
 }
 
-// nestedDeeper reports whether the JSON text b nests objects and arrays
-// more than max levels deep. It only counts brackets outside strings; the
-// transformer validates everything else.
-func nestedDeeper(b []byte, max int) bool {
-	depth := 0
-	for i := 0; i < len(b); i++ {
-		switch b[i] {
-		case '"':
-			for i++; i < len(b) && b[i] != '"'; i++ {
-				if b[i] == '\\' {
-					i++
-				}
-			}
-		case '{', '[':
-			if depth++; depth > max {
-				return true
-			}
-		case '}', ']':
-			depth--
-		}
-	}
-	return false
-}
