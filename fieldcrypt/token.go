@@ -1,6 +1,7 @@
 package fieldcrypt
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/binary"
@@ -292,7 +293,7 @@ func appendSeal(dst []byte, k *DataKey, mode Mode, typ Type, jsonText []byte) ([
 	if !z.check.validValue(jsonText, typ) {
 		return nil, fmt.Errorf("fieldcrypt: value is not one JSON %s", typ)
 	}
-	escaped := typ == TypeString && containsByte(jsonText, '\\')
+	escaped := typ == TypeString && bytes.IndexByte(jsonText, '\\') >= 0
 	return z.seal(dst, k, mode, typ, z.sealPlaintext(mode, typ, jsonText, escaped))
 }
 
@@ -311,15 +312,6 @@ func openToken(k *DataKey, token []byte) (Type, []byte, error) {
 		return 0, nil, err
 	}
 	return typ, out, nil
-}
-
-func containsByte(b []byte, c byte) bool {
-	for _, x := range b {
-		if x == c {
-			return true
-		}
-	}
-	return false
 }
 
 // String returns the type's name: string, number, bool, null, object, array.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/url"
-	"sort"
 	"strconv"
 	"strings"
 )
@@ -199,16 +198,4 @@ func (w *Workload) setupDocs(n int) (docs [][]byte, emails []string) {
 		emails = append(emails, rec.Email)
 	}
 	return docs, emails
-}
-
-// opsUsed lists the mix's operations, sorted.
-func (m Mix) opsUsed() []string {
-	var out []string
-	for op, w := range m {
-		if w > 0 {
-			out = append(out, Op(op).String())
-		}
-	}
-	sort.Strings(out)
-	return out
 }

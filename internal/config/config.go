@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
+
+	"github.com/sidecrypt/sidecrypt/keystore"
 )
 
 // Config holds every setting. Each field documents its variable, default
@@ -174,7 +176,7 @@ func (c *Config) DataDir() string {
 // KeystoreIsEtcd reports whether the keystore is an etcd:// (or, with
 // TLS, etcds://) URL.
 func (c *Config) KeystoreIsEtcd() bool {
-	return strings.HasPrefix(c.Keystore, "etcd://") || strings.HasPrefix(c.Keystore, "etcds://")
+	return keystore.IsEtcdURL(c.Keystore)
 }
 
 // Validate checks settings that do not need I/O. It is fast and separate
