@@ -200,4 +200,3 @@ func overlaps(a, b []byte) bool {
 	a0, b0 := uintptr(unsafe.Pointer(unsafe.SliceData(a))), uintptr(unsafe.Pointer(unsafe.SliceData(b)))
 	return a0 < b0+uintptr(cap(b)) && b0 < a0+uintptr(cap(a))
 }
-
