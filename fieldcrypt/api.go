@@ -75,6 +75,15 @@ type FieldRule struct {
 	// compared value a token, and the operators intact. Member names are
 	// never encrypted. A scalar selected directly is sealed as usual.
 	Leaves bool
+	// Check, when set, makes this a rule that inspects instead of
+	// encrypting: the selected value (its JSON text and type) is handed to
+	// Check and forwarded as it is, unless Check returns an error, which
+	// fails the whole call (wrapped in a *PathError that errors.Is
+	// ErrFieldRefused, and errors.As the Check's own error). Key and Mode
+	// are ignored. Datastore profiles use it to refuse what must not pass
+	// in a body (an inline attachment, a design document's id) in the same
+	// streaming pass that encrypts the rest. text must not be retained.
+	Check func(typ Type, text []byte) error
 }
 
 // Limits bound the work one document may cause.
@@ -278,4 +287,6 @@ var (
 	// one JSON value of the type its header declares. Only a holder of the
 	// key can produce such a token.
 	ErrTokenContent = errors.New("token content does not match its type")
+	// ErrFieldRefused: a FieldRule.Check refused a value.
+	ErrFieldRefused = errors.New("field refused")
 )

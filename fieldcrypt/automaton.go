@@ -14,6 +14,7 @@ package fieldcrypt
 type autoStep struct {
 	kind  StepKind
 	desc  bool   // ..name: the state stays alive at every depth below
+	arr   bool   // ThroughArrays: the state stays alive inside arrays
 	last  bool   // matching this step selects the value
 	rule  int32  // index of the rule the step belongs to
 	index int    // StepIndex
@@ -34,6 +35,7 @@ func compileAutomaton(sels []Selector) *automaton {
 			a.steps = append(a.steps, autoStep{
 				kind:  st.Kind,
 				desc:  st.Descendant,
+				arr:   st.ThroughArrays,
 				last:  i == len(sel.steps)-1,
 				rule:  int32(r),
 				index: st.Index,
@@ -81,7 +83,7 @@ func (sp *stepper) next(dst, states []int32, name []byte, nameOK bool, index int
 	steps := sp.a.steps
 	for _, s := range states {
 		st := &steps[s]
-		if st.desc && sp.seen[s] != sp.gen {
+		if (st.desc || st.arr && isIndex) && sp.seen[s] != sp.gen {
 			sp.seen[s] = sp.gen
 			dst = append(dst, s)
 		}

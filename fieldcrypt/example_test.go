@@ -120,9 +120,9 @@ func ExampleParseSelector() {
 	_, err = fieldcrypt.ParseSelector("$.docs[?(@.ssn)]")
 	fmt.Println(err)
 	// Output:
-	// {Kind:1 Name:docs Index:0 Descendant:false}
-	// {Kind:3 Name: Index:0 Descendant:false}
-	// {Kind:1 Name:diagnosis Index:0 Descendant:true}
+	// {Kind:1 Name:docs Index:0 Descendant:false ThroughArrays:false}
+	// {Kind:3 Name: Index:0 Descendant:false ThroughArrays:false}
+	// {Kind:1 Name:diagnosis Index:0 Descendant:true ThroughArrays:false}
 	// true
 	// fieldcrypt: selector "$.docs[?(@.ssn)]" at offset 7: filters are not supported (hint: select the field directly; every matching value is protected)
 }

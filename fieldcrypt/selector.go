@@ -51,6 +51,15 @@ type Step struct {
 	// Descendant is true for ..name: the step may match at any depth below
 	// the previous step, not only directly under it.
 	Descendant bool
+	// ThroughArrays (StepMember only) lets the member be found inside
+	// arrays, nested to any depth, that stand where an object was
+	// expected: with it, the steps a, b match a.b in {"a": {"b": 1}},
+	// {"a": [{"b": 1}]} and {"a": [[{"b": 1}]]}. Version 2 rule files name
+	// document fields by dotted path, and a document that holds a list
+	// where the author pictured one object must not escape the rule
+	// (docs/RULES.md, "Field paths"). It has no text form: build such
+	// selectors with NewSelector.
+	ThroughArrays bool
 }
 
 // PathElem is one element of a concrete path into a document: an object
@@ -93,6 +102,50 @@ func ParseSelector(text string) (Selector, error) {
 	return Selector{text: text, steps: steps}, nil
 }
 
+// NewSelector builds a selector from steps, for callers that compile field
+// paths of their own (version 2 rule files) rather than parse selector
+// text. The steps are checked as the parser would check them; String
+// renders them in selector syntax, with a ThroughArrays member written
+// like any other member (the text is then for people, not for
+// ParseSelector).
+func NewSelector(steps []Step) (Selector, error) {
+	if len(steps) == 0 {
+		return Selector{}, &SelectorError{Offset: 0, Msg: "selects the whole document", Hint: "name a field"}
+	}
+	if len(steps) > MaxSelectorSteps {
+		return Selector{}, &SelectorError{Offset: 0, Msg: fmt.Sprintf("more than %d steps", MaxSelectorSteps)}
+	}
+	var b strings.Builder
+	b.WriteByte('$')
+	for i, st := range steps {
+		switch st.Kind {
+		case StepMember:
+			if !utf8.ValidString(st.Name) {
+				return Selector{}, &SelectorError{Selector: b.String(), Offset: i, Msg: "member name is not valid UTF-8"}
+			}
+			if st.Descendant {
+				b.WriteByte('.')
+			}
+			writeMemberName(&b, st.Name)
+		case StepIndex:
+			if st.Index < 0 || st.Descendant || st.ThroughArrays {
+				return Selector{}, &SelectorError{Selector: b.String(), Offset: i, Msg: "invalid index step"}
+			}
+			b.WriteByte('[')
+			b.WriteString(strconv.Itoa(st.Index))
+			b.WriteByte(']')
+		case StepWildcard:
+			if st.Descendant || st.ThroughArrays {
+				return Selector{}, &SelectorError{Selector: b.String(), Offset: i, Msg: "invalid wildcard step"}
+			}
+			b.WriteString("[*]")
+		default:
+			return Selector{}, &SelectorError{Selector: b.String(), Offset: i, Msg: "unknown step kind"}
+		}
+	}
+	return Selector{text: b.String(), steps: append([]Step(nil), steps...)}, nil
+}
+
 // MustParseSelector is ParseSelector for constants in tests and examples;
 // it panics on a malformed selector.
 func MustParseSelector(text string) Selector {
@@ -124,6 +177,12 @@ func matchSteps(steps []Step, path []PathElem) bool {
 		return len(path) == 0
 	}
 	st := steps[0]
+	if st.ThroughArrays && !st.Descendant && len(path) > 0 && path[0].IsIndex {
+		// An array where the member was expected: look inside it.
+		if matchSteps(steps, path[1:]) {
+			return true
+		}
+	}
 	if st.Descendant {
 		for i := range path {
 			if stepMatches(st, path[i]) && matchSteps(steps[1:], path[i+1:]) {

@@ -38,6 +38,7 @@ type compiledRule struct {
 	mode        Mode
 	encryptNull bool
 	leaves      bool
+	check       func(Type, []byte) error
 }
 
 type encryptor struct {
@@ -63,15 +64,27 @@ func compileEncryptor(rules []FieldRule, lim Limits) (*encryptor, error) {
 		if r.Selector.IsZero() {
 			return nil, fmt.Errorf("fieldcrypt: rule %d: no selector", i)
 		}
+		text := r.Selector.String()
+		if r.Check != nil {
+			if _, ok := seen[text]; ok {
+				return nil, fmt.Errorf("fieldcrypt: selector %q has a check and another rule", text)
+			}
+			seen[text] = len(e.rules)
+			e.rules = append(e.rules, compiledRule{text: text, key: -1, check: r.Check})
+			sels = append(sels, r.Selector)
+			continue
+		}
 		if !ValidKeyName(r.Key) {
 			return nil, fmt.Errorf("fieldcrypt: rule %d (%s): invalid key name %q", i, r.Selector, r.Key)
 		}
 		if r.Mode != ModeRandom && r.Mode != ModeDeterministic {
 			return nil, fmt.Errorf("fieldcrypt: rule %d (%s): invalid mode %d", i, r.Selector, r.Mode)
 		}
-		text := r.Selector.String()
 		if j, ok := seen[text]; ok {
 			p := e.rules[j]
+			if p.check != nil {
+				return nil, fmt.Errorf("fieldcrypt: selector %q has a check and another rule", text)
+			}
 			if e.keyNames[p.key] != r.Key || p.mode != r.Mode || p.encryptNull != r.EncryptNull || p.leaves != r.Leaves {
 				return nil, fmt.Errorf("fieldcrypt: selector %q has two rules: key %q %s and key %q %s",
 					text, e.keyNames[p.key], p.mode, r.Key, r.Mode)
@@ -744,6 +757,12 @@ func (m *machine) captureAndSeal(c byte) error {
 	}
 	text := s.buf[start:end]
 
+	if rule.check != nil {
+		if err := rule.check(typ, text); err != nil {
+			return &PathError{Path: m.path(), Offset: s.base + int64(start), Err: fmt.Errorf("%w: %w", ErrFieldRefused, err)}
+		}
+		return nil
+	}
 	if typ == TypeNull && !rule.encryptNull {
 		m.event(rule, nil, typ, "left")
 		return nil

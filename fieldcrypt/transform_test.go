@@ -830,11 +830,11 @@ func TestNewEncryptorChecksRules(t *testing.T) {
 		rules []FieldRule
 		ok    bool
 	}{
-		{"same rule twice", []FieldRule{{sel, "pii", ModeRandom, false, false}, {sel, "pii", ModeRandom, false, false}}, true},
-		{"other key", []FieldRule{{sel, "pii", ModeRandom, false, false}, {sel, "contact", ModeRandom, false, false}}, false},
-		{"other mode", []FieldRule{{sel, "pii", ModeRandom, false, false}, {sel, "pii", ModeDeterministic, false, false}}, false},
-		{"bad key", []FieldRule{{sel, "PII", ModeRandom, false, false}}, false},
-		{"bad mode", []FieldRule{{sel, "pii", 0, false, false}}, false},
+		{"same rule twice", []FieldRule{{sel, "pii", ModeRandom, false, false, nil}, {sel, "pii", ModeRandom, false, false, nil}}, true},
+		{"other key", []FieldRule{{sel, "pii", ModeRandom, false, false, nil}, {sel, "contact", ModeRandom, false, false, nil}}, false},
+		{"other mode", []FieldRule{{sel, "pii", ModeRandom, false, false, nil}, {sel, "pii", ModeDeterministic, false, false, nil}}, false},
+		{"bad key", []FieldRule{{sel, "PII", ModeRandom, false, false, nil}}, false},
+		{"bad mode", []FieldRule{{sel, "pii", 0, false, false, nil}}, false},
 		{"no selector", []FieldRule{{Key: "pii", Mode: ModeRandom}}, false},
 		{"no rules", nil, true},
 	}
