@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/sidecrypt/sidecrypt/datastore"
 	"github.com/sidecrypt/sidecrypt/fieldcrypt"
 )
 
@@ -15,6 +16,7 @@ type Plan struct {
 	// Source is where the rules came from (file path or etcd key).
 	Source string
 	// Routes in file order; the first that matches a request wins.
+	// Version 1 only: a version 2 plan has none.
 	Routes []*Route
 	// Decryptor opens, masks or leaves tokens in responses according to
 	// the decrypt policy. Never nil: with no decrypt section it leaves
@@ -24,6 +26,9 @@ type Plan struct {
 	// masks; all others stay tokens. Both sorted.
 	DecryptKeys []string
 	MaskKeys    []string
+
+	// Version is the rule file's version: 1 (routes) or 2 (collections).
+	Version int
 
 	// implementation detail fields follow (matcher, original document).
 	matcher *matcher
