@@ -171,11 +171,16 @@ var bufferPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 func getBuffer() *bytes.Buffer { return bufferPool.Get().(*bytes.Buffer) }
 
+// putBuffer wipes a buffer and returns it to the pool. Request bodies hold
+// plaintext of protected fields; a pooled buffer must not carry it on into
+// whatever reuses the memory next (issue 12: "pooled proxy body buffers
+// are not wiped").
 func putBuffer(b *bytes.Buffer) {
+	b.Reset()
+	clear(b.Bytes()[:b.Cap()])
 	if b.Cap() > maxPooledBuffer {
 		return
 	}
-	b.Reset()
 	bufferPool.Put(b)
 }
 

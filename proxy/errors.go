@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+
+	"github.com/sidecrypt/sidecrypt/datastore"
 )
 
 // Sentinel errors. Callers match them with errors.Is.
@@ -42,6 +44,15 @@ const (
 	CodeMethodNotAllowed    = "method_not_allowed"
 	CodeBodyRead            = "body_read_failed"
 	CodeInternal            = "internal_error"
+	// Codes of the strict request checks on protected collections and
+	// routes, and of the datastore profiles' refusals (version 2 rules).
+	CodeUnexpectedBody       = "unexpected_body"
+	CodeUnsupportedCharset   = "unsupported_charset"
+	CodeByteOrderMark        = "byte_order_mark"
+	CodeBadContentType       = "bad_content_type"
+	CodeUnprotectedOperation = datastore.CodeUnprotected
+	CodeUnsupportedQuery     = datastore.CodeUnsupportedQuery
+	CodeBadRequest           = datastore.CodeBadRequest
 	// CodeCanceled is counted but never seen: the client has gone.
 	CodeCanceled = "client_closed_request"
 )
@@ -68,7 +79,8 @@ var (
 	refDuplicateKey   = &refusal{http.StatusBadRequest, CodeDuplicateKey, "request body repeats an object key on a protected path"}
 	refInvalidUTF8    = &refusal{http.StatusBadRequest, CodeInvalidUTF8, "request body is not valid UTF-8"}
 	refBadQuery       = &refusal{http.StatusBadRequest, CodeBadQuery, "query string is malformed on a route that protects query parameters"}
-	refBadPath        = &refusal{http.StatusBadRequest, CodeBadPath, "request path contains . or .. segments"}
+	refBadPath        = &refusal{http.StatusBadRequest, CodeBadPath, "request path contains . or .. segments (also percent-encoded), or a malformed escape"}
+	refAmbiguousPath  = &refusal{http.StatusBadRequest, CodeBadPath, "request path has an empty segment (//) on a protected route: the datastore may read it differently"}
 	refUpstream       = &refusal{http.StatusBadGateway, CodeUpstreamUnavailable, "the upstream could not be reached or failed"}
 	refUpstreamTime   = &refusal{http.StatusGatewayTimeout, CodeUpstreamTimeout, "the upstream did not answer in time"}
 	refLoop           = &refusal{http.StatusLoopDetected, CodeProxyLoop, "the request is addressed to this proxy itself"}

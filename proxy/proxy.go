@@ -224,28 +224,107 @@ func (p *Proxy) pipeline(w http.ResponseWriter, r *http.Request, m mode, host st
 		return
 	}
 	if ex.plan != nil {
-		ex.route = ex.plan.Match(rules.Request{
-			Method:      r.Method,
-			Host:        host,
-			Path:        r.URL.Path,
-			ContentType: mediaType(r.Header.Get("Content-Type")),
-		})
 		// A plan that neither opens nor masks any key would leave every
 		// token as it is: skip the decrypter altogether.
 		ex.decrypt = ex.plan.Decryptor != nil && (len(ex.plan.DecryptKeys) > 0 || len(ex.plan.MaskKeys) > 0)
 	}
 	out := r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex))
-	if ex.route != nil {
-		ex.routeName = ex.route.Name
-		if ref := p.protect(out, ex); ref != nil {
-			p.refuse(w, r, ex, ref)
-			return
+	var ref *refusal
+	switch {
+	case ex.plan == nil:
+		ref = readSmallBody(out, ex)
+	case ex.plan.Profile != nil:
+		// Version 2: the datastore profile decides, for requests bound
+		// for the datastore.
+		if p.reachesDatastore(ex.plan, m, host) {
+			ref = p.protectV2(out, ex)
+		} else {
+			ref = readSmallBody(out, ex)
 		}
-	} else if ref := readSmallBody(out, ex); ref != nil {
+	default:
+		ref = p.protectV1(out, ex, host)
+	}
+	if ref != nil {
 		p.refuse(w, r, ex, ref)
 		return
 	}
 	p.rp.ServeHTTP(w, out)
+}
+
+// protectV1 matches a version 1 route and applies it. Routes are matched
+// on the path as the datastore reads it: split at '/' before unescaping,
+// so that "%2F" inside a segment stays in that segment (see routePath).
+func (p *Proxy) protectV1(r *http.Request, ex *exchange, host string) *refusal {
+	rp, empty, ok := routePath(r.URL.EscapedPath())
+	if !ok {
+		return refBadPath
+	}
+	ex.route = ex.plan.Match(rules.Request{
+		Method:      r.Method,
+		Host:        host,
+		Path:        rp,
+		ContentType: mediaType(r.Header.Get("Content-Type")),
+	})
+	if ex.route == nil {
+		return readSmallBody(r, ex)
+	}
+	ex.routeName = ex.route.Name
+	if empty {
+		return refAmbiguousPath
+	}
+	if ref := strictRequest(r); ref != nil {
+		return ref
+	}
+	return p.protect(r, ex)
+}
+
+// reachesDatastore reports whether a request is bound for the datastore
+// that a version 2 plan protects. In reverse mode every request is; in
+// forward mode, those whose destination is one of the plan's datastore
+// hosts (every destination when the plan names none).
+func (p *Proxy) reachesDatastore(plan *rules.Plan, m mode, host string) bool {
+	if m == modeReverse {
+		return true
+	}
+	hosts := plan.Schema.Hosts
+	if len(hosts) == 0 {
+		return true
+	}
+	for _, h := range hosts {
+		if hostMatches(hostOnly(h), host) {
+			return true
+		}
+	}
+	return false
+}
+
+// routePath turns an escaped request path into the form version 1 routes
+// are matched against: each segment unescaped once, except that a '/'
+// that was "%2F" inside a segment is kept as the three characters "%2F",
+// which no route pattern can contain, so that the segment stays one
+// segment as it is for the datastore ("/clinic/a%2Fb" is the document
+// "a/b" in "clinic", matched by "/clinic/*"). empty reports an empty
+// segment before the last ("//"), which datastores read in different
+// ways. ok is false for a malformed escape or a "." or ".." segment.
+func routePath(escaped string) (path string, empty, ok bool) {
+	if !strings.Contains(escaped, "%") && !strings.Contains(escaped, "//") {
+		return escaped, false, !hasDotSegment(escaped)
+	}
+	segs := strings.Split(escaped, "/")
+	for i, seg := range segs {
+		if seg == "" {
+			if i > 0 && i < len(segs)-1 {
+				empty = true
+			}
+			continue
+		}
+		dec, err := url.PathUnescape(seg)
+		if err != nil || dec == "." || dec == ".." {
+			return "", false, false
+		}
+		segs[i] = strings.ReplaceAll(dec, "/", "%2F")
+	}
+	return strings.Join(segs, "/"), empty, true
 }
 
 // smallBodyMax is the largest unmatched request body read in one piece

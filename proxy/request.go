@@ -116,6 +116,9 @@ func (p *Proxy) sealBody(ctx context.Context, r *http.Request, ex *exchange, c c
 		}
 		plain, c = dec.Bytes(), actual
 	}
+	if hasBOM(plain) {
+		return nil, refBOM
+	}
 	// The operator's depth limit (SIDECRYPT_MAX_DEPTH) applies in the same
 	// pass as the encryption.
 	sealed, rep, err := ex.route.Body.EncryptBytes(ctx, plain, p.keys, &p.encOpts)

@@ -29,6 +29,11 @@ type Plan struct {
 
 	// Version is the rule file's version: 1 (routes) or 2 (collections).
 	Version int
+	// Schema is what a version 2 file protects; nil for version 1.
+	Schema *datastore.Schema
+	// Profile applies Schema to requests: the proxy asks it to Classify
+	// every request. nil for version 1, whose Routes apply instead.
+	Profile datastore.Profile
 
 	// implementation detail fields follow (matcher, original document).
 	matcher *matcher
