@@ -72,6 +72,19 @@ type Config struct {
 	CA *CA
 	// ShutdownTimeout bounds the graceful drain in Serve. Default 30s.
 	ShutdownTimeout time.Duration
+	// PassThrough lists the destinations that forward mode may reach
+	// besides the datastore the rules name (SIDECRYPT_PASSTHROUGH):
+	// "host", "host:port", "*.example.com", an IP, "ip:port" or a CIDR.
+	// A name reaches only public addresses; loopback, private, link-local
+	// and other special addresses only when an IP or CIDR entry lists
+	// them. Empty (the default): forward mode reaches the datastore only.
+	PassThrough []string
+	// Guard lists other listeners of this process ("host:port", the admin
+	// API's) that forward mode must never reach, like the proxy's own.
+	Guard []string
+	// Lookup resolves host names in forward mode. Default: the system
+	// resolver. Tests set it to map names without DNS.
+	Lookup LookupFunc
 }
 
 // Validate checks the configuration without doing any I/O.

@@ -53,6 +53,7 @@ const (
 	CodeUnprotectedOperation = datastore.CodeUnprotected
 	CodeUnsupportedQuery     = datastore.CodeUnsupportedQuery
 	CodeBadRequest           = datastore.CodeBadRequest
+	CodeEgressRefused        = "egress_refused"
 	// CodeCanceled is counted but never seen: the client has gone.
 	CodeCanceled = "client_closed_request"
 )

@@ -86,30 +86,37 @@ func newForwarder(p *Proxy, ca *CA) *forwarder {
 }
 
 // decide runs for every CONNECT. The rules are read at each CONNECT, so a
-// reload that adds a host intercepts its next connection.
+// reload that adds a host intercepts its next connection. The datastore
+// (by any name or address that reaches it) is intercepted; a destination
+// on the pass-through list is tunnelled; anything else is refused (see
+// egress.go).
 func (f *forwarder) decide(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {
-	if f.shouldIntercept(host) {
+	reqCtx := context.Background()
+	if ctx != nil && ctx.Req != nil {
+		reqCtx = ctx.Req.Context()
+	}
+	d, ref := f.p.destinationFor(reqCtx, f.p.rules.Current(), host, "443")
+	if ref != nil {
+		return f.refuseConnect(ref), host
+	}
+	if d.datastore {
 		return f.intercept, host
 	}
 	return f.tunnel, host
 }
 
-func (f *forwarder) shouldIntercept(hostport string) bool {
-	plan := f.p.rules.Current()
-	if plan == nil {
-		return false
-	}
-	hosts, any := plan.Hosts()
-	if any {
-		return true
-	}
-	h := hostOnly(hostport)
-	for _, pat := range hosts {
-		if hostMatches(pat, h) {
-			return true
-		}
-	}
-	return false
+// refuseConnect answers a CONNECT with a JSON error on the raw connection
+// (goproxy has no ResponseWriter for it) and closes it.
+func (f *forwarder) refuseConnect(ref *refusal) *goproxy.ConnectAction {
+	return &goproxy.ConnectAction{Action: goproxy.ConnectHijack, Hijack: func(req *http.Request, client net.Conn, _ *goproxy.ProxyCtx) {
+		defer client.Close()
+		ex := &exchange{start: time.Now(), plan: f.p.rules.Current(), routeName: "connect"}
+		f.p.noteRefusal(req, ex, ref)
+		f.p.obs.Request("connect", ex.outcome, ex.status, time.Since(ex.start))
+		body := fmt.Sprintf("{\"error\":{\"code\":%q,\"message\":%q}}\n", ref.code, ref.message)
+		fmt.Fprintf(client, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+			ref.status, http.StatusText(ref.status), len(body), body)
+	}}
 }
 
 // hostOnly strips the port and brackets and lower-cases a host.
@@ -188,7 +195,18 @@ func (f *forwarder) dialTunnel(req *http.Request, network, addr string) (net.Con
 	if req != nil {
 		ctx = req.Context()
 	}
-	c, err := f.p.refuseLoops(f.dialer.DialContext)(ctx, network, addr)
+	// Checked again on the addresses dialled now: decide saw this
+	// destination as not the datastore, and a tunnel carries whatever
+	// the client sends through it.
+	d, ref := f.p.destinationFor(ctx, f.p.rules.Current(), addr, "443")
+	if ref != nil {
+		return nil, ref
+	}
+	if d.datastore {
+		return nil, errEgress
+	}
+	dial := f.p.refuseLoops(f.p.pinnedDial(f.dialer.DialContext, false))
+	c, err := dial(context.WithValue(ctx, exchangeKey{}, &exchange{dest: d}), network, addr)
 	if err != nil {
 		return nil, err
 	}

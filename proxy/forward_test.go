@@ -57,11 +57,22 @@ func TestForwardPlainHTTP(t *testing.T) {
 		t.Errorf("forward mode added X-Forwarded-For %q", got)
 	}
 
-	t.Run("host no rule names passes untouched", func(t *testing.T) {
+	t.Run("another name for the datastore is the datastore", func(t *testing.T) {
+		// localhost reaches 127.0.0.1, which the rules name: the same
+		// datastore under another name must get the same rules.
 		other := mustURL(t, strings.Replace(up.String(), "127.0.0.1", "localhost", 1))
-		do(t, c, "PUT", other.String()+"/clinic/p1", http.Header{"Content-Type": {"application/json"}}, strings.NewReader(patient))
-		if got := string(rc.last(t).Body); got != patient {
-			t.Errorf("body changed for a host no rule names: %s", got)
+		status, _, b := do(t, c, "PUT", other.String()+"/clinic/p1", http.Header{"Content-Type": {"application/json"}}, strings.NewReader(patient))
+		if status != 200 {
+			t.Fatalf("status %d %s", status, b)
+		}
+		assertStoredPatient(t, rc.last(t).Body)
+	})
+	t.Run("a host the rules do not name is refused", func(t *testing.T) {
+		before := rc.count()
+		other := mustURL(t, strings.Replace(up.String(), "127.0.0.1", "127.0.0.2", 1))
+		status, _, b := do(t, c, "PUT", other.String()+"/clinic/p1", http.Header{"Content-Type": {"application/json"}}, strings.NewReader(patient))
+		if status != 403 || errorCode(t, b) != CodeEgressRefused || rc.count() != before {
+			t.Errorf("got %d %s", status, b)
 		}
 	})
 	t.Run("origin-form request refused", func(t *testing.T) {
@@ -85,6 +96,9 @@ func TestForwardInterceptsNamedHTTPSHost(t *testing.T) {
 		Keys:        keys,
 		CA:          ca,
 		UpstreamTLS: &tls.Config{RootCAs: poolOf(upCert)},
+		// Once the rules stop naming 127.0.0.1, it may still be reached,
+		// tunnelled: loopback is reachable only when listed by address.
+		PassThrough: []string{"127.0.0.1"},
 	})
 
 	// The application trusts only sidecrypt's CA: a request succeeds only
@@ -117,7 +131,7 @@ func TestForwardInterceptsNamedHTTPSHost(t *testing.T) {
 		t.Errorf("read back through the tunnel: %d %s", status, b)
 	}
 
-	t.Run("tunnel for a host no rule names", func(t *testing.T) {
+	t.Run("tunnel for a pass-through host the rules do not name", func(t *testing.T) {
 		src.p.Store(hostsPlan(t, "clinic.example"))
 		c := forwardClient(t, tp.URL, poolOf(upCert))
 		resp, err := c.Get(upSrv.URL + "/other")

@@ -34,14 +34,23 @@ type Proxy struct {
 	audit     audit.Recorder
 	maxBody   int64
 	transport *http.Transport
-	rp        *httputil.ReverseProxy
-	fw        *forwarder // nil in reverse mode
+	// egressTransport carries forward-mode requests to destinations other
+	// than the datastore: a pool of its own, so that a connection to the
+	// datastore never carries an unprotected request (see egress.go).
+	egressTransport *http.Transport
+	rp              *httputil.ReverseProxy
+	fw              *forwarder // nil in reverse mode
 	// encOpts are the options of every request body encryption (the
 	// operator's depth limit); read-only, shared by all requests.
 	encOpts fieldcrypt.CallOptions
 	// self is the address Serve listens on, so that a request addressed
 	// to the proxy itself is refused instead of looping.
 	self atomic.Pointer[selfAddr]
+	// Forward mode's egress policy (egress.go).
+	egress    *egressPolicy
+	guard     []*selfAddr
+	lookup    LookupFunc
+	dsLookups lookupCache
 }
 
 // New checks cfg and builds a Proxy. It does no network I/O.
@@ -61,12 +70,35 @@ func New(cfg Config) (*Proxy, error) {
 		maxBody:  cfg.MaxBody,
 		encOpts:  fieldcrypt.CallOptions{MaxDepth: cfg.MaxDepth},
 	}
+	egress, err := parseEgress(cfg.PassThrough)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w: %w", ErrConfig, err)
+	}
+	p.egress = egress
+	for _, g := range cfg.Guard {
+		a, err := net.ResolveTCPAddr("tcp", g)
+		if err != nil {
+			return nil, fmt.Errorf("proxy: %w: guarded address %q: %w", ErrConfig, g, err)
+		}
+		p.guard = append(p.guard, newSelfAddr(a))
+	}
+	p.lookup = cfg.Lookup
+	if p.lookup == nil {
+		p.lookup = defaultLookup
+	}
+	p.dsLookups.ttl = 5 * time.Second
+	if cfg.Upstream == nil {
+		p.fw = &forwarder{} // marks forward mode for the dialers; built below
+	}
 	p.transport = newTransport(cfg.UpstreamTLS)
 	p.transport.ResponseHeaderTimeout = cfg.UpstreamTimeout
-	p.transport.DialContext = p.refuseLoops(p.transport.DialContext)
+	p.transport.DialContext = p.refuseLoops(p.pinnedDial(p.transport.DialContext, true))
+	p.egressTransport = newTransport(cfg.UpstreamTLS)
+	p.egressTransport.ResponseHeaderTimeout = cfg.UpstreamTimeout
+	p.egressTransport.DialContext = p.refuseLoops(p.pinnedDial(p.egressTransport.DialContext, false))
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
-		Transport:      oneWrite{p.transport},
+		Transport:      oneWrite{p},
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.upstreamError,
 		BufferPool:     newCopyBufferPool(),
@@ -97,6 +129,7 @@ func (p *Proxy) Close() error {
 		p.fw.close()
 	}
 	p.transport.CloseIdleConnections()
+	p.egressTransport.CloseIdleConnections()
 	return nil
 }
 
@@ -202,6 +235,9 @@ type exchange struct {
 	// unmatched body): the transport sends it with the headers in one
 	// write. nil when the body streams.
 	body []byte
+	// dest is a forward-mode request's checked destination; nil in
+	// reverse mode.
+	dest *destination
 }
 
 type exchangeKey struct{}
@@ -228,6 +264,23 @@ func (p *Proxy) pipeline(w http.ResponseWriter, r *http.Request, m mode, host st
 		// token as it is: skip the decrypter altogether.
 		ex.decrypt = ex.plan.Decryptor != nil && (len(ex.plan.DecryptKeys) > 0 || len(ex.plan.MaskKeys) > 0)
 	}
+	if m != modeReverse {
+		hostport, defPort := r.URL.Host, "80"
+		if m == modeIntercepted {
+			hostport, defPort = target.Host, "443"
+		} else if r.URL.Scheme == "https" {
+			defPort = "443"
+		}
+		d, ref := p.destinationFor(r.Context(), ex.plan, hostport, defPort)
+		if ref != nil {
+			p.refuse(w, r, ex, ref)
+			return
+		}
+		ex.dest = d
+		if d.name != "" {
+			host = d.name
+		}
+	}
 	out := r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex))
 	var ref *refusal
 	switch {
@@ -236,7 +289,7 @@ func (p *Proxy) pipeline(w http.ResponseWriter, r *http.Request, m mode, host st
 	case ex.plan.Profile != nil:
 		// Version 2: the datastore profile decides, for requests bound
 		// for the datastore.
-		if p.reachesDatastore(ex.plan, m, host) {
+		if m == modeReverse || ex.dest.datastore {
 			ref = p.protectV2(out, ex)
 		} else {
 			ref = readSmallBody(out, ex)
@@ -276,26 +329,6 @@ func (p *Proxy) protectV1(r *http.Request, ex *exchange, host string) *refusal {
 		return ref
 	}
 	return p.protect(r, ex)
-}
-
-// reachesDatastore reports whether a request is bound for the datastore
-// that a version 2 plan protects. In reverse mode every request is; in
-// forward mode, those whose destination is one of the plan's datastore
-// hosts (every destination when the plan names none).
-func (p *Proxy) reachesDatastore(plan *rules.Plan, m mode, host string) bool {
-	if m == modeReverse {
-		return true
-	}
-	hosts := plan.Schema.Hosts
-	if len(hosts) == 0 {
-		return true
-	}
-	for _, h := range hosts {
-		if hostMatches(hostOnly(h), host) {
-			return true
-		}
-	}
-	return false
 }
 
 // routePath turns an escaped request path into the form version 1 routes
@@ -359,17 +392,24 @@ func readSmallBody(r *http.Request, ex *exchange) *refusal {
 // proxied request cost the proxy two writes and the upstream two TCP
 // segments. When the exchange's body is in memory, oneWrite hands the
 // Transport that memory directly, and headers and body go out together.
-type oneWrite struct{ t *http.Transport }
+// It also picks the connection pool: forward-mode requests for
+// destinations other than the datastore go through egressTransport.
+type oneWrite struct{ p *Proxy }
 
 func (o oneWrite) RoundTrip(r *http.Request) (*http.Response, error) {
-	if ex := exchangeFrom(r.Context()); ex != nil && ex.body != nil && r.Body != nil && r.ContentLength == int64(len(ex.body)) {
+	t := o.p.transport
+	ex := exchangeFrom(r.Context())
+	if ex != nil && ex.dest != nil && !ex.dest.datastore {
+		t = o.p.egressTransport
+	}
+	if ex != nil && ex.body != nil && r.Body != nil && r.ContentLength == int64(len(ex.body)) {
 		b := ex.body
 		r2 := *r // RoundTrippers must not modify the caller's request
 		r2.Body = io.NopCloser(bytes.NewReader(b))
 		r2.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
 		r = &r2
 	}
-	return o.t.RoundTrip(r)
+	return t.RoundTrip(r)
 }
 
 // finish recovers a panic (answering 500 and forwarding nothing when the
@@ -414,11 +454,17 @@ func (p *Proxy) finish(w http.ResponseWriter, r *http.Request, ex *exchange) {
 // answer, so a client that was refused can rely on the refusal being on
 // record; refusals are rare enough for the wait on the disk not to matter.
 func (p *Proxy) refuse(w http.ResponseWriter, r *http.Request, ex *exchange, ref *refusal) {
+	defer writeError(w, ref)
+	p.noteRefusal(r, ex, ref)
+}
+
+// noteRefusal counts, logs and audits a refusal (refuse does that and
+// answers; a refused CONNECT answers on the raw connection).
+func (p *Proxy) noteRefusal(r *http.Request, ex *exchange, ref *refusal) {
 	ex.status, ex.outcome, ex.committed = ref.status, OutcomeRefused, true
 	if ref == refCanceled {
 		ex.outcome = OutcomeCanceled
 	}
-	defer writeError(w, ref)
 	p.obs.Refused(ex.routeName, ref.code)
 	if ex.outcome == OutcomeCanceled {
 		return
@@ -549,6 +595,8 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		ex.outcome = OutcomeCanceled
 	case errors.Is(err, errProxyLoop):
 		ref = refLoop
+	case errors.Is(err, errEgress):
+		ref = refEgress
 	case isTimeout(err):
 		ref = refUpstreamTime
 	}
