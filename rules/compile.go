@@ -35,7 +35,11 @@ func CompileWith(source string, data []byte, opt CompileOptions) (*Plan, []Diagn
 	p := &parser{file: source}
 	doc := p.parseDocument(data)
 	if doc != nil {
-		p.validate(doc)
+		if doc.Version == 2 {
+			p.validateV2(doc)
+		} else {
+			p.validate(doc)
+		}
 	}
 	sortDiagnostics(p.diags)
 	if errs, _ := CountDiagnostics(p.diags); errs > 0 || doc == nil {
@@ -93,7 +97,13 @@ func build(source string, data []byte, doc *Document, opt CompileOptions) (*Plan
 	if stats == nil {
 		stats = &Stats{}
 	}
-	plan := &Plan{Hash: HashBytes(data), Source: source, doc: doc, stats: stats, masks: map[string]maskRule{}}
+	plan := &Plan{Hash: HashBytes(data), Source: source, Version: doc.Version, doc: doc, stats: stats, masks: map[string]maskRule{}}
+	if doc.Version == 2 {
+		if doc.schema == nil || doc.profile == nil {
+			return nil, errors.New("rules: version 2 file without a compiled schema")
+		}
+		plan.Schema, plan.Profile = doc.schema, doc.profile
+	}
 	for _, rs := range doc.Routes {
 		r := &Route{
 			Name:      rs.Name,
@@ -162,14 +172,22 @@ func build(source string, data []byte, doc *Document, opt CompileOptions) (*Plan
 		slices.Sort(r.Keys)
 		plan.Routes = append(plan.Routes, r)
 	}
+	plan.buildDecrypt(doc.Decrypt)
+	plan.matcher = newMatcher(plan.Routes)
+	return plan, nil
+}
+
+// buildDecrypt compiles the decrypt section, the same in both versions.
+func (plan *Plan) buildDecrypt(dec DecryptSpec) {
+	stats := plan.stats
 	pol := &policy{open: map[string]bool{}, masks: map[string]fieldcrypt.Masker{}}
-	for _, k := range doc.Decrypt.Keys {
+	for _, k := range dec.Keys {
 		if !pol.open[k.Value] {
 			pol.open[k.Value] = true
 			plan.DecryptKeys = append(plan.DecryptKeys, k.Value)
 		}
 	}
-	for _, m := range doc.Decrypt.Mask {
+	for _, m := range dec.Mask {
 		rule := newMaskRule(m.Mask.Value)
 		plan.masks[m.Key.Value] = rule
 		pol.masks[m.Key.Value] = rule.masker(stats)
@@ -178,8 +196,6 @@ func build(source string, data []byte, doc *Document, opt CompileOptions) (*Plan
 	slices.Sort(plan.DecryptKeys)
 	slices.Sort(plan.MaskKeys)
 	plan.Decryptor = fieldcrypt.NewDecryptor(pol, fieldcrypt.Limits{})
-	plan.matcher = newMatcher(plan.Routes)
-	return plan, nil
 }
 
 // modeOf maps a validated mode name ("" is the default) to its Mode.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/sidecrypt/sidecrypt/datastore"
 	"gopkg.in/yaml.v3"
 )
 
@@ -18,15 +19,26 @@ import (
 // memory on every reload.
 const MaxFileSize = 1 << 20
 
-// SupportedVersion is the only rule file version this build reads.
+// SupportedVersion is the oldest rule file version this build reads (see
+// LatestVersion).
 const SupportedVersion = 1
 
 // Document is a parsed rule file, before compilation: what its author
 // wrote, with positions. A Plan keeps the Document it was compiled from.
 type Document struct {
 	Version int
-	Routes  []*RouteSpec
+	Routes  []*RouteSpec // version 1
 	Decrypt DecryptSpec
+
+	// Version 2.
+	Datastore   Item
+	Hosts       []Item
+	Collections []*CollectionSpec
+	Allow       []Item
+
+	pos     Pos               // of the top-level mapping
+	schema  *datastore.Schema // version 2, once validated
+	profile datastore.Profile // version 2, once validated
 }
 
 // Pos is a 1-based line and column in the rule file.
@@ -99,6 +111,9 @@ type parser struct {
 	file  string
 	lines [][]byte
 	diags []Diagnostic
+	// keyHints explain unknown keys that mean something elsewhere (a
+	// version 2 key in a version 1 file).
+	keyHints map[string]string
 }
 
 func (p *parser) errorf(pos Pos, hint, format string, args ...any) {
@@ -134,7 +149,7 @@ func (p *parser) parseDocument(data []byte) *Document {
 	var root yaml.Node
 	if err := dec.Decode(&root); err != nil {
 		if errors.Is(err, io.EOF) {
-			p.errorf(Pos{1, 1}, "start with \"version: 1\"; see docs/RULES.md", "the rule file is empty")
+			p.errorf(Pos{1, 1}, "start with \"version: 2\"; see docs/RULES.md", "the rule file is empty")
 			return nil
 		}
 		p.yamlError(err)
@@ -152,15 +167,20 @@ func (p *parser) parseDocument(data []byte) *Document {
 		p.errorf(Pos{1, 1}, "", "the rule file is empty")
 		return nil
 	}
-	doc := &Document{}
 	top := root.Content[0]
+	doc := &Document{pos: posOf(top)}
 	if top.Kind == yaml.ScalarNode && top.ShortTag() == "!!null" {
-		p.errorf(Pos{1, 1}, "start with \"version: 1\"; see docs/RULES.md", "the rule file is empty")
+		p.errorf(Pos{1, 1}, "start with \"version: 2\"; see docs/RULES.md", "the rule file is empty")
 		return nil
 	}
 	p.refuseAnchors(top)
 	sawVersion := false
-	p.mapping(top, "the rule file", []string{"version", "routes", "decrypt"}, func(key string, k, v *yaml.Node) {
+	allowed := topKeysV1
+	if versionOf(top) == 2 {
+		allowed = topKeysV2
+	}
+	p.keyHints = versionHints(versionOf(top))
+	p.mapping(top, "the rule file", allowed, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "version":
 			sawVersion = true
@@ -169,10 +189,19 @@ func (p *parser) parseDocument(data []byte) *Document {
 			p.routes(doc, v)
 		case "decrypt":
 			p.decrypt(doc, v)
+		case "datastore":
+			p.datastoreName(doc, v)
+		case "hosts":
+			doc.Hosts = p.strList(v, "hosts")
+		case "collections":
+			p.collections(doc, v)
+		case "allow":
+			doc.Allow = p.strList(v, "allow")
 		}
 	})
+	p.keyHints = nil
 	if !sawVersion && top.Kind == yaml.MappingNode {
-		p.errorf(posOf(top), "add \"version: 1\" as the first line", "missing \"version\"")
+		p.errorf(posOf(top), "add \"version: 2\" (collections) or \"version: 1\" (routes) as the first line", "missing \"version\"")
 	}
 	return doc
 }
@@ -287,6 +316,8 @@ func (p *parser) mapping(n *yaml.Node, what string, allowed []string, fn func(ke
 			hint := "allowed here: " + strings.Join(allowed, ", ")
 			if s := didYouMean(key, allowed); s != "" {
 				hint = fmt.Sprintf("did you mean %q? (%s)", s, hint)
+			} else if h, ok := p.keyHints[key]; ok {
+				hint = h
 			}
 			p.errorf(posOf(k), hint, "%s: unknown key %q", what, key)
 			continue
@@ -368,12 +399,12 @@ func quoteIfNeeded(s string) string {
 
 func (p *parser) version(doc *Document, v *yaml.Node) {
 	if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" {
-		p.errorf(posOf(v), "write \"version: 1\"", "version: want a number, got %s", kindName(v))
+		p.errorf(posOf(v), "write \"version: 2\" (collections) or \"version: 1\" (routes)", "version: want a number, got %s", kindName(v))
 		return
 	}
 	n, err := strconv.Atoi(v.Value)
-	if err != nil || n != SupportedVersion {
-		p.errorf(posOf(v), fmt.Sprintf("this build reads version %d", SupportedVersion), "unsupported rule file version %s", v.Value)
+	if err != nil || n < SupportedVersion || n > LatestVersion {
+		p.errorf(posOf(v), fmt.Sprintf("this build reads versions %d (routes) and %d (collections)", SupportedVersion, LatestVersion), "unsupported rule file version %s", v.Value)
 		return
 	}
 	doc.Version = n

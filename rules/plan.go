@@ -111,8 +111,21 @@ func (p *Plan) Match(r Request) *Route {
 // Hosts returns the hosts that routes name (forward mode intercepts HTTPS
 // only for these), or nil if some route matches any host.
 // Wildcard patterns are returned as written ("*.example.com").
+//
+// For a version 2 file they are the datastore's hosts (Schema.Hosts, host
+// or host:port, lower case); a file that names none leaves every host
+// possibly the datastore, so anyHost is true.
 func (p *Plan) Hosts() (hosts []string, anyHost bool) {
-	if p == nil || p.matcher == nil {
+	if p == nil {
+		return nil, false
+	}
+	if p.Schema != nil {
+		if len(p.Schema.Hosts) == 0 {
+			return nil, true
+		}
+		return slices.Clone(p.Schema.Hosts), false
+	}
+	if p.matcher == nil {
 		return nil, false
 	}
 	return p.matcher.hosts()

@@ -2,8 +2,10 @@ package rules
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
+	"github.com/sidecrypt/sidecrypt/datastore"
 	"github.com/sidecrypt/sidecrypt/fieldcrypt"
 )
 
@@ -14,6 +16,9 @@ import (
 func (p *Plan) Describe() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "rules %s (%s)\n", p.Hash, p.Source)
+	if p.Schema != nil {
+		p.describeSchema(&b)
+	}
 	for _, r := range p.Routes {
 		fmt.Fprintf(&b, "route %s (line %d)\n", r.Name, r.Line)
 		fmt.Fprintf(&b, "  methods: %s\n", listOr(r.Methods, "none (matches nothing)"))
@@ -35,16 +40,87 @@ func (p *Plan) Describe() string {
 			b.WriteString("  protects nothing\n")
 		}
 	}
+	p.describeDecrypt(&b)
+	return b.String()
+}
+
+func (p *Plan) describeDecrypt(b *strings.Builder) {
 	b.WriteString("decrypt:\n")
-	fmt.Fprintf(&b, "  open: %s\n", listOr(p.DecryptKeys, "none"))
+	fmt.Fprintf(b, "  open: %s\n", listOr(p.DecryptKeys, "none"))
 	if len(p.MaskKeys) == 0 {
 		b.WriteString("  mask: none\n")
 	}
 	for _, k := range p.MaskKeys {
-		fmt.Fprintf(&b, "  mask: %s -> %s\n", k, p.masks[k])
+		fmt.Fprintf(b, "  mask: %s -> %s\n", k, p.masks[k])
 	}
 	b.WriteString("  any other key: left as a token\n")
-	return b.String()
+}
+
+// describeSchema renders a version 2 plan: the datastore, each collection
+// with its fields, policies and views, and the server-wide operations.
+func (p *Plan) describeSchema(b *strings.Builder) {
+	s := p.Schema
+	fmt.Fprintf(b, "version 2, datastore %s\n", s.Datastore)
+	fmt.Fprintf(b, "hosts: %s\n", listOr(s.Hosts, "any (forward mode treats every host as the datastore)"))
+	for _, c := range s.Collections {
+		fmt.Fprintf(b, "collection %s (line %d)\n", c.Name, c.Line)
+		if len(c.Fields) == 0 {
+			b.WriteString("  fields: none\n")
+		} else {
+			b.WriteString("  fields:\n")
+		}
+		for _, f := range c.Fields {
+			fmt.Fprintf(b, "    %s -> %s\n", describeDocField(f), describeField(f.Key, f.Mode, f.EncryptNull))
+			if len(f.Tags) > 0 || f.Owner != "" {
+				var extra []string
+				if len(f.Tags) > 0 {
+					extra = append(extra, "tags "+strings.Join(f.Tags, ", "))
+				}
+				if f.Owner != "" {
+					extra = append(extra, fmt.Sprintf("owner %q", f.Owner))
+				}
+				fmt.Fprintf(b, "      %s\n", strings.Join(extra, "; "))
+			}
+		}
+		fmt.Fprintf(b, "  attachments: %s\n", c.Attachments)
+		fmt.Fprintf(b, "  design documents: %s\n", c.DesignDocs)
+		for _, name := range sortedViews(c) {
+			fmt.Fprintf(b, "  view %s: key %s\n", name, describeViewKey(c.Views[name]))
+		}
+	}
+	ops, _ := datastore.Operations(s.Datastore)
+	var refused []string
+	for _, op := range ops {
+		if !s.Allows(op) {
+			refused = append(refused, op)
+		}
+	}
+	fmt.Fprintf(b, "server operations allowed: %s\n", listOr(s.Allow, "none"))
+	fmt.Fprintf(b, "server operations refused: %s\n", listOr(refused, "none"))
+}
+
+// describeDocField names a version 2 field with where it applies.
+func describeDocField(f *datastore.Field) string {
+	if f.AnyDepth {
+		return f.Name + " (any depth)"
+	}
+	return f.Name
+}
+
+func describeViewKey(k datastore.ViewKey) string {
+	if k.Array {
+		return "[" + strings.Join(k.Fields, ", ") + "]"
+	}
+	return strings.Join(k.Fields, "")
+}
+
+func sortedViews(c *datastore.Collection) []string {
+	names := make([]string, 0, len(c.Views))
+	for n := range c.Views {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
 }
 
 func describeField(key string, mode fieldcrypt.Mode, encryptNull bool) string {
