@@ -109,6 +109,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	pcfg := proxy.Config{
 		Rules: src, Keys: cache, Audit: auditLog, Observer: m.ProxyObserver(), Logger: log,
 		MaxBody: int64(cfg.MaxBody), MaxDepth: cfg.MaxDepth, UpstreamTimeout: cfg.UpstreamTimeout, ShutdownTimeout: cfg.ShutdownTimeout,
+		PassThrough: cfg.PassThrough,
+	}
+	if cfg.AdminListen != "" && cfg.AdminListen != "off" {
+		// Forward mode must never reach the admin API, whatever a client
+		// calls it.
+		pcfg.Guard = append(pcfg.Guard, cfg.AdminListen)
 	}
 	if pcfg.UpstreamTLS, err = proxy.UpstreamTLSConfig(cfg.UpstreamCA); err != nil {
 		return err

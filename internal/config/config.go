@@ -93,6 +93,12 @@ type Config struct {
 	// CADir holds the forward-mode interception CA. SIDECRYPT_CA_DIR,
 	// default ca/ next to the keystore file.
 	CADir string `env:"CA_DIR"`
+	// PassThrough lists what forward mode may reach besides the
+	// datastore the rules name, comma-separated: "host", "host:port",
+	// "*.example.com", an IP, "ip:port" or a CIDR. Names reach public
+	// addresses only; loopback, private and link-local addresses only
+	// when listed by address. SIDECRYPT_PASSTHROUGH, default none.
+	PassThrough []string `env:"PASSTHROUGH" envSeparator:","`
 	// RewrapRate bounds background re-wrapping, in keys per second.
 	// SIDECRYPT_REWRAP_RATE, default 20.
 	RewrapRate float64 `env:"REWRAP_RATE" envDefault:"20"`
