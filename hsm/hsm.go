@@ -2,7 +2,9 @@ package hsm
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"errors"
+	"math/big"
 	"time"
 )
 
@@ -34,6 +36,24 @@ type Provider interface {
 	// key (created on first use, never exportable), for signed audit
 	// checkpoints.
 	AuditMAC(ctx context.Context, msg []byte) ([]byte, error)
+	// RecordMAC computes HMAC-SHA256 over msg with the provider's record
+	// key: a key of its own (neither a KEK nor the audit key), which
+	// never leaves the provider, for the integrity of keystore records.
+	// PKCS#11: a non-extractable generic secret "<object>-records",
+	// created on first use; software: derived from the file's sealed
+	// master secret (docs/HSM.md).
+	RecordMAC(ctx context.Context, msg []byte) ([]byte, error)
+	// VerifyRecordMAC returns nil if mac is RecordMAC(msg), compared in
+	// constant time, and an error wrapping ErrRecordMAC otherwise.
+	VerifyRecordMAC(ctx context.Context, msg, mac []byte) error
+	// BackupPublicKey returns the public half of the provider's backup
+	// signing key (ECDSA P-256), creating the key pair on first use. The
+	// private half never leaves the provider.
+	BackupPublicKey(ctx context.Context) (*ecdsa.PublicKey, error)
+	// SignBackup signs a SHA-256 digest (32 bytes) with the backup
+	// signing key: ECDSA P-256 (FIPS 186-5), the signature as r || s,
+	// each 32 bytes big-endian (IEEE P1363, the PKCS#11 CKM_ECDSA form).
+	SignBackup(ctx context.Context, digest []byte) ([]byte, error)
 	// Ping checks that the provider is reachable and logged in.
 	Ping(ctx context.Context) error
 	// Describe says what the provider is, for logs and `keys list`.
@@ -92,7 +112,18 @@ var (
 	// ErrInvalidArgument: the call itself is wrong and nothing was changed
 	// (a data key of an unusable length, retiring the current KEK).
 	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrRecordMAC: a record MAC does not verify under the record key:
+	// the record was changed outside sidecrypt, or MAC'd by another
+	// provider.
+	ErrRecordMAC = errors.New("record MAC does not verify")
 )
+
+// RecordMACSize is the length of a record MAC: HMAC-SHA256.
+const RecordMACSize = 32
+
+// BackupSignatureSize is the length of a backup signature: ECDSA P-256
+// r || s.
+const BackupSignatureSize = 64
 
 // Mechanism names recorded in Wrapped.Mechanism. They name the algorithm,
 // not a PKCS#11 mechanism code: every provider that implements RFC 5649
@@ -105,3 +136,13 @@ const (
 	// KW), selected with wrap-mechanism=kw for tokens that lack KWP.
 	MechanismKW = "aes-kw-rfc3394"
 )
+
+// verifyP1363 checks an ECDSA r || s signature.
+func verifyP1363(pub *ecdsa.PublicKey, digest, sig []byte) bool {
+	if pub == nil || len(sig) != BackupSignatureSize {
+		return false
+	}
+	r := new(big.Int).SetBytes(sig[:32])
+	s := new(big.Int).SetBytes(sig[32:])
+	return ecdsa.Verify(pub, digest, r, s)
+}

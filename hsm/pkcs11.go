@@ -6,7 +6,10 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -126,6 +129,14 @@ type pkcs11Provider struct {
 	current   uint32
 	audit     pkcs11.ObjectHandle
 	haveAudit bool
+	// records are the record MAC keys, smallest CKA_ID first: new MACs
+	// use the first, verification accepts any (see secretKeys).
+	records     []pkcs11.ObjectHandle
+	haveRecords bool
+	// signPriv and signPub are the backup signing key pair.
+	signPriv, signPubH pkcs11.ObjectHandle
+	signPub            *ecdsa.PublicKey
+	haveSign           bool
 
 	rotateMu sync.Mutex
 	closed   atomic.Bool
@@ -265,7 +276,7 @@ func (p *pkcs11Provider) do(ctx context.Context, op string, fn func(s *session) 
 // objects again.
 func (p *pkcs11Provider) forgetObjects() {
 	p.stateMu.Lock()
-	p.scanned, p.haveAudit = false, false
+	p.scanned, p.haveAudit, p.haveRecords, p.haveSign = false, false, false, false
 	p.stateMu.Unlock()
 }
 
@@ -284,7 +295,7 @@ func (p *pkcs11Provider) fail(op string, err error) error {
 }
 
 func isSentinel(err error) bool {
-	for _, s := range []error{ErrUnavailable, ErrUnknownKEK, ErrKEKRetired, ErrUnwrap, ErrNotCompiled, ErrConfig, ErrInvalidArgument} {
+	for _, s := range []error{ErrUnavailable, ErrUnknownKEK, ErrKEKRetired, ErrUnwrap, ErrNotCompiled, ErrConfig, ErrInvalidArgument, ErrRecordMAC} {
 		if errors.Is(err, s) {
 			return true
 		}
@@ -348,7 +359,7 @@ func (p *pkcs11Provider) syncState(gen uint64) error {
 		return err
 	}
 	p.slot, p.token, p.stateGen = slot, label, gen
-	p.scanned, p.haveAudit, p.keks = false, false, nil
+	p.scanned, p.haveAudit, p.haveRecords, p.haveSign, p.keks = false, false, false, false, nil
 	return nil
 }
 
@@ -948,16 +959,15 @@ func (p *pkcs11Provider) KEKs(ctx context.Context) ([]KEKInfo, error) {
 	return out, err
 }
 
-// auditKey finds or creates the HMAC key "<object>-audit": a generic
-// secret that can only sign and verify and never leaves the token. If two
-// processes race to create it, every process picks the one with the
-// smallest CKA_ID, so all agree from then on. Called with stateMu held.
-func (p *pkcs11Provider) auditKey(s *session) (pkcs11.ObjectHandle, error) {
-	if p.haveAudit {
-		return p.audit, nil
-	}
+// secretKeys finds or creates the HMAC keys labelled "<object>-<suffix>":
+// generic secrets that can only sign and verify and never leave the
+// token. It returns them sorted by CKA_ID. If two processes race to create
+// the key, both objects exist; every process uses the one with the
+// smallest CKA_ID from then on, and verification accepts a MAC from any
+// of them, so nothing MAC'd in the race is lost. Called with stateMu held.
+func (p *pkcs11Provider) secretKeys(s *session, suffix string) ([]pkcs11.ObjectHandle, error) {
 	c := p.mod.ctx
-	label := p.cfg.Object + "-audit"
+	label := p.cfg.Object + "-" + suffix
 	find := []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
@@ -965,12 +975,12 @@ func (p *pkcs11Provider) auditKey(s *session) (pkcs11.ObjectHandle, error) {
 	}
 	hs, err := p.findObjects(s, find)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	if len(hs) == 0 {
 		id := make([]byte, 16)
 		if _, err := rand.Read(id); err != nil {
-			return 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 		_, err := c.GenerateKey(s.h,
 			[]*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_GENERIC_SECRET_KEY_GEN, nil)},
@@ -993,11 +1003,180 @@ func (p *pkcs11Provider) auditKey(s *session) (pkcs11.ObjectHandle, error) {
 				pkcs11.NewAttribute(pkcs11.CKA_ID, id),
 			})
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
-		p.log.Info("hsm: pkcs11 provider created the audit key", "token", p.token, "label", label)
+		p.log.Info("hsm: pkcs11 provider created a MAC key", "token", p.token, "label", label)
 		if hs, err = p.findObjects(s, find); err != nil {
-			return 0, err
+			return nil, err
+		}
+	}
+	type keyed struct {
+		h  pkcs11.ObjectHandle
+		id []byte
+	}
+	var ks []keyed
+	for _, h := range hs {
+		attrs, err := c.GetAttributeValue(s.h, h, []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_ID, nil),
+			pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil),
+			pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil),
+		})
+		if err != nil {
+			return nil, err
+		}
+		if !attrBool(attrs[1]) || attrBool(attrs[2]) {
+			return nil, fmt.Errorf("%w: MAC key %q is extractable or not sensitive; sidecrypt refuses to use it", ErrUnavailable, label)
+		}
+		ks = append(ks, keyed{h, attrs[0].Value})
+	}
+	slices.SortFunc(ks, func(a, b keyed) int { return bytes.Compare(a.id, b.id) })
+	out := make([]pkcs11.ObjectHandle, len(ks))
+	for i, k := range ks {
+		out[i] = k.h
+	}
+	return out, nil
+}
+
+// auditKey returns the audit HMAC key "<object>-audit". Called with
+// stateMu held.
+func (p *pkcs11Provider) auditKey(s *session) (pkcs11.ObjectHandle, error) {
+	if p.haveAudit {
+		return p.audit, nil
+	}
+	hs, err := p.secretKeys(s, "audit")
+	if err != nil {
+		return 0, err
+	}
+	p.audit, p.haveAudit = hs[0], true
+	return hs[0], nil
+}
+
+// recordKeys returns the record MAC keys "<object>-records". Called with
+// stateMu held.
+func (p *pkcs11Provider) recordKeys(s *session) ([]pkcs11.ObjectHandle, error) {
+	if p.haveRecords {
+		return p.records, nil
+	}
+	hs, err := p.secretKeys(s, "records")
+	if err != nil {
+		return nil, err
+	}
+	p.records, p.haveRecords = hs, true
+	return hs, nil
+}
+
+func (p *pkcs11Provider) RecordMAC(ctx context.Context, msg []byte) ([]byte, error) {
+	var mac []byte
+	err := p.do(ctx, "record MAC", func(s *session) error {
+		p.stateMu.Lock()
+		hs, err := p.recordKeys(s)
+		p.stateMu.Unlock()
+		if err != nil {
+			return err
+		}
+		c := p.mod.ctx
+		if err := c.SignInit(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_SHA256_HMAC, nil)}, hs[0]); err != nil {
+			return err
+		}
+		mac, err = c.Sign(s.h, msg)
+		return err
+	})
+	return mac, err
+}
+
+// VerifyRecordMAC checks mac with C_Verify under each record key (one,
+// unless two processes created it at once).
+func (p *pkcs11Provider) VerifyRecordMAC(ctx context.Context, msg, mac []byte) error {
+	if len(mac) != RecordMACSize {
+		return p.fail("verify record MAC", fmt.Errorf("%w: MAC of %d bytes", ErrRecordMAC, len(mac)))
+	}
+	return p.do(ctx, "verify record MAC", func(s *session) error {
+		p.stateMu.Lock()
+		hs, err := p.recordKeys(s)
+		p.stateMu.Unlock()
+		if err != nil {
+			return err
+		}
+		c := p.mod.ctx
+		mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_SHA256_HMAC, nil)}
+		for _, h := range hs {
+			if err := c.VerifyInit(s.h, mech, h); err != nil {
+				return err
+			}
+			err := c.Verify(s.h, msg, mac)
+			if err == nil {
+				return nil
+			}
+			if !isRV(err, pkcs11.CKR_SIGNATURE_INVALID) && !isRV(err, pkcs11.CKR_SIGNATURE_LEN_RANGE) {
+				return err
+			}
+		}
+		return ErrRecordMAC
+	})
+}
+
+// oidP256 is the DER encoding of the P-256 curve's OID (1.2.840.10045.3.1.7),
+// the CKA_EC_PARAMS of the backup signing key.
+var oidP256 = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
+
+// signingKey finds or generates the backup signing key pair
+// "<object>-backup-signing" (ECDSA P-256, the private half sensitive and
+// not extractable). As with secretKeys, a race that creates two pairs
+// settles on the one with the smallest CKA_ID. Called with stateMu held.
+func (p *pkcs11Provider) signingKey(s *session) error {
+	if p.haveSign {
+		return nil
+	}
+	c := p.mod.ctx
+	label := p.cfg.Object + "-backup-signing"
+	find := []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+	}
+	hs, err := p.findObjects(s, find)
+	if err != nil {
+		return err
+	}
+	if len(hs) == 0 {
+		id := make([]byte, 16)
+		if _, err := rand.Read(id); err != nil {
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		_, _, err := c.GenerateKeyPair(s.h,
+			[]*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_EC_KEY_PAIR_GEN, nil)},
+			[]*pkcs11.Attribute{
+				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
+				pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
+				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+				pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
+				pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true),
+				pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, false),
+				pkcs11.NewAttribute(pkcs11.CKA_WRAP, false),
+				pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, oidP256),
+				pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+				pkcs11.NewAttribute(pkcs11.CKA_ID, id),
+			},
+			[]*pkcs11.Attribute{
+				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
+				pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
+				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+				pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+				pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+				pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+				pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
+				pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, false),
+				pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false),
+				pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false),
+				pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+				pkcs11.NewAttribute(pkcs11.CKA_ID, id),
+			})
+		if err != nil {
+			return err
+		}
+		p.log.Info("hsm: pkcs11 provider created the backup signing key", "token", p.token, "label", label)
+		if hs, err = p.findObjects(s, find); err != nil {
+			return err
 		}
 	}
 	var best pkcs11.ObjectHandle
@@ -1009,17 +1188,94 @@ func (p *pkcs11Provider) auditKey(s *session) (pkcs11.ObjectHandle, error) {
 			pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil),
 		})
 		if err != nil {
-			return 0, err
+			return err
 		}
 		if !attrBool(attrs[1]) || attrBool(attrs[2]) {
-			return 0, fmt.Errorf("%w: audit key %q is extractable or not sensitive; sidecrypt refuses to use it", ErrUnavailable, label)
+			return fmt.Errorf("%w: backup signing key %q is extractable or not sensitive; sidecrypt refuses to use it", ErrUnavailable, label)
 		}
 		if i == 0 || bytes.Compare(attrs[0].Value, bestID) < 0 {
 			best, bestID = h, attrs[0].Value
 		}
 	}
-	p.audit, p.haveAudit = best, true
-	return best, nil
+	pubs, err := p.findObjects(s, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+		pkcs11.NewAttribute(pkcs11.CKA_ID, bestID),
+	})
+	if err != nil {
+		return err
+	}
+	if len(pubs) != 1 {
+		return fmt.Errorf("%w: backup signing key %q: %d public keys with its CKA_ID; want 1", ErrUnavailable, label, len(pubs))
+	}
+	attrs, err := c.GetAttributeValue(s.h, pubs[0], []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_EC_POINT, nil)})
+	if err != nil {
+		return err
+	}
+	pub, err := parseECPoint(attrs[0].Value)
+	if err != nil {
+		return fmt.Errorf("%w: backup signing key %q: %v", ErrUnavailable, label, err)
+	}
+	p.signPriv, p.signPubH, p.signPub, p.haveSign = best, pubs[0], pub, true
+	return nil
+}
+
+// parseECPoint reads a P-256 CKA_EC_POINT: PKCS#11 says it is the DER
+// OCTET STRING around the uncompressed point (0x04 || X || Y); some
+// tokens return the bare point.
+func parseECPoint(v []byte) (*ecdsa.PublicKey, error) {
+	if len(v) == 67 && v[0] == 0x04 && v[1] == 65 {
+		v = v[2:]
+	}
+	return ecdsa.ParseUncompressedPublicKey(elliptic.P256(), v)
+}
+
+func (p *pkcs11Provider) BackupPublicKey(ctx context.Context) (*ecdsa.PublicKey, error) {
+	var pub *ecdsa.PublicKey
+	err := p.do(ctx, "backup public key", func(s *session) error {
+		p.stateMu.Lock()
+		defer p.stateMu.Unlock()
+		if err := p.signingKey(s); err != nil {
+			return err
+		}
+		cp := *p.signPub
+		pub = &cp
+		return nil
+	})
+	return pub, err
+}
+
+// SignBackup signs with CKM_ECDSA (the digest is computed outside the
+// token, so any token with plain ECDSA will do), and checks the signature
+// against the public key before returning it: a signature that would not
+// verify at restore is better found now.
+func (p *pkcs11Provider) SignBackup(ctx context.Context, digest []byte) ([]byte, error) {
+	if len(digest) != sha256.Size {
+		return nil, p.fail("sign backup", fmt.Errorf("%w: digest of %d bytes; want a SHA-256 digest", ErrInvalidArgument, len(digest)))
+	}
+	var sig []byte
+	err := p.do(ctx, "sign backup", func(s *session) error {
+		p.stateMu.Lock()
+		err := p.signingKey(s)
+		priv, pub := p.signPriv, p.signPub
+		p.stateMu.Unlock()
+		if err != nil {
+			return err
+		}
+		c := p.mod.ctx
+		if err := c.SignInit(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_ECDSA, nil)}, priv); err != nil {
+			return err
+		}
+		if sig, err = c.Sign(s.h, digest); err != nil {
+			return err
+		}
+		if len(sig) != BackupSignatureSize || !verifyP1363(pub, digest, sig) {
+			return fmt.Errorf("%w: the token's ECDSA signature does not verify under its public key", ErrUnavailable)
+		}
+		return nil
+	})
+	return sig, err
 }
 
 func (p *pkcs11Provider) AuditMAC(ctx context.Context, msg []byte) ([]byte, error) {

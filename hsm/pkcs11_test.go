@@ -230,9 +230,12 @@ func TestPKCS11KEKNeverLeavesToken(t *testing.T) {
 	if _, err := p.AuditMAC(ctx, []byte("create the audit key")); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := p.RecordMAC(ctx, []byte("create the record key")); err != nil {
+		t.Fatal(err)
+	}
 	p.Close()
 
-	reports := inspectTokenFromOutside(t, tok, "kek-v1", "kek-v2", "kek-audit")
+	reports := inspectTokenFromOutside(t, tok, "kek-v1", "kek-v2", "kek-audit", "kek-records")
 	for label, r := range reports {
 		t.Run(label, func(t *testing.T) {
 			if r.Found != 1 {
@@ -269,8 +272,10 @@ func TestPKCS11KEKNeverLeavesToken(t *testing.T) {
 	if r := reports["kek-v2"]; !r.Attrs["unwrap"] || !r.Attrs["wrap"] || r.Attrs["sign"] || r.Attrs["verify"] {
 		t.Errorf("current kek-v2 attributes %v; want wrap and unwrap only", r.Attrs)
 	}
-	if r := reports["kek-audit"]; !r.Attrs["sign"] || r.Attrs["wrap"] || r.Attrs["unwrap"] {
-		t.Errorf("audit key attributes %v; want sign/verify only", r.Attrs)
+	for _, l := range []string{"kek-audit", "kek-records"} {
+		if r := reports[l]; !r.Attrs["sign"] || r.Attrs["wrap"] || r.Attrs["unwrap"] {
+			t.Errorf("%s attributes %v; want sign/verify only", l, r.Attrs)
+		}
 	}
 }
 

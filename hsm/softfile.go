@@ -71,6 +71,11 @@ type softFile struct {
 type softPayload struct {
 	KEKs     []softPayloadKEK `json:"keks"`
 	AuditKey []byte           `json:"audit_key"`
+	// Master is a random 32-byte secret from which the record MAC key
+	// and the backup signing key are derived (HKDF, one label each; see
+	// softKeys). Files written before it existed lack it; the provider
+	// adds one when it opens such a file.
+	Master []byte `json:"master,omitempty"`
 }
 
 type softPayloadKEK struct {
@@ -85,6 +90,7 @@ func (p *softPayload) zero() {
 		clear(p.KEKs[i].Key)
 	}
 	clear(p.AuditKey)
+	clear(p.Master)
 }
 
 // newSoftHeader makes a header with a fresh salt.
@@ -224,6 +230,9 @@ func (p *softPayload) check() error {
 	}
 	if len(p.AuditKey) != softKeyLen {
 		return errors.New("audit key missing")
+	}
+	if p.Master != nil && len(p.Master) != softKeyLen {
+		return errors.New("master secret of the wrong length")
 	}
 	seen := map[uint32]bool{}
 	for _, k := range p.KEKs {

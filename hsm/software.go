@@ -2,6 +2,9 @@ package hsm
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -65,7 +68,60 @@ type softwareProvider struct {
 	keks    map[uint32]*softKEK
 	current uint32
 	audit   []byte
-	closed  bool
+	// master is the file's random master secret; recordKey and signKey
+	// are derived from it (softKeys).
+	master    []byte
+	recordKey []byte
+	signKey   *ecdsa.PrivateKey
+	closed    bool
+}
+
+// HKDF labels of the keys the software provider derives from its master
+// secret. Changing one invalidates every record MAC or backup signature
+// made under it.
+const (
+	softLabelRecordMAC = "sidecrypt software provider v1 record-mac"
+	softLabelSigning   = "sidecrypt software provider v1 backup-signing"
+)
+
+// softKeys derives the record MAC key (HKDF-SHA256, RFC 5869, no salt)
+// and the backup signing key from master. The signing key is the first
+// HKDF output, under the label followed by a counter byte 0, 1, ..., that
+// is a valid P-256 scalar (non-zero, below the group order): the first one
+// is, except with probability about 2^-32.
+func softKeys(master []byte) (recordKey []byte, signKey *ecdsa.PrivateKey, err error) {
+	recordKey, err = hkdf.Key(sha256.New, master, nil, softLabelRecordMAC, 32)
+	if err != nil {
+		return nil, nil, err
+	}
+	for i := range 256 {
+		d, err := hkdf.Key(sha256.New, master, nil, softLabelSigning+string([]byte{byte(i)}), 32)
+		if err != nil {
+			clear(recordKey)
+			return nil, nil, err
+		}
+		signKey, err = ecdsa.ParseRawPrivateKey(elliptic.P256(), d)
+		clear(d)
+		if err == nil {
+			return recordKey, signKey, nil
+		}
+	}
+	clear(recordKey)
+	return nil, nil, errors.New("no valid signing scalar derived")
+}
+
+// checkSoftFileMode refuses a key file that group or others may read: it
+// holds every KEK, sealed only under a passphrase that an offline guesser
+// could then attack at leisure.
+func checkSoftFileMode(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil // absent: created with mode 0600; other errors surface on read
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return softErr("open", path, ErrConfig, fmt.Sprintf("the key file has mode %04o, so group or others can read the sealed KEKs and guess the passphrase offline; run: chmod 600 %s", perm, path))
+	}
+	return nil
 }
 
 func softErr(op, path string, sentinel error, detail string) error {
@@ -103,6 +159,9 @@ func openSoftware(ctx context.Context, opts Options, log *slog.Logger) (Provider
 	}
 	defer unlock()
 
+	if err := checkSoftFileMode(path); err != nil {
+		return nil, err
+	}
 	f, err := readSoftFile(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && opts.Create:
@@ -122,14 +181,22 @@ func openSoftware(ctx context.Context, opts Options, log *slog.Logger) (Provider
 			return nil, softErr("open", path, ErrUnavailable, err.Error())
 		}
 		p.sealKey, p.hdr = key, f.softHeader
-		p.install(payload)
+		if err := p.install(payload); err != nil {
+			return nil, softErr("open", path, ErrUnavailable, err.Error())
+		}
+		if p.master == nil {
+			// A file from before record MACs and backup signatures: give
+			// it a master secret now, under the lock already held.
+			if err := p.addMaster(); err != nil {
+				p.Close()
+				return nil, err
+			}
+			log.Info("hsm: software provider added a master secret (record MAC and backup signing keys) to its key file", "file", path)
+		}
 		if f.KDF.params().Weaker() {
 			log.Warn("hsm: software key file uses Argon2id parameters below RFC 9106's second recommended option; recreate it outside tests",
 				"file", path, "time", f.KDF.Time, "memory_kib", f.KDF.MemoryKiB, "threads", f.KDF.Threads)
 		}
-	}
-	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
-		log.Warn("hsm: software key file is readable by group or others; chmod 600 it", "file", path, "mode", st.Mode().Perm().String())
 	}
 	log.Warn("hsm: software KEK provider: "+SoftwareWarning, "file", path)
 	return p, nil
@@ -147,14 +214,13 @@ func (p *softwareProvider) create(ctx context.Context, passphrase string) error 
 		return softErr("create", p.path, ErrUnavailable, err.Error())
 	}
 	key := deriveSealKey(passphrase, hdr)
-	payload := &softPayload{AuditKey: make([]byte, softKeyLen)}
+	payload := &softPayload{AuditKey: make([]byte, softKeyLen), Master: make([]byte, softKeyLen)}
 	kek := softPayloadKEK{Version: 1, Key: make([]byte, softKeyLen), Created: time.Now().UTC()}
 	payload.KEKs = append(payload.KEKs, kek)
-	if _, err := rand.Read(kek.Key); err != nil {
-		return softErr("create", p.path, ErrUnavailable, err.Error())
-	}
-	if _, err := rand.Read(payload.AuditKey); err != nil {
-		return softErr("create", p.path, ErrUnavailable, err.Error())
+	for _, b := range [][]byte{kek.Key, payload.AuditKey, payload.Master} {
+		if _, err := rand.Read(b); err != nil {
+			return softErr("create", p.path, ErrUnavailable, err.Error())
+		}
 	}
 	if err := p.write(key, hdr, payload); err != nil {
 		payload.zero()
@@ -162,8 +228,26 @@ func (p *softwareProvider) create(ctx context.Context, passphrase string) error 
 		return err
 	}
 	p.sealKey, p.hdr = key, hdr
-	p.install(payload)
+	if err := p.install(payload); err != nil {
+		return softErr("create", p.path, ErrUnavailable, err.Error())
+	}
 	return nil
+}
+
+// addMaster gives a file that lacks one a master secret and writes the
+// file. Called with the file lock held, before p is shared.
+func (p *softwareProvider) addMaster() error {
+	m := make([]byte, softKeyLen)
+	if _, err := rand.Read(m); err != nil {
+		return softErr("add master secret", p.path, ErrUnavailable, err.Error())
+	}
+	rk, sk, err := softKeys(m)
+	if err != nil {
+		clear(m)
+		return softErr("add master secret", p.path, ErrUnavailable, err.Error())
+	}
+	p.master, p.recordKey, p.signKey = m, rk, sk
+	return p.write(p.sealKey, p.hdr, p.snapshot())
 }
 
 func (p *softwareProvider) write(key []byte, hdr softHeader, payload *softPayload) error {
@@ -179,8 +263,21 @@ func (p *softwareProvider) write(key []byte, hdr softHeader, payload *softPayloa
 
 // install replaces the in-memory state with payload, taking ownership of
 // its key slices. Called with p.mu held for writing (or before p is
-// shared).
-func (p *softwareProvider) install(payload *softPayload) {
+// shared). A payload without a master secret (rewritten by an older
+// binary) keeps the one in memory, so that the next write restores it.
+func (p *softwareProvider) install(payload *softPayload) error {
+	if payload.Master != nil && !hmac.Equal(payload.Master, p.master) {
+		rk, sk, err := softKeys(payload.Master)
+		if err != nil {
+			payload.zero()
+			return err
+		}
+		clear(p.master)
+		clear(p.recordKey)
+		p.master, p.recordKey, p.signKey = payload.Master, rk, sk
+	} else {
+		clear(payload.Master)
+	}
 	old := p.keks
 	p.keks = make(map[uint32]*softKEK, len(payload.KEKs))
 	p.current = 0
@@ -197,12 +294,13 @@ func (p *softwareProvider) install(payload *softPayload) {
 	for _, k := range old {
 		clear(k.key)
 	}
+	return nil
 }
 
 // snapshot returns the in-memory state as a payload (sharing key slices:
 // do not zero it).
 func (p *softwareProvider) snapshot() *softPayload {
-	out := &softPayload{AuditKey: p.audit}
+	out := &softPayload{AuditKey: p.audit, Master: p.master}
 	for _, v := range p.versions() {
 		k := p.keks[v]
 		out.KEKs = append(out.KEKs, softPayloadKEK{Version: k.version, Key: k.key, Created: k.created, Retired: k.retired})
@@ -233,7 +331,9 @@ func (p *softwareProvider) reload() error {
 	if err != nil {
 		return softErr("reload", p.path, ErrUnavailable, err.Error())
 	}
-	p.install(payload)
+	if err := p.install(payload); err != nil {
+		return softErr("reload", p.path, ErrUnavailable, err.Error())
+	}
 	return nil
 }
 
@@ -413,6 +513,57 @@ func (p *softwareProvider) AuditMAC(ctx context.Context, msg []byte) ([]byte, er
 	return m.Sum(nil), nil
 }
 
+func (p *softwareProvider) RecordMAC(ctx context.Context, msg []byte) ([]byte, error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return nil, softErr("record MAC", p.path, ErrUnavailable, "provider is closed")
+	}
+	m := hmac.New(sha256.New, p.recordKey)
+	m.Write(msg)
+	return m.Sum(nil), nil
+}
+
+func (p *softwareProvider) VerifyRecordMAC(ctx context.Context, msg, mac []byte) error {
+	want, err := p.RecordMAC(ctx, msg)
+	if err != nil {
+		return err
+	}
+	if !hmac.Equal(want, mac) {
+		return softErr("verify record MAC", p.path, ErrRecordMAC, "")
+	}
+	return nil
+}
+
+func (p *softwareProvider) BackupPublicKey(ctx context.Context) (*ecdsa.PublicKey, error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return nil, softErr("backup public key", p.path, ErrUnavailable, "provider is closed")
+	}
+	pub := p.signKey.PublicKey
+	return &pub, nil
+}
+
+func (p *softwareProvider) SignBackup(ctx context.Context, digest []byte) ([]byte, error) {
+	if len(digest) != sha256.Size {
+		return nil, softErr("sign backup", p.path, ErrInvalidArgument, fmt.Sprintf("digest of %d bytes; want a SHA-256 digest", len(digest)))
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return nil, softErr("sign backup", p.path, ErrUnavailable, "provider is closed")
+	}
+	r, s, err := ecdsa.Sign(rand.Reader, p.signKey, digest)
+	if err != nil {
+		return nil, softErr("sign backup", p.path, ErrUnavailable, err.Error())
+	}
+	sig := make([]byte, BackupSignatureSize)
+	r.FillBytes(sig[:32])
+	s.FillBytes(sig[32:])
+	return sig, nil
+}
+
 func (p *softwareProvider) Ping(ctx context.Context) error {
 	p.mu.RLock()
 	closed := p.closed
@@ -445,6 +596,11 @@ func (p *softwareProvider) Close() error {
 	}
 	clear(p.audit)
 	clear(p.sealKey)
+	clear(p.master)
+	clear(p.recordKey)
+	// The signing key's scalar lives in big.Int and crypto/internal
+	// values that cannot be reached to zero; drop the reference.
+	p.signKey = nil
 	return nil
 }
 

@@ -14,12 +14,16 @@ package hsmtest
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -314,6 +318,99 @@ func Run(t *testing.T, newProvider func(t *testing.T) hsm.Provider) {
 		}
 	})
 
+	t.Run("RecordMAC", func(t *testing.T) {
+		p := open(t)
+		msg := []byte("sidecrypt record v1\x00 pii")
+		m1, err := p.RecordMAC(ctx, msg)
+		if err != nil {
+			t.Fatalf("RecordMAC: %v", err)
+		}
+		if len(m1) != hsm.RecordMACSize {
+			t.Fatalf("RecordMAC is %d bytes; want %d", len(m1), hsm.RecordMACSize)
+		}
+		again, _ := p.RecordMAC(ctx, msg)
+		if !bytes.Equal(m1, again) {
+			t.Error("RecordMAC is not deterministic")
+		}
+		if err := p.VerifyRecordMAC(ctx, msg, m1); err != nil {
+			t.Errorf("VerifyRecordMAC(own MAC) = %v", err)
+		}
+		// The record key is its own key: not the audit key, and not moved
+		// by a KEK rotation (records MAC'd before must keep verifying).
+		if a, err := p.AuditMAC(ctx, msg); err != nil || bytes.Equal(a, m1) {
+			t.Errorf("RecordMAC equals AuditMAC of the same message (err %v)", err)
+		}
+		if _, err := p.RotateKEK(ctx); err != nil {
+			t.Fatalf("RotateKEK: %v", err)
+		}
+		if err := p.VerifyRecordMAC(ctx, msg, m1); err != nil {
+			t.Errorf("VerifyRecordMAC after RotateKEK = %v", err)
+		}
+		bad := [][]byte{nil, m1[:31], append(bytes.Clone(m1), 0), make([]byte, 32)}
+		for i := range len(m1) * 8 {
+			b := bytes.Clone(m1)
+			b[i/8] ^= 1 << (i % 8)
+			bad = append(bad, b)
+		}
+		for i, b := range bad {
+			if err := p.VerifyRecordMAC(ctx, msg, b); !errors.Is(err, hsm.ErrRecordMAC) {
+				t.Fatalf("tampered MAC %d: VerifyRecordMAC = %v; want ErrRecordMAC", i, err)
+			}
+		}
+		other := append(bytes.Clone(msg), '!')
+		if err := p.VerifyRecordMAC(ctx, other, m1); !errors.Is(err, hsm.ErrRecordMAC) {
+			t.Errorf("MAC of another message: VerifyRecordMAC = %v; want ErrRecordMAC", err)
+		}
+		q := open(t)
+		if err := q.VerifyRecordMAC(ctx, msg, m1); !errors.Is(err, hsm.ErrRecordMAC) {
+			t.Errorf("another provider accepts this one's record MAC (err %v)", err)
+		}
+	})
+
+	t.Run("BackupSigning", func(t *testing.T) {
+		p := open(t)
+		pub, err := p.BackupPublicKey(ctx)
+		if err != nil {
+			t.Fatalf("BackupPublicKey: %v", err)
+		}
+		if pub.Curve != elliptic.P256() {
+			t.Fatalf("backup signing key is on %s; want P-256", pub.Curve.Params().Name)
+		}
+		digest := sha256.Sum256([]byte("a backup"))
+		sig, err := p.SignBackup(ctx, digest[:])
+		if err != nil {
+			t.Fatalf("SignBackup: %v", err)
+		}
+		if len(sig) != hsm.BackupSignatureSize {
+			t.Fatalf("signature is %d bytes; want %d (r || s)", len(sig), hsm.BackupSignatureSize)
+		}
+		verify := func(pub *ecdsa.PublicKey, d, sig []byte) bool {
+			return ecdsa.Verify(pub, d, new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:]))
+		}
+		if !verify(pub, digest[:], sig) {
+			t.Fatal("signature does not verify under BackupPublicKey")
+		}
+		other := sha256.Sum256([]byte("another backup"))
+		if verify(pub, other[:], sig) {
+			t.Error("signature verifies for another digest")
+		}
+		if _, err := p.RotateKEK(ctx); err != nil {
+			t.Fatalf("RotateKEK: %v", err)
+		}
+		if again, err := p.BackupPublicKey(ctx); err != nil || !again.Equal(pub) {
+			t.Errorf("backup public key changed after RotateKEK (err %v)", err)
+		}
+		for _, n := range []int{0, 20, 31, 33, 64} {
+			if _, err := p.SignBackup(ctx, make([]byte, n)); !errors.Is(err, hsm.ErrInvalidArgument) {
+				t.Errorf("SignBackup(%d-byte digest) = %v; want ErrInvalidArgument", n, err)
+			}
+		}
+		q := open(t)
+		if qp, err := q.BackupPublicKey(ctx); err != nil || qp.Equal(pub) {
+			t.Errorf("two fresh providers share a backup signing key (err %v)", err)
+		}
+	})
+
 	t.Run("ErrorsHoldNoKeyBytes", func(t *testing.T) {
 		p := open(t)
 		dek := randomBytes(t, DEKLen)
@@ -384,6 +481,12 @@ func Run(t *testing.T, newProvider func(t *testing.T) hsm.Provider) {
 		}
 		if _, err := p.Unwrap(ctx, w); !errors.Is(err, hsm.ErrUnavailable) {
 			t.Errorf("Unwrap after Close = %v; want ErrUnavailable", err)
+		}
+		if _, err := p.RecordMAC(ctx, []byte("x")); !errors.Is(err, hsm.ErrUnavailable) {
+			t.Errorf("RecordMAC after Close = %v; want ErrUnavailable", err)
+		}
+		if _, err := p.SignBackup(ctx, make([]byte, 32)); !errors.Is(err, hsm.ErrUnavailable) {
+			t.Errorf("SignBackup after Close = %v; want ErrUnavailable", err)
 		}
 	})
 }
