@@ -54,6 +54,10 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		// is. Its tokens stay tokens: nothing is exposed.
 		return nil
 	}
+	if mediaType(resp.Header.Get("Content-Type")) == "text/event-stream" {
+		p.decryptEvents(resp, ex, c)
+		return nil
+	}
 	if c == codingIdentity && resp.ContentLength > 0 && resp.ContentLength <= smallResponse {
 		return p.decryptBuffered(resp, ex)
 	}
@@ -72,7 +76,7 @@ func decryptableResponse(resp *http.Response) bool {
 		return false
 	}
 	switch mt := mediaType(resp.Header.Get("Content-Type")); mt {
-	case "application/x-ndjson", "application/jsonl", "application/json-lines", "text/plain":
+	case "application/x-ndjson", "application/jsonl", "application/json-lines", "text/plain", "text/event-stream":
 		return true
 	default:
 		return isJSONType(mt)
