@@ -30,17 +30,39 @@
 //  1. The rules in force are read once (Rules.Current, an atomic load); that
 //     one Plan serves the whole exchange, so a reload never splits a request
 //     between two rule sets.
-//  2. A path with a "." or ".." segment is refused (bad_path): the rules
-//     match the resolved path, and an upstream that read the raw one
-//     differently could store a body where no rule looked.
-//  3. The Plan picks the first matching route by method, path and (forward
-//     mode) host.
-//  4. On a matched route, the request is protected, or refused with nothing
+//  2. A path with a "." or ".." segment (also percent-encoded) is refused
+//     (bad_path): an upstream that resolved it could store a body where
+//     no rule looked.
+//  3. Forward mode only: the destination is resolved and checked (see
+//     "Forward mode" below); the datastore is recognised by every name
+//     and address that reaches it, and anything else not listed is
+//     refused.
+//  4. Version 2 rules: the plan's datastore profile classifies the
+//     request (datastore.Profile.Classify) and the pipeline carries out
+//     the decision (v2.go). Version 1 rules: the Plan picks the first
+//     matching route by method, path and (forward mode) host. Paths are
+//     read as the datastore reads them, split at '/' before unescaping:
+//     "/clinic/a%2Fb" is the document "a/b" in "clinic".
+//  5. A request that reaches a protected collection (or matches a route)
+//     gets the strict checks, then is protected, or refused with nothing
 //     forwarded (see below).
-//  5. The request goes upstream through httputil.ReverseProxy: hop-by-hop
+//  6. The request goes upstream through httputil.ReverseProxy: hop-by-hop
 //     headers removed, X-Forwarded-For/Host/Proto set (reverse mode only),
 //     the query string passed exactly as sent (after sealing).
-//  6. The response is decrypted if it may hold tokens (see below).
+//  7. The response is decrypted if it may hold tokens (see below).
+//
+// # Strict checks
+//
+// A request that reaches a protected collection (version 2) or matches a
+// route (version 1) must be read by the datastore exactly as the sidecar
+// checked it: one Content-Type header; no charset but UTF-8 (a store that
+// honours charset=utf-7 reads "+AHM-sn" as "ssn"); no byte-order mark; no
+// method override (X-HTTP-Method-Override, X-HTTP-Method,
+// X-Method-Override, a _method parameter). Version 2 reads every body of a
+// protected collection as JSON whatever its label, as CouchDB does, and
+// refuses media types other than JSON, +json and text/plain (multipart
+// carries attachments it cannot read); an empty segment ("//") on a
+// version 1 route is refused as ambiguous.
 //
 // A request that no route matches streams through untouched and
 // unbuffered in both directions (a 1 GiB upload is tested to keep the heap
@@ -78,7 +100,12 @@
 // fixed text: no request content can reach them.
 //
 //	status  code                          when
-//	400     bad_path                      a "." or ".." path segment
+//	400     bad_path                      a "." or ".." path segment, a bad escape, "//" on a route
+//	400     bad_request                   the profile cannot read the request as the store would
+//	400     bad_content_type              a malformed or repeated Content-Type on a protected request
+//	400     byte_order_mark               a body that starts with a byte-order mark
+//	400     unexpected_body               a body where the profile allows none (a read, a delete)
+//	400     unsupported_query             a comparison that cannot work on an encrypted field
 //	400     bad_query                     a malformed query on a route with query rules
 //	400     bad_content_encoding          a gzip/deflate body that does not decode
 //	400     body_read_failed              the client's body broke off
@@ -87,10 +114,14 @@
 //	400     duplicate_key                 an object repeats a key on a protected path
 //	400     invalid_utf8                  the body is not UTF-8
 //	400     not_proxy_request             forward mode got an origin-form request
+//	403     unprotected_operation         the profile does not know the request to be safe (deny by
+//	                                      default), or a method override on a protected request
+//	403     egress_refused                forward mode: a destination neither the datastore nor listed
 //	405     method_not_allowed            CONNECT in reverse mode
 //	413     body_too_large                over MaxBody, declared, streamed or decoded
 //	415     unsupported_media_type        a body type the route does not accept
 //	415     unsupported_content_encoding  br, zstd, compress, or stacked codings
+//	415     unsupported_charset           a charset other than UTF-8 on a protected request
 //	500     internal_error                a panic before forwarding (nothing forwarded)
 //	502     upstream_unavailable          the upstream could not be reached or failed
 //	503     key_unavailable               a key, the key store or the HSM is unavailable
@@ -150,25 +181,43 @@
 // # Forward mode and interception
 //
 // In forward mode, absolute-form requests (plain HTTP) enter the pipeline
-// directly; CONNECT is handled by github.com/elazarl/goproxy. At each
-// CONNECT the rules in force are asked for the hosts they name
-// (rules.Plan.Hosts): a CONNECT to such a host ("*.example.com" patterns
-// included; every host if some route names none) is intercepted, any other
-// is tunnelled untouched. An intercepted connection is terminated with a
-// leaf certificate for the host, signed by the local CA and cached per host
-// (ECDSA P-256, valid 7 days, renewed a day before expiry), and served by
-// a net/http server whose handler is the same pipeline; the upstream is
-// then reached over TLS with full verification. goproxy's own request loop
-// and its default Transport (which skips certificate verification) are not
-// used, and its CONNECT dialer ignores HTTPS_PROXY.
+// directly; CONNECT is handled by github.com/elazarl/goproxy. Every request
+// and every CONNECT is decided on the addresses the sidecar will connect
+// to (egress.go):
+//
+//   - The datastore the rules name (version 2 "hosts", version 1 route
+//     hosts) is recognised by every name and address that reaches it: a
+//     destination whose resolved address is one of the datastore's is the
+//     datastore, whatever the application called it, and gets the rules;
+//     a CONNECT to it is intercepted.
+//   - Version 1 routes with "*.example.com" hosts, or without hosts,
+//     intercept what they match, at public addresses only.
+//   - Anything else must be listed in Config.PassThrough
+//     (SIDECRYPT_PASSTHROUGH) and is then passed, or tunnelled, untouched;
+//     a listed name reaches public addresses only, and loopback, private,
+//     link-local (cloud metadata) and other special addresses only when an
+//     IP or CIDR entry lists them. Unlisted requests get 403
+//     egress_refused, unlisted CONNECTs a 403 on the raw connection.
+//   - The proxy's own listener and Config.Guard (the admin API) are never
+//     reached (508 proxy_loop).
+//
+// The checked addresses are pinned: the request goes to one of them, never
+// to a second resolution of the name, and datastore and non-datastore
+// requests use separate connection pools, so a connection to the
+// datastore never carries a request that was not protected.
+//
+// An intercepted connection is terminated with a leaf certificate for the
+// host, signed by the local CA and cached per host (ECDSA P-256, valid 7
+// days, renewed a day before expiry), and served by a net/http server
+// whose handler is the same pipeline; the upstream is then reached over
+// TLS with full verification. goproxy's own request loop and its default
+// Transport (which skips certificate verification) are not used, and its
+// CONNECT dialer ignores HTTPS_PROXY.
 //
 // The CA lives in SIDECRYPT_CA_DIR: ca.key (PKCS#8, mode 0600; LoadCA
 // refuses a key file others can read) and ca.crt, which `sidecrypt ca
 // init` creates and prints for the application's trust store (`sidecrypt
-// ca show` prints it again). Forward mode requires it. Interception is by
-// host name as the application sends it in CONNECT: an application that
-// connects to a named host by IP address is tunnelled, so name hosts the
-// way the application addresses them.
+// ca show` prints it again). Forward mode requires it.
 //
 // # Logs, metrics, audit
 //
