@@ -30,8 +30,11 @@ const (
 
 // Change is one difference in protection between two plans, in words.
 type Change struct {
-	Kind  ChangeKind `json:"kind"`
-	Route string     `json:"route,omitempty"`
+	Kind ChangeKind `json:"kind"`
+	// Route is the route concerned (version 1), or the collection
+	// (version 2, also in Collection).
+	Route      string `json:"route,omitempty"`
+	Collection string `json:"collection,omitempty"`
 	// Field is the selector or query parameter concerned, or the key
 	// name for a decrypt change.
 	Field string `json:"field,omitempty"`
@@ -73,9 +76,34 @@ func (d *Diff) Flagged() int {
 
 // Compare describes what changes in protection when new replaces old.
 // Routes are paired by name: a renamed route shows as one removed and one
-// added.
+// added. Collections (version 2) are paired by the databases they name.
+// Where a rule is removed, Compare decides whether other rules still
+// protect what it protected (FieldCovered), protect it under another key
+// or mode (FieldChanged), or not at all (FieldRemoved). Files of
+// different versions are compared through what each protects: the
+// collections a version 1 route's paths reach, the requests that write
+// a version 2 collection's documents.
 func Compare(old, new *Plan) *Diff {
 	d := &Diff{Old: PlanID{old.Source, old.Hash}, New: PlanID{new.Source, new.Hash}}
+	switch {
+	case old.Schema != nil && new.Schema != nil:
+		d.compareHosts(old, new)
+		d.compareSchemas(old.Schema, new.Schema)
+	case new.Schema != nil:
+		d.compareHosts(old, new)
+		d.compareV1toV2(old, new)
+	case old.Schema != nil:
+		d.compareHosts(old, new)
+		d.compareV2toV1(old, new)
+	default:
+		d.compareRoutes(old, new)
+	}
+	d.compareDecrypt(old, new)
+	return d
+}
+
+// compareRoutes compares two version 1 plans route by route.
+func (d *Diff) compareRoutes(old, new *Plan) {
 	oldByName := map[string]*Route{}
 	for _, r := range old.Routes {
 		oldByName[r.Name] = r
@@ -110,8 +138,6 @@ func Compare(old, new *Plan) *Diff {
 			d.compareRoute(or, nr)
 		}
 	}
-	d.compareDecrypt(old, new)
-	return d
 }
 
 func (d *Diff) add(c Change) { d.Changes = append(d.Changes, c) }
@@ -176,14 +202,7 @@ func (d *Diff) compareRoute(or, nr *Route) {
 		if _, ok := newF[c]; ok {
 			continue
 		}
-		msg := fmt.Sprintf("REMOVED PROTECTION %s: %s (was %s): it reaches the datastore in plaintext", name, f.Selector, describeRule(f))
-		for _, g := range nr.Fields {
-			if g.Key == f.Key && g.Mode == f.Mode && selectorOverlap(f.Selector, g.Selector) == overlapSame {
-				msg += fmt.Sprintf(" unless %s (same key and mode) covers it; check", g.Selector)
-				break
-			}
-		}
-		d.add(Change{Kind: FieldRemoved, Route: name, Field: f.Selector.String(), Old: describeRule(f), Flagged: true, Message: msg})
+		d.removedSelector(name, f, nr.Fields)
 	}
 	for _, f := range nr.Fields {
 		c := canonical(f.Selector)
@@ -233,6 +252,66 @@ func (d *Diff) compareRoute(or, nr *Route) {
 				Message: fmt.Sprintf("%s: query parameter %s newly protected (%s)", name, q.Param, describeField(q.Key, q.Mode, false))})
 		}
 	}
+}
+
+// removedSelector decides what a selector removed from a route becomes:
+// the route's other rules may still select every value it selected (or a
+// value around it), with the same key and mode or not.
+func (d *Diff) removedSelector(route string, f fieldcrypt.FieldRule, rules []fieldcrypt.FieldRule) {
+	steps := f.Selector.Steps()
+	var same []fieldcrypt.FieldRule
+	for _, g := range rules {
+		if g.Key == f.Key && g.Mode == f.Mode {
+			same = append(same, g)
+		}
+	}
+	c := Change{Route: route, Field: f.Selector.String(), Old: describeRule(f)}
+	switch {
+	case coveredBy(steps, selectorSteps(same)):
+		by := minimalRules(steps, same)
+		c.Kind, c.New = FieldCovered, selectorList(by)
+		c.Message = fmt.Sprintf("%s: %s removed, still protected by %s (same key and mode)", route, f.Selector, selectorList(by))
+		if f.EncryptNull && !slices.ContainsFunc(by, func(g fieldcrypt.FieldRule) bool { return g.EncryptNull }) {
+			c.Flagged = true
+			c.Message += "; null values are now left as null (visible to the datastore)"
+		}
+	case coveredBy(steps, selectorSteps(rules)):
+		by := minimalRules(steps, rules)
+		c.Kind, c.Flagged, c.New = FieldChanged, true, selectorList(by)
+		var parts []string
+		for _, g := range by {
+			parts = append(parts, fmt.Sprintf("%s (%s)", g.Selector, describeRule(g)))
+		}
+		c.Message = fmt.Sprintf("%s: %s removed; its values are now protected by %s instead of %s. %s", route, f.Selector, strings.Join(parts, ", "), describeRule(f),
+			changeConsequence(f.Key, f.Mode, by[0].Key, by[0].Mode, "field"))
+	default:
+		c.Kind, c.Flagged = FieldRemoved, true
+		c.Message = fmt.Sprintf("REMOVED PROTECTION %s: %s (was %s): it reaches the datastore in plaintext", route, f.Selector, describeRule(f))
+	}
+	d.add(c)
+}
+
+// minimalRules returns a smallest subset of rules, in order, that still
+// covers steps (rules must cover it).
+func minimalRules(steps []fieldcrypt.Step, rules []fieldcrypt.FieldRule) []fieldcrypt.FieldRule {
+	chosen := slices.Clone(rules)
+	for i := 0; i < len(chosen); {
+		rest := slices.Delete(slices.Clone(chosen), i, i+1)
+		if coveredBy(steps, selectorSteps(rest)) {
+			chosen = rest
+			continue
+		}
+		i++
+	}
+	return chosen
+}
+
+func selectorList(rules []fieldcrypt.FieldRule) string {
+	parts := make([]string, len(rules))
+	for i, r := range rules {
+		parts[i] = r.Selector.String()
+	}
+	return strings.Join(parts, ", ")
 }
 
 // changeConsequence explains what a key or mode change does to data that
@@ -334,11 +413,17 @@ type group struct {
 }
 
 var diffGroups = []group{
+	{"Version and datastore", []ChangeKind{VersionChanged, DatastoreChanged}},
+	{"Collections added or removed", []ChangeKind{CollectionRemoved, CollectionAdded}},
 	{"Routes added or removed", []ChangeKind{RouteRemoved, RouteAdded, RouteInserted, RouteReordered}},
 	{"Fields newly protected", []ChangeKind{FieldAdded, QueryAdded}},
 	{"Fields NO LONGER protected", []ChangeKind{FieldRemoved, QueryRemoved}},
+	{"Rules removed or replaced whose fields stay protected", []ChangeKind{FieldCovered}},
 	{"Key or mode changes", []ChangeKind{FieldChanged, QueryChanged}},
 	{"Where routes apply", []ChangeKind{MatchChanged}},
+	{"Datastore hosts (forward mode)", []ChangeKind{HostsChanged}},
+	{"Refused: attachments, design documents, server-wide operations", []ChangeKind{PolicyChanged, AllowChanged}},
+	{"Views", []ChangeKind{ViewChanged}},
 	{"Decrypt and mask policy", []ChangeKind{DecryptChanged}},
 }
 
@@ -366,7 +451,11 @@ func (d *Diff) WriteText(w io.Writer) error {
 			switch {
 			case c.Flagged:
 				mark = "!"
-			case c.Kind == DecryptChanged || c.Kind == MatchChanged && c.Old != "":
+			case c.Kind == FieldCovered:
+				mark = "="
+			case c.Kind == DecryptChanged || c.Kind == MatchChanged && c.Old != "",
+				c.Collection != "" && c.Old != "" && c.New != "",
+				(c.Kind == PolicyChanged || c.Kind == AllowChanged || c.Kind == HostsChanged || c.Kind == ViewChanged) && c.Old != "":
 				mark = "~"
 			}
 			lines = append(lines, "  "+mark+" "+c.Message)
@@ -404,13 +493,21 @@ func (d *Diff) Summary() string {
 			parts = append(parts, fmt.Sprintf("%d %s", k, plural(k, one, many)))
 		}
 	}
+	addPart(n(VersionChanged), "version change", "version changes")
+	addPart(n(DatastoreChanged), "datastore change", "datastore changes")
+	addPart(n(CollectionAdded), "collection added", "collections added")
+	addPart(n(CollectionRemoved), "collection REMOVED or moved", "collections REMOVED or moved")
 	addPart(n(RouteAdded), "route added", "routes added")
 	addPart(n(RouteRemoved), "route REMOVED", "routes REMOVED")
 	addPart(n(RouteInserted, RouteReordered), "route order change", "route order changes")
 	addPart(n(FieldAdded, QueryAdded), "field newly protected", "fields newly protected")
 	addPart(n(FieldRemoved, QueryRemoved), "field NO LONGER protected", "fields NO LONGER protected")
+	addPart(n(FieldCovered), "rule removed with its fields still protected", "rules removed with their fields still protected")
 	addPart(n(FieldChanged, QueryChanged), "key/mode change", "key/mode changes")
 	addPart(n(MatchChanged), "match change", "match changes")
+	addPart(n(HostsChanged), "hosts change", "hosts changes")
+	addPart(n(PolicyChanged, AllowChanged), "policy change", "policy changes")
+	addPart(n(ViewChanged), "view change", "view changes")
 	addPart(n(DecryptChanged), "decrypt policy change", "decrypt policy changes")
 	return fmt.Sprintf("%s (%d flagged)", strings.Join(parts, ", "), d.Flagged())
 }
