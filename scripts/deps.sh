@@ -4,6 +4,7 @@
 #   softhsm2      (apt)  the PKCS#11 token for the HSM tests
 #   etcd-server   (apt)  the shared keystore for the multi-sidecar tests
 #   nginx         (apt)  the plain reverse proxy the load test compares with
+#   chromium      (apt)  the headless browser that renders `rules report` HTML
 #   pouchdb-server (npm) the CouchDB-API datastore of the end-to-end tests,
 #                        pinned in scripts/pouchdb, installed into .deps/
 # Usage: scripts/deps.sh [all|test|demo|bench]
@@ -16,7 +17,7 @@ need_apt=()
 have() { command -v "$1" >/dev/null 2>&1; }
 
 case $what in
-  all|test) want_apt=(softhsm2:softhsm2-util etcd-server:etcd nginx-light:nginx) ;;
+  all|test) want_apt=(softhsm2:softhsm2-util etcd-server:etcd nginx-light:nginx chromium:chromium) ;;
   bench)    want_apt=(softhsm2:softhsm2-util nginx-light:nginx) ;;
   demo)     want_apt=() ;;
   *) echo "usage: $0 [all|test|demo|bench]" >&2; exit 2 ;;
