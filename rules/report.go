@@ -81,7 +81,7 @@ type invPolicy struct {
 
 type invField struct {
 	Name, Where, Key, Mode, Searchable, Nulls, Shown, Tags, Owner string
-	Line                                                           int
+	Line                                                          int
 }
 
 type invView struct{ Name, Key string }
