@@ -8,7 +8,7 @@ import (
 // Event is one audit record. It never holds key bytes or field values.
 type Event struct {
 	Time    time.Time         `json:"time"`
-	Actor   string            `json:"actor"`             // "admin:<token-id>", "cli:<user>", "scheduler", "proxy"
+	Actor   string            `json:"actor"`             // "admin:<principal>", "cli:<user>", "scheduler", "proxy"
 	Action  string            `json:"action"`            // e.g. "key.create", "key.revoke", "rules.reload", "request.refused"
 	Key     string            `json:"key,omitempty"`     // key name
 	Version uint32            `json:"version,omitempty"` // key version
@@ -34,7 +34,7 @@ func (discard) Record(context.Context, Event) error { return nil }
 type actorKey struct{}
 
 // WithActor returns a context that attributes audit events to actor, e.g.
-// "cli:alice", "admin:ops-token", "scheduler".
+// "cli:alice", "admin:alice", "scheduler".
 func WithActor(ctx context.Context, actor string) context.Context {
 	return context.WithValue(ctx, actorKey{}, actor)
 }
