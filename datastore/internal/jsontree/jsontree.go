@@ -100,6 +100,9 @@ func (n *Node) Replace(k Kind, text []byte) {
 // Replaced reports whether Replace was called on n.
 func (n *Node) Replaced() bool { return n.replaced }
 
+// Changed reports whether n or a node below it was replaced.
+func (n *Node) Changed() bool { return markDirty(n) }
+
 // Get returns the value of the object member called name, or nil.
 func (n *Node) Get(name string) *Node {
 	for i := range n.Members {

@@ -1,0 +1,134 @@
+package couchdb
+
+import (
+	"net/url"
+	"regexp"
+	"strings"
+
+	"github.com/sidecrypt/sidecrypt/datastore"
+)
+
+// segment is one '/'-separated part of the escaped request path.
+type segment struct {
+	raw  string // as sent: "a%2Fb"
+	name string // unescaped once, as CouchDB and pouchdb-server read it: "a/b"
+}
+
+// plusName is the segment as CouchDB reads it with decode_plus_to_space:
+// '+' is a space.
+func (s segment) plusName() string {
+	n, err := url.PathUnescape(strings.ReplaceAll(s.raw, "+", "%20"))
+	if err != nil {
+		return s.name
+	}
+	return n
+}
+
+// escaped reports whether the segment was spelled with percent-escapes.
+func (s segment) escaped() bool { return s.raw != s.name }
+
+// splitPath splits an escaped path ("/clinic/a%2Fb") at raw '/' and
+// unescapes each segment once, as CouchDB (chttpd) and pouchdb-server
+// (express) do, so that "%2F" inside a segment belongs to the segment.
+//
+// One trailing slash is ignored, as both servers ignore it. Paths that
+// servers and proxies read differently are refused: an empty segment
+// (CouchDB drops it, so "//clinic/x" is "/clinic/x", which a reader that
+// keeps it would not see as the clinic database), and a "." or ".."
+// segment, raw or unescaped ("%2e%2e"), or inside an unescaped segment
+// ("a%2F..%2Fb"), which a proxy in front of the datastore may resolve.
+// The datastore is reached through the sidecar, so every path is checked,
+// not only those of protected databases.
+func splitPath(p string) ([]segment, *datastore.Refusal) {
+	if p == "" || p == "/" {
+		return nil, nil
+	}
+	if p[0] != '/' {
+		return nil, datastore.BadRequest("couchdb: the request path does not start with /")
+	}
+	p = p[1:]
+	p = strings.TrimSuffix(p, "/")
+	if p == "" {
+		return nil, datastore.BadRequest("couchdb: the request path has an empty segment (//), which CouchDB drops and other readers keep")
+	}
+	parts := strings.Split(p, "/")
+	segs := make([]segment, 0, len(parts))
+	for _, raw := range parts {
+		if raw == "" {
+			return nil, datastore.BadRequest("couchdb: the request path has an empty segment (//), which CouchDB drops and other readers keep")
+		}
+		name, err := url.PathUnescape(raw)
+		if err != nil {
+			return nil, datastore.BadRequest("couchdb: a path segment has an invalid percent-escape")
+		}
+		if dotSegment(raw) || dotSegment(name) || hasDotComponent(name) {
+			return nil, datastore.BadRequest("couchdb: the request path has a . or .. segment, which proxies and servers resolve differently")
+		}
+		segs = append(segs, segment{raw: raw, name: name})
+	}
+	return segs, nil
+}
+
+func dotSegment(s string) bool { return s == "." || s == ".." }
+
+// hasDotComponent reports whether an unescaped segment holds a "." or
+// ".." between slashes ("a/../b"): a reader that unescapes "%2F" before
+// resolving dot segments would move up a level.
+func hasDotComponent(name string) bool {
+	if strings.IndexByte(name, '/') < 0 {
+		return false
+	}
+	for _, c := range strings.Split(name, "/") {
+		if dotSegment(c) {
+			return true
+		}
+	}
+	return false
+}
+
+// pouchRewrite is the pattern with which pouchdb-server's rewrite
+// middleware (express-pouchdb lib/routes/rewrite.js) finds a _rewrite
+// request: anywhere in the URL, query string included, before any route
+// is matched.
+var pouchRewrite = regexp.MustCompile(`/[^/]*/_design/[^/]*/_rewrite/`)
+
+// rewriteURL reports whether pouchdb-server would hand the request to a
+// design document's rewrite handler.
+func rewriteURL(r *datastore.Request) bool {
+	if !strings.Contains(r.Path, "_rewrite") && !strings.Contains(r.RawQuery, "_rewrite") {
+		return false
+	}
+	u := r.Path
+	if r.RawQuery != "" {
+		u += "?" + r.RawQuery
+	}
+	return pouchRewrite.MatchString(u)
+}
+
+// safeName returns s for a message when it is a plain identifier (an
+// endpoint, a method, an operator), and a placeholder otherwise: messages
+// name endpoints, never a value, and a segment that is not an identifier
+// might be one.
+func safeName(s string) string {
+	if len(s) == 0 || len(s) > 40 {
+		return "(unnamed)"
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c == '_' || c == '$' || c == '-' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) {
+			return "(unnamed)"
+		}
+	}
+	return s
+}
+
+// methodName names a method in a message when it is a registered HTTP
+// method (in any case); any other method text could carry anything.
+func methodName(m string) string {
+	switch strings.ToUpper(m) {
+	case "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+		"COPY", "MOVE", "LOCK", "UNLOCK", "MKCOL", "PROPFIND", "PROPPATCH", "SEARCH", "QUERY":
+		return m
+	}
+	return "(an unknown method)"
+}
