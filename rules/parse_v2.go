@@ -308,3 +308,14 @@ func joinFieldPath(path []string) string {
 	}
 	return strings.Join(parts, ".")
 }
+
+// SplitFieldName splits a version 2 field name (as a view key position
+// names it) into member names: at unescaped dots, "\." being a dot inside
+// a member and "\\" a backslash.
+func SplitFieldName(name string) ([]string, error) {
+	path, _, msg, _ := splitFieldPath(name, false)
+	if msg != "" {
+		return nil, fmt.Errorf("rules: field %q: %s", name, msg)
+	}
+	return path, nil
+}
