@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -17,18 +18,73 @@ import (
 	"github.com/sidecrypt/sidecrypt/rules"
 )
 
-// cmdRules runs `sidecrypt rules <lint|test|diff|push>`.
+// cmdRules runs `sidecrypt rules <lint|test|diff|report|convert|push>`.
 func cmdRules(a *app, args []string) int {
 	return a.dispatch("sidecrypt rules", []command{
 		{"lint", "check rule files: every error and warning with FILE:LINE:COL", cmdRulesLint},
 		{"test", "dry-run a request through a rule file with throw-away keys", cmdRulesTest},
 		{"diff", "show what a new rule file changes in protection, for review", cmdRulesDiff},
+		{"report", "write the data-protection inventory of a rule file (Markdown or HTML)", cmdRulesReport},
+		{"convert", "write the version 2 equivalent of a version 1 rule file", cmdRulesConvert},
 		{"push", "validate a rule file and store it in etcd for every sidecar", cmdRulesPush},
 	}, args)
 }
 
+// rulesFlags is a.flags with the flags listed as --name, the way the docs
+// and the synopsis lines write them (the flag package prints -name).
+func (a *app) rulesFlags(name, usage string) *flag.FlagSet {
+	fs := a.flags(name, usage)
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprintf(w, "Usage: %s\n", usage)
+		var lines []string
+		fs.VisitAll(func(f *flag.Flag) {
+			kind, text := flag.UnquoteUsage(f)
+			line := "  --" + f.Name
+			if len(f.Name) == 1 {
+				line = "  -" + f.Name
+			}
+			if kind != "" {
+				line += " " + kind
+			}
+			text = strings.ReplaceAll(text, "\n", "\n    \t")
+			line += "\n    \t" + text
+			if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+				line += fmt.Sprintf(" (default %q)", f.DefValue)
+			}
+			lines = append(lines, line)
+		})
+		if len(lines) > 0 {
+			fmt.Fprintf(w, "\nFlags:\n%s\n", strings.Join(lines, "\n"))
+		}
+	}
+	return fs
+}
+
+// loadRules compiles a rule file for a command that needs a valid one. It
+// prints each diagnostic once (warnings only when withWarnings), and for
+// a file it refuses one line that says so; ok is false then.
+func (a *app) loadRules(file string, withWarnings bool) (*rules.Plan, bool) {
+	plan, diags, err := rules.LoadFile(file)
+	for _, d := range diags {
+		if withWarnings || d.IsError() {
+			fmt.Fprintln(a.stderr, d)
+		}
+	}
+	if err != nil {
+		if errors.Is(err, rules.ErrInvalid) {
+			errs, _ := rules.CountDiagnostics(diags)
+			fmt.Fprintf(a.stderr, "sidecrypt: %s: %d %s: refused\n", file, errs, plural(errs, "error", "errors"))
+		} else {
+			fmt.Fprintf(a.stderr, "sidecrypt: %v\n", err)
+		}
+		return nil, false
+	}
+	return plan, true
+}
+
 func cmdRulesLint(a *app, args []string) int {
-	fs := a.flags("rules lint", `sidecrypt rules lint [--json] [--strict] [--plan] FILE...
+	fs := a.rulesFlags("rules lint", `sidecrypt rules lint [--json] [--strict] [--plan] FILE...
 
 Checks rule files and lists every problem, each as FILE:LINE:COL: severity:
 message, with a hint where one helps. Exit status: 0 when no file has an
@@ -70,6 +126,8 @@ error (warnings are printed but allowed, unless --strict), 1 otherwise,
 		switch {
 		case errs > 0:
 			fmt.Fprintf(&out, "%s: %d %s, %d %s: refused\n", file, errs, plural(errs, "error", "errors"), warns, plural(warns, "warning", "warnings"))
+		case warns > 0 && *strict:
+			fmt.Fprintf(&out, "%s: 0 errors, %d %s: failed (--strict treats warnings as errors)\n", file, warns, plural(warns, "warning", "warnings"))
 		case warns > 0:
 			fmt.Fprintf(&out, "%s: ok, %d %s\n", file, warns, plural(warns, "warning", "warnings"))
 		default:
@@ -105,19 +163,26 @@ func plural(n int, one, many string) string {
 const maxTestBody = 16 << 20
 
 func cmdRulesTest(a *app, args []string) int {
-	fs := a.flags("rules test", `sidecrypt rules test FILE --method POST --path /db/_bulk_docs [--host H] [--query 'email=a@b'] [--body FILE|-] [--explain] [--response]
+	fs := a.rulesFlags("rules test", `sidecrypt rules test FILE --method POST --path /db/_bulk_docs [--host H] [--query 'email=a@b'] [--body FILE|-] [--explain] [--response]
 
 Dry-runs one request through a rule file, with throw-away random keys
 (nothing touches the keystore or the HSM), and prints the request as the
 datastore would receive it. Random-mode tokens differ on every run.
---explain lists the route that matched and what happened to each field;
+
+Version 2 files: the datastore's profile classifies the request as the
+proxy does; a refusal is shown with its status, code and message.
+--explain names the collection and endpoint, each value sealed (its path,
+the field rule, key and mode), and every field rule of the collection
+that selected nothing in this sample. Version 1 files: --explain names the
+route that matched and what happened to each field; a request that no
+route matches passes through unchanged.
+
 --response also runs the decrypt side on that output and prints what the
 application would see (masked keys masked, keys it may not open left as
-tokens). A request that no route matches passes through unchanged.
-Exit status: 0 when the request would be forwarded, 1 when the proxy would
-refuse it (or the file is invalid), 2 on a usage error.`)
+tokens). Exit status: 0 when the request would be forwarded, 1 when the
+proxy would refuse it (or the file is invalid), 2 on a usage error.`)
 	method := fs.String("method", "POST", "HTTP method")
-	path := fs.String("path", "", "URL path, unescaped (required)")
+	path := fs.String("path", "", "URL path (required); for version 2 files as sent, percent-escapes included (/clinic/a%2Fb)")
 	host := fs.String("host", "", "host name, as forward mode sees it (empty: reverse mode)")
 	query := fs.String("query", "", "URL query string, e.g. 'email=a@b&limit=10'")
 	bodyFile := fs.String("body", "", "file holding the request body, or - for standard input")
@@ -133,14 +198,12 @@ refuse it (or the file is invalid), 2 on a usage error.`)
 		fs.Usage()
 		return exitUsage
 	}
-	plan, diags, err := rules.LoadFile(pos[0])
-	if err != nil {
-		for _, d := range diags {
-			fmt.Fprintln(a.stderr, d)
-		}
-		return a.fail(err)
+	plan, ok := a.loadRules(pos[0], true)
+	if !ok {
+		return exitFail
 	}
 	var body []byte
+	var err error
 	switch *bodyFile {
 	case "":
 	case "-":
@@ -164,6 +227,9 @@ refuse it (or the file is invalid), 2 on a usage error.`)
 	}
 	dr := dryRun{a: a, plan: plan, ring: ring, explain: *explain, response: *response,
 		sections: *explain || *response || *query != ""}
+	if plan.Profile != nil {
+		return dr.runV2(a.ctx, v2Request{method: *method, path: *path, host: *host, rawQuery: *query, contentType: *contentType}, body)
+	}
 	req := rules.Request{Method: strings.ToUpper(*method), Host: *host, Path: *path, ContentType: *contentType}
 	return dr.run(a.ctx, req, *query, body)
 }
@@ -175,6 +241,11 @@ func throwAwayKeys(plan *rules.Plan) (*fieldcrypt.StaticKeyring, error) {
 	var names []string
 	for _, r := range plan.Routes {
 		names = append(names, r.Keys...)
+	}
+	if plan.Schema != nil {
+		for _, c := range plan.Schema.Collections {
+			names = append(names, c.Keys()...)
+		}
 	}
 	names = append(names, plan.DecryptKeys...)
 	names = append(names, plan.MaskKeys...)
@@ -379,15 +450,17 @@ func withNewline(b []byte) []byte {
 }
 
 func cmdRulesDiff(a *app, args []string) int {
-	fs := a.flags("rules diff", `sidecrypt rules diff [--json] OLD NEW
+	fs := a.rulesFlags("rules diff", `sidecrypt rules diff [--json] OLD NEW
 
 Shows what replacing rule file OLD by NEW changes in protection, in words a
-reviewer signs off: routes added or removed, fields newly protected, fields
-NO LONGER protected, key or mode changes (existing data keeps its old
-tokens), where routes apply, and decrypt/mask policy. Lines marked "!" need
-explicit attention. Exit status, as with diff(1): 0 when protection is the
-same, 1 when it differs, 2 when a file is invalid or unreadable or on a
-usage error.`)
+reviewer signs off: collections and routes added or removed, fields newly
+protected, fields NO LONGER protected, rules removed whose fields other
+rules still protect (decided, not guessed), key or mode changes (existing
+data keeps its old tokens), attachments, design documents and server-wide
+operations allowed or refused, hosts, views, and decrypt/mask policy. The
+files may be of either version. Lines marked "!" need explicit attention.
+Exit status, as with diff(1): 0 when protection is the same, 1 when it
+differs, 2 when a file is invalid or unreadable or on a usage error.`)
 	asJSON := fs.Bool("json", false, "print the changes as JSON")
 	files, code, ok := a.parseInterspersed(fs, args)
 	if !ok {
@@ -400,14 +473,8 @@ usage error.`)
 	}
 	var plans [2]*rules.Plan
 	for i, f := range files {
-		p, diags, err := rules.LoadFile(f)
-		if err != nil {
-			for _, d := range diags {
-				if d.IsError() {
-					fmt.Fprintln(a.stderr, d)
-				}
-			}
-			fmt.Fprintf(a.stderr, "sidecrypt: %v\n", err)
+		p, ok := a.loadRules(f, false)
+		if !ok {
 			return exitUsage
 		}
 		plans[i] = p
