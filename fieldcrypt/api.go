@@ -5,6 +5,7 @@ package fieldcrypt
 // contract that rules/, proxy/ and the CLI code against.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -56,6 +57,12 @@ const (
 	TypeNull   Type = 'z'
 	TypeObject Type = 'o'
 	TypeArray  Type = 'a'
+
+	// TypeHidden is the Type of a format 2 token before it is opened: the
+	// type is sealed with the value, so ParseTokenInfo cannot know it,
+	// and neither can anyone without the key. OpenToken returns the real
+	// type, and a Masker is handed the opened type.
+	TypeHidden Type = 0
 )
 
 // FieldRule says: encrypt the values that Selector matches under Key in Mode.
@@ -75,6 +82,15 @@ type FieldRule struct {
 	// compared value a token, and the operators intact. Member names are
 	// never encrypted. A scalar selected directly is sealed as usual.
 	Leaves bool
+	// Pad pads each sealed value of this field to a bucket size, so that
+	// its token shows which bucket the value's length falls in, not the
+	// length itself (docs/FORMAT.md, section 4.5). The zero Padding still
+	// pads every value to at least 5 bytes, which makes true, false, null
+	// and short values tokens of one length. Deterministic tokens stay
+	// deterministic (padding is a function of the value), but a change of
+	// Pad changes them, as a change of key would: a query rule comparing
+	// against this field must use the same Pad (SealStringPadded).
+	Pad Padding
 	// Check, when set, makes this a rule that inspects instead of
 	// encrypting: the selected value (its JSON text and type) is handed to
 	// Check and forwarded as it is, unless Check returns an error, which
@@ -229,47 +245,99 @@ func (d *Decryptor) DecryptBytes(ctx context.Context, src []byte, keys Keyring, 
 	return d.impl.runBytes(ctx, src, keys, opt)
 }
 
-// TokenPrefix starts every field token; the digit is the format version.
-const TokenPrefix = "sc1."
+// TokenPrefix starts every token this package writes: format version 2.
+// The digit is the format version.
+const TokenPrefix = "sc2."
+
+// TokenPrefixV1 starts tokens of format version 1, which this package no
+// longer writes and still opens.
+const TokenPrefixV1 = "sc1."
+
+// HasTokenPrefix reports whether s starts with the prefix of a token format
+// this package reads ("sc1." or "sc2."). It says nothing about the rest.
+func HasTokenPrefix(s string) bool {
+	return len(s) >= len(TokenPrefix) && (s[:len(TokenPrefix)] == TokenPrefix || s[:len(TokenPrefixV1)] == TokenPrefixV1)
+}
+
+// MayHoldTokens reports whether doc has a JSON string that starts like a
+// token of a format this package reads (a quote, then "sc1." or "sc2.").
+// A document without one has nothing for a Decryptor to open: a cheap
+// pre-check before a decryption. Tokens spelled with escapes are not
+// recognised by the Decryptor either.
+func MayHoldTokens(doc []byte) bool {
+	for {
+		i := bytes.Index(doc, []byte(`"sc`))
+		if i < 0 || len(doc)-i < 5 {
+			return false
+		}
+		if d := doc[i+3]; (d == '1' || d == '2') && doc[i+4] == '.' {
+			return true
+		}
+		doc = doc[i+3:]
+	}
+}
 
 // TokenInfo is the header of a token: everything but the nonce and
 // ciphertext. It is safe to log.
 type TokenInfo struct {
-	Mode       Mode
+	// Format is the token format version, 1 ("sc1.") or 2 ("sc2.").
+	Format int
+	Mode   Mode
+	// Type is the JSON type of the value. A format 1 header shows it; a
+	// format 2 token seals it with the value, so ParseTokenInfo gives
+	// TypeHidden and only opening the token tells (OpenToken's result;
+	// the TokenInfo handed to a Masker carries the opened type).
 	Type       Type
 	Key        string
 	KeyVersion uint32
 }
 
 // ParseTokenInfo checks a token's structure and returns its header. It does
-// no cryptography: a token that parses may still fail to open.
+// no cryptography: a token that parses may still fail to open. Both formats
+// are accepted; for format 2 the Type is TypeHidden.
 func ParseTokenInfo(token []byte) (TokenInfo, error) { return parseTokenInfo(token) }
 
 // SealValue seals one JSON value (its JSON text, as it appears in a
-// document) into a token string. typ must agree with the text.
+// document) into a token string, with no padding beyond the format's
+// minimum. typ must agree with the text.
 func SealValue(k *DataKey, mode Mode, typ Type, jsonText []byte) ([]byte, error) {
-	return appendSeal(nil, k, mode, typ, jsonText)
+	return appendSeal(nil, k, mode, typ, jsonText, Padding{})
+}
+
+// SealValuePadded is SealValue with a field's padding (FieldRule.Pad).
+func SealValuePadded(k *DataKey, mode Mode, typ Type, jsonText []byte, pad Padding) ([]byte, error) {
+	return appendSeal(nil, k, mode, typ, jsonText, pad)
 }
 
 // SealString seals a Go string as a JSON string value, exactly as a
-// document holding that string would be sealed. It is used for URL query
-// parameters, so that ?email=x and {"email":"x"} give the same
-// deterministic token.
+// document holding that string would be sealed by a rule without Pad. It
+// is used for URL query parameters, so that ?email=x and {"email":"x"}
+// give the same deterministic token.
 func SealString(k *DataKey, mode Mode, s string) ([]byte, error) {
-	return sealString(k, mode, s)
+	return sealString(k, mode, s, Padding{})
 }
 
-// OpenToken opens a token and returns the JSON text of the original value.
+// SealStringPadded is SealString for a field whose rule has a Pad: the
+// deterministic token of ?email=x equals that of {"email":"x"} only when
+// both are sealed with the same padding.
+func SealStringPadded(k *DataKey, mode Mode, s string, pad Padding) ([]byte, error) {
+	return sealString(k, mode, s, pad)
+}
+
+// OpenToken opens a token of either format and returns the JSON type and
+// the JSON text of the original value.
 func OpenToken(k *DataKey, token []byte) (Type, []byte, error) { return openToken(k, token) }
 
 // Errors from the token codec and the transformer. They never carry field
 // content; the wrapping error names the field path.
 var (
 	// ErrNotToken: the text is not a well-formed token (prefix, base64url,
-	// header fields), or a string starting with "sc1." is not one.
+	// header fields), or a string starting with "sc1." or "sc2." is not
+	// one.
 	ErrNotToken = errors.New("not a sidecrypt token")
-	// ErrTokenVersion: a token of another format version ("sc2.", or a
-	// body whose first byte is not 1).
+	// ErrTokenVersion: a token of a format version this package does not
+	// read ("sc3.", "sc9."), or whose body's first byte is not the
+	// version its prefix names.
 	ErrTokenVersion = errors.New("unsupported token format version")
 	// ErrAuthentication: the token does not open under the key it names:
 	// it was changed, or the key material differs.

@@ -66,7 +66,7 @@ func BenchmarkField(b *testing.B) {
 			dst := make([]byte, 0, 128)
 			pt := []byte("123-45-6789")
 			for b.Loop() {
-				if _, err := z.seal(dst, k, mode, TypeString, pt); err != nil {
+				if _, err := z.seal(dst, k, mode, TypeString, pt, nil); err != nil {
 					b.Fatal(err)
 				}
 			}

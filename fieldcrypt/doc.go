@@ -5,19 +5,27 @@
 //
 // A protected value is replaced by a JSON string token:
 //
-//	"sc1.AQFzA3BpaQAAAAOgoaKjpKWmp6ipqqsaGzq5HPnyHkJkFLzCYjar2st_cv0sPOlsfaY"
+//	"sc2.AgEDcGlpAAAAA6ChoqOkpaanqKmqq..."
 //
-// "sc1." is the prefix and format version; the rest is unpadded base64url
-// of a header (format version, mode, the original JSON type, key name, key
-// version) and the sealed value. The header is the AEAD's associated data,
-// so no part of it can be changed or swapped. docs/FORMAT.md specifies the
-// format byte by byte; testdata/fieldcrypt/vectors.json holds known-answer
-// vectors (with tamper cases) that any implementation can run.
+// "sc2." is the prefix and format version; the rest is unpadded base64url
+// of a header (format version, mode, key name, key version) and the sealed
+// value. The header is the AEAD's associated data, so no part of it can be
+// changed or swapped. docs/FORMAT.md specifies the format byte by byte;
+// testdata/fieldcrypt/vectors_v2.json holds known-answer vectors (with
+// tamper cases) that any implementation can run.
 //
 // What is sealed is the value's JSON text, so every type comes back exactly:
 // a number by its digits (12345678901234567890123 and 0.1000 survive), a
 // bool, an object or an array as written. For a string, only the text
-// between the quotes is sealed.
+// between the quotes is sealed. The value's JSON type is sealed with it,
+// after the value, followed by zero padding: every value to at least 5
+// bytes (so true, false and null give tokens of one length), and to the
+// field's buckets when its rule has a Pad (FieldRule.Pad, Padding).
+// ParseTokenInfo therefore reports TypeHidden; OpenToken gives the type.
+//
+// Format 1 ("sc1.", the type in clear in the header, no padding) is no
+// longer written and still opened everywhere format 2 is
+// (testdata/fieldcrypt/vectors.json).
 //
 // # Modes
 //
@@ -82,10 +90,10 @@
 //
 // # What is and is not protected
 //
-// Protected: the confidentiality and integrity of each selected value, its
-// type, and its binding to a key name and version. Not protected: the
-// length of a value (both modes leak it exactly: a bool's token shows
-// whether it is true or false; a number's shows its number of digits), the
+// Protected: the confidentiality and integrity of each selected value and
+// its type, and its binding to a key name and version. Not protected: the
+// length of a value beyond its padding (without a Pad, values over 5 bytes
+// show their exact length; with one, the bucket they fall in), the
 // structure and all unselected content of a document, equality of values
 // under one key version in deterministic mode, and the position of a
 // token: the field path is deliberately not bound, so a token can be moved

@@ -58,7 +58,7 @@ func ExampleEncryptor_Encrypt() {
 		fmt.Println(err)
 	}
 	// Output:
-	// {"selector": {"email": "sc1.AQJzB2NvbnRhY3QAAAABM1bkxy1_xamUvNS8yKjou4l6zWnWCHiqL2YpFTRvq3_-"}, "limit": 1}
+	// {"selector": {"email": "sc2.AgIHY29udGFjdAAAAAEETtN8sqz15Xw0lh8wZsw5VN_tpiom631LyCzcy8asa3dr"}, "limit": 1}
 }
 
 func ExampleDecryptor_Decrypt() {
@@ -99,11 +99,16 @@ func ExampleSealString() {
 		return
 	}
 	fmt.Println(string(tok))
+	// The header names the key and mode; the type is sealed with the value
+	// and known only to a holder of the key.
 	info, _ := fieldcrypt.ParseTokenInfo(tok)
-	fmt.Printf("%s v%d %s %s\n", info.Key, info.KeyVersion, info.Mode, info.Type)
+	fmt.Printf("format %d: %s v%d %s, type %s\n", info.Format, info.Key, info.KeyVersion, info.Mode, info.Type)
+	typ, value, _ := fieldcrypt.OpenToken(contact, tok)
+	fmt.Println(typ, string(value))
 	// Output:
-	// sc1.AQJzB2NvbnRhY3QAAAABM1bkxy1_xamUvNS8yKjou4l6zWnWCHiqL2YpFTRvq3_-
-	// contact v1 deterministic string
+	// sc2.AgIHY29udGFjdAAAAAEETtN8sqz15Xw0lh8wZsw5VN_tpiom631LyCzcy8asa3dr
+	// format 2: contact v1 deterministic, type hidden
+	// string "alice@example.org"
 }
 
 func ExampleParseSelector() {

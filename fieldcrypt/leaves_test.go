@@ -44,7 +44,7 @@ func TestLeavesKeepQueryOperators(t *testing.T) {
 		want := tc.want
 		if strings.Contains(want, "TOKEN") {
 			// A boolean is sealed too (its token, not its value, shows).
-			if strings.Contains(string(out), "true") || !strings.Contains(string(out), `"$exists":"sc1.`) {
+			if strings.Contains(string(out), "true") || !strings.Contains(string(out), `"$exists":"`+TokenPrefix) {
 				t.Fatalf("%s -> %s: the boolean was not sealed", tc.in, out)
 			}
 			continue
@@ -82,7 +82,7 @@ func TestLeavesNested(t *testing.T) {
 			t.Fatalf("%s left in plaintext: %s", plain, enc)
 		}
 	}
-	for _, kept := range []string{`"$or":[{"$eq":"sc1.`, `{"$gt":"sc1.`, `"ward":"B"`} {
+	for _, kept := range []string{`"$or":[{"$eq":"` + TokenPrefix, `{"$gt":"` + TokenPrefix, `"ward":"B"`} {
 		if !strings.Contains(enc, kept) {
 			t.Fatalf("structure %s lost: %s", kept, enc)
 		}

@@ -64,7 +64,7 @@ func TestSealOpenEveryType(t *testing.T) {
 					t.Fatalf("token %s lacks the prefix", tok)
 				}
 				info, err := ParseTokenInfo(tok)
-				if err != nil || info != (TokenInfo{Mode: mode, Type: tt.typ, Key: "pii", KeyVersion: 1}) {
+				if err != nil || info != (TokenInfo{Format: 2, Mode: mode, Type: TypeHidden, Key: "pii", KeyVersion: 1}) {
 					t.Errorf("ParseTokenInfo = %+v, %v", info, err)
 				}
 				typ, text, err := OpenToken(k, tok)
@@ -82,7 +82,7 @@ func TestSealOpenEveryType(t *testing.T) {
 				if (mode == ModeDeterministic) != bytes.Equal(tok, again) {
 					t.Errorf("%s mode: sealing twice gave equal=%v tokens", mode, bytes.Equal(tok, again))
 				}
-				if got := len(tok); got != tokenLen(mode, "pii", len(sealedText(mode, tt.typ, tt.text))) {
+				if got := len(tok); got != tokenLen(mode, "pii", len(sealedText(mode, tt.typ, tt.text)), nil) {
 					t.Errorf("token length %d does not follow the FORMAT.md formula", got)
 				}
 			})
@@ -96,10 +96,24 @@ func sealedText(mode Mode, typ Type, text string) string {
 	return string(z.sealPlaintext(mode, typ, []byte(text), strings.Contains(text, `\`)))
 }
 
-// tokenLen is the FORMAT.md formula: 4 + ceil(4B/3) with
-// B = 8 + len(key) + 28 (random) or 16 (deterministic) + plaintext length.
-func tokenLen(mode Mode, key string, p int) int {
-	b := 8 + len(key) + p + 16
+// tokenLen is the FORMAT.md formula (section 6) for format 2:
+// 4 + ceil(4B/3) with B = 7 + len(key) + 28 (random) or 16
+// (deterministic) + T + 1, T the padded length of p bytes:
+// max(p, 5), then up to the smallest bucket, or past the last to a
+// multiple of it. Written out here rather than calling paddedLen.
+func tokenLen(mode Mode, key string, p int, buckets []int) int {
+	t := max(p, 5)
+	if len(buckets) > 0 {
+		last := buckets[len(buckets)-1]
+		padded := (t + last - 1) / last * last
+		for i := len(buckets) - 1; i >= 0; i-- {
+			if t <= buckets[i] {
+				padded = buckets[i]
+			}
+		}
+		t = padded
+	}
+	b := 7 + len(key) + t + 1 + 16
 	if mode == ModeRandom {
 		b += 12
 	}
@@ -107,24 +121,33 @@ func tokenLen(mode Mode, key string, p int) int {
 }
 
 func TestOverheadExamples(t *testing.T) {
-	// The figures quoted in docs/FORMAT.md for key "pii".
+	// The figures quoted in docs/FORMAT.md section 6 for key "pii".
 	tests := []struct {
-		mode Mode
-		p    int
-		want int
+		mode    Mode
+		p       int
+		buckets []int
+		want    int
 	}{
-		{ModeRandom, 11, 71},        // an SSN: 13 bytes of JSON become 73
-		{ModeDeterministic, 11, 55}, // 13 become 57
-		{ModeRandom, 0, 56},
-		{ModeDeterministic, 0, 40},
+		{ModeRandom, 11, nil, 71},        // an SSN: 13 bytes of JSON become 73
+		{ModeDeterministic, 11, nil, 55}, // 13 become 57
+		{ModeRandom, 0, nil, 63},         // "", true, false, null and 1 to 5 bytes
+		{ModeDeterministic, 0, nil, 47},
+		{ModeRandom, 5, nil, 63},
+		{ModeRandom, 6, nil, 64},
+		{ModeRandom, 11, []int{16}, 78}, // pad: 16, up to 16 bytes
+		{ModeRandom, 16, []int{16}, 78},
+		{ModeRandom, 17, []int{16}, 99},
+		{ModeDeterministic, 11, []int{16}, 62},
+		{ModeRandom, 40, []int{16, 64, 256}, 142},
+		{ModeRandom, 300, []int{16, 64, 256}, 739}, // past the last bucket: 512
 	}
 	k := testKey(t, "pii", 1)
 	for _, tt := range tests {
-		t.Run(fmt.Sprintf("%s/%d", tt.mode, tt.p), func(t *testing.T) {
-			if got := tokenLen(tt.mode, "pii", tt.p); got != tt.want {
+		t.Run(fmt.Sprintf("%s/%d/%v", tt.mode, tt.p, tt.buckets), func(t *testing.T) {
+			if got := tokenLen(tt.mode, "pii", tt.p, tt.buckets); got != tt.want {
 				t.Errorf("formula gives %d, FORMAT.md says %d", got, tt.want)
 			}
-			tok, err := SealString(k, tt.mode, strings.Repeat("x", tt.p))
+			tok, err := SealStringPadded(k, tt.mode, strings.Repeat("x", tt.p), Padding{tt.buckets})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -219,7 +242,12 @@ func TestParseTokenInfoErrors(t *testing.T) {
 		{"empty", "", ErrNotToken},
 		{"no prefix", "hello", ErrNotToken},
 		{"prefix only", "sc1.", ErrNotToken},
-		{"future version prefix", "sc2." + string(good[4:]), ErrTokenVersion},
+		{"future version prefix", "sc3." + string(good[4:]), ErrTokenVersion},
+		{"format 2 body under the format 1 prefix", "sc1." + string(good[4:]), ErrTokenVersion},
+		{"format 2 header cut", "sc2.AgEDcGlpAAAA", ErrNotToken},
+		{"format 2 sealed part one byte short", "sc2." + b64.EncodeToString(append([]byte{2, 1, 3, 'p', 'i', 'i', 0, 0, 0, 1}, make([]byte, 28)...)), ErrNotToken},
+		{"format 2 unknown mode", "sc2." + b64.EncodeToString(append([]byte{2, 3, 3, 'p', 'i', 'i', 0, 0, 0, 1}, make([]byte, 29)...)), ErrNotToken},
+		{"format 2 key name length 0", "sc2." + b64.EncodeToString(append([]byte{2, 1, 0, 0, 0, 0, 1}, make([]byte, 29)...)), ErrNotToken},
 		{"padding", string(good) + "=", ErrNotToken},
 		{"line break (base64 decoders skip it)", string(good[:10]) + "\r\n" + string(good[10:]), ErrNotToken},
 		{"standard base64 alphabet", strings.Replace(string(good), "A", "+", 1), ErrNotToken},
@@ -309,7 +337,7 @@ func TestOpenChecksContentType(t *testing.T) {
 	for _, tt := range tests {
 		for _, mode := range []Mode{ModeRandom, ModeDeterministic} {
 			var z sealer
-			tok, err := z.seal(nil, k, mode, tt.typ, []byte(tt.pt))
+			tok, err := z.seal(nil, k, mode, tt.typ, []byte(tt.pt), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -371,10 +399,13 @@ func TestZeroWhileSealing(t *testing.T) {
 
 func TestUsageCounts(t *testing.T) {
 	k := testKey(t, "pii", 1)
+	// Bytes are what the cipher processes: the value, its type byte and
+	// its padding (each at least 6 bytes in format 2).
 	SealString(k, ModeRandom, "abc")
 	SealString(k, ModeDeterministic, "de")
-	if n, b := k.Usage(); n != 2 || b != 5 {
-		t.Errorf("Usage = %d messages, %d bytes; want 2, 5", n, b)
+	SealString(k, ModeDeterministic, "0123456789")
+	if n, b := k.Usage(); n != 3 || b != 6+6+11 {
+		t.Errorf("Usage = %d messages, %d bytes; want 3, 23", n, b)
 	}
 }
 

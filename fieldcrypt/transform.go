@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,6 +39,7 @@ type compiledRule struct {
 	mode        Mode
 	encryptNull bool
 	leaves      bool
+	pad         []int // Padding.Buckets, a private copy
 	check       func(Type, []byte) error
 }
 
@@ -47,6 +49,7 @@ type encryptor struct {
 	auto     *automaton
 	lim      Limits
 	rand     io.Reader // test hook: nonce source for known-answer vectors
+	v1       bool      // test hook: write format 1, for its known-answer vectors
 }
 
 func compileEncryptor(rules []FieldRule, lim Limits) (*encryptor, error) {
@@ -80,12 +83,15 @@ func compileEncryptor(rules []FieldRule, lim Limits) (*encryptor, error) {
 		if r.Mode != ModeRandom && r.Mode != ModeDeterministic {
 			return nil, fmt.Errorf("fieldcrypt: rule %d (%s): invalid mode %d", i, r.Selector, r.Mode)
 		}
+		if err := r.Pad.Validate(); err != nil {
+			return nil, fmt.Errorf("fieldcrypt: rule %d (%s): %w", i, r.Selector, err)
+		}
 		if j, ok := seen[text]; ok {
 			p := e.rules[j]
 			if p.check != nil {
 				return nil, fmt.Errorf("fieldcrypt: selector %q has a check and another rule", text)
 			}
-			if e.keyNames[p.key] != r.Key || p.mode != r.Mode || p.encryptNull != r.EncryptNull || p.leaves != r.Leaves {
+			if e.keyNames[p.key] != r.Key || p.mode != r.Mode || p.encryptNull != r.EncryptNull || p.leaves != r.Leaves || !slices.Equal(p.pad, r.Pad.Buckets) {
 				return nil, fmt.Errorf("fieldcrypt: selector %q has two rules: key %q %s and key %q %s",
 					text, e.keyNames[p.key], p.mode, r.Key, r.Mode)
 			}
@@ -98,7 +104,8 @@ func compileEncryptor(rules []FieldRule, lim Limits) (*encryptor, error) {
 			e.keyNames = append(e.keyNames, r.Key)
 		}
 		seen[text] = len(e.rules)
-		e.rules = append(e.rules, compiledRule{text: text, key: k, mode: r.Mode, encryptNull: r.EncryptNull, leaves: r.Leaves})
+		e.rules = append(e.rules, compiledRule{text: text, key: k, mode: r.Mode, encryptNull: r.EncryptNull, leaves: r.Leaves,
+			pad: slices.Clone(r.Pad.Buckets)})
 		sels = append(sels, r.Selector)
 	}
 	e.auto = compileAutomaton(sels)
@@ -265,7 +272,7 @@ func (m *machine) prepare(ctx context.Context, keys Keyring, opt *CallOptions) {
 func (m *machine) reset() {
 	m.enc, m.dec, m.ctx, m.keys, m.opt = nil, nil, nil, nil, CallOptions{}
 	m.s.buf, m.s.r, m.s.w, m.s.out, m.s.ctx, m.s.flush = nil, nil, nil, nil, nil, nil
-	m.z.rand = nil
+	m.z.rand, m.z.v1 = nil, false
 	clear(m.sealKeys)
 	m.sealKeys, m.sealErrs = m.sealKeys[:0], m.sealErrs[:0]
 	clear(m.openCache)
@@ -308,7 +315,7 @@ func (m *machine) setEncrypt(e *encryptor, opt *CallOptions) {
 	m.enc = e
 	m.maxDepth = depthFor(e.lim, opt)
 	m.step.reset(e.auto)
-	m.z.rand = e.rand
+	m.z.rand, m.z.v1 = e.rand, e.v1
 	for range e.keyNames {
 		m.sealKeys = append(m.sealKeys, nil)
 		m.sealErrs = append(m.sealErrs, nil)
@@ -767,7 +774,7 @@ func (m *machine) captureAndSeal(c byte) error {
 		m.event(rule, nil, typ, "left")
 		return nil
 	}
-	if typ == TypeString && !escaped && len(text) > len(TokenPrefix)+2 && string(text[1:1+len(TokenPrefix)]) == TokenPrefix {
+	if typ == TypeString && !escaped && len(text) > len(TokenPrefix)+2 && tokenFormat(text[1:]) != 0 {
 		if k := m.existingToken(text[1 : len(text)-1]); k != nil {
 			m.report.Tokens++
 			m.event(rule, k, typ, "already-token")
@@ -782,7 +789,7 @@ func (m *machine) captureAndSeal(c byte) error {
 	out := append(s.out, s.buf[s.mark:start]...)
 	n := len(out)
 	out = append(out, '"')
-	out, err = m.z.seal(out, k, rule.mode, typ, pt)
+	out, err = m.z.seal(out, k, rule.mode, typ, pt, rule.pad)
 	if err != nil {
 		s.out = out[:n]
 		return &PathError{Path: m.path(), Offset: s.base + int64(start), Err: fmt.Errorf("key %s: %w", k, err)}
@@ -908,8 +915,8 @@ func (m *machine) decryptString() error {
 		_, err := s.scanString()
 		return err
 	}
-	if s.buf[s.pos+3] != TokenPrefix[2] {
-		// "sc2." and the like: a token of a format this version does not
+	if tokenFormat(s.buf[s.pos+1:s.pos+1+len(TokenPrefix)]) == 0xff {
+		// "sc3." and the like: a token of a format this version does not
 		// know. Not opened, but reported, so that a mixed fleet shows up.
 		off := s.offset()
 		if _, err := s.scanString(); err != nil {
@@ -917,7 +924,7 @@ func (m *machine) decryptString() error {
 		}
 		return m.tokenFailure(off, "", 0, 0, 0, errTokVersion)
 	}
-	// A token is "sc1." and base64url up to the closing quote. Collect it
+	// A token is "sc1." or "sc2." and base64url up to the closing quote. Collect it
 	// in the window; if anything else turns up, it was not a token after
 	// all (but claims to be one: reported, left as it is).
 	s.hold = s.pos
@@ -972,7 +979,7 @@ func (m *machine) openAt(start, end int) error {
 	pe := m.policy(p.name)
 	if pe.action != ActionOpen && pe.action != ActionMask {
 		if m.opt.OnField != nil {
-			m.decEvent(pe.name, &p, "left")
+			m.decEvent(pe.name, &p, p.typ, "left")
 		}
 		return nil
 	}
@@ -984,16 +991,17 @@ func (m *machine) openAt(start, end int) error {
 	s.out, s.mark = out, start
 	n := len(out)
 	action := "decrypted"
+	var typ Type
 	if pe.action == ActionOpen {
-		out, _, err = m.z.openParsed(out, k, &p)
+		out, typ, err = m.z.openParsed(out, k, &p)
 	} else {
 		action = "masked"
-		m.plain, _, err = m.z.openParsed(m.plain[:0], k, &p)
+		m.plain, typ, err = m.z.openParsed(m.plain[:0], k, &p)
 		if err == nil {
 			if pe.masker == nil {
 				err = errors.New("fieldcrypt: no masker for a masked key")
 			} else {
-				info := TokenInfo{Mode: p.mode, Type: p.typ, Key: pe.name, KeyVersion: p.version}
+				info := TokenInfo{Format: int(p.format), Mode: p.mode, Type: typ, Key: pe.name, KeyVersion: p.version}
 				out, err = pe.masker(m.ctx, out, info, m.plain, m.keys)
 				if err == nil && (len(out) < n || !m.z.check.validValue(out[n:], typeOf(firstByte(out[n:])))) {
 					err = errors.New("fieldcrypt: masker did not write one JSON value")
@@ -1015,7 +1023,7 @@ func (m *machine) openAt(start, end int) error {
 	}
 	m.use(k)
 	if m.opt.OnField != nil {
-		m.decEvent(pe.name, &p, action)
+		m.decEvent(pe.name, &p, typ, action)
 	}
 	return nil
 }
@@ -1027,8 +1035,11 @@ func firstByte(b []byte) byte {
 	return b[0]
 }
 
-func (m *machine) decEvent(name string, p *parsedToken, action string) {
-	m.opt.OnField(FieldEvent{Path: m.path(), Key: name, Version: p.version, Mode: p.mode, Type: p.typ, Action: action})
+// decEvent reports a token decrypted, masked or left; typ is the opened
+// type, or for a token left closed what its header shows (TypeHidden in
+// format 2).
+func (m *machine) decEvent(name string, p *parsedToken, typ Type, action string) {
+	m.opt.OnField(FieldEvent{Path: m.path(), Key: name, Version: p.version, Mode: p.mode, Type: typ, Action: action})
 }
 
 // tokenFailure handles a token that cannot be opened: an error in strict

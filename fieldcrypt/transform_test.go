@@ -84,10 +84,15 @@ func TestEncryptKeepsEverythingElse(t *testing.T) {
 func tokenRE(s string) string {
 	var b strings.Builder
 	for {
-		i := strings.Index(s, `"sc1.`)
+		i := strings.Index(s, `"sc`)
 		if i < 0 {
 			b.WriteString(s)
 			return b.String()
+		}
+		if !HasTokenPrefix(s[i+1:]) {
+			b.WriteString(s[:i+1])
+			s = s[i+1:]
+			continue
 		}
 		j := strings.IndexByte(s[i+1:], '"')
 		b.WriteString(s[:i])
@@ -110,7 +115,7 @@ func TestEveryTypeRoundTrips(t *testing.T) {
 			t.Run(mode+" "+v, func(t *testing.T) {
 				doc := `{"v": ` + v + `, "w": 1}`
 				enc, dec := roundTrip(t, e, kr, doc)
-				if !strings.HasPrefix(enc, `{"v": "sc1.`) {
+				if !strings.HasPrefix(enc, `{"v": "`+TokenPrefix) {
 					t.Fatalf("value not encrypted: %s", enc)
 				}
 				want := doc
@@ -138,7 +143,7 @@ func TestNullLeftUnlessEncryptNull(t *testing.T) {
 		t.Errorf("events %+v", events)
 	}
 	out, _, err = newEnc(t, "$.a pii random null").EncryptBytes(ctx, []byte(`{"a":null}`), kr, nil)
-	if err != nil || !strings.HasPrefix(string(out), `{"a":"sc1.`) {
+	if err != nil || !strings.HasPrefix(string(out), `{"a":"`+TokenPrefix) {
 		t.Errorf("EncryptNull: %s %v", out, err)
 	}
 }
@@ -162,8 +167,12 @@ func TestFirstRuleWins(t *testing.T) {
 			}
 			tok := strings.TrimSuffix(strings.TrimPrefix(string(out), `{"a":"`), `"}`)
 			info, err := ParseTokenInfo([]byte(tok))
-			if err != nil || info.Key != tt.key || info.Mode != tt.mode || info.Type != TypeObject {
+			if err != nil || info.Key != tt.key || info.Mode != tt.mode || info.Type != TypeHidden {
 				t.Errorf("%s: %+v %v", out, info, err)
+			}
+			k, _ := kr.OpenKey(ctx, info.Key, info.KeyVersion)
+			if typ, _, err := OpenToken(k, []byte(tok)); err != nil || typ != TypeObject {
+				t.Errorf("%s opens as %v, %v", out, typ, err)
 			}
 		})
 	}
@@ -794,17 +803,17 @@ func TestOnFieldPaths(t *testing.T) {
 	e := newEnc(t, "$.docs[*].ssn pii random", "$..diag contact deterministic")
 	var events []string
 	opt := &CallOptions{OnField: func(ev FieldEvent) {
-		events = append(events, fmt.Sprintf("%s %s v%d %s %c %s", ev.Path, ev.Key, ev.Version, ev.Mode, ev.Type, ev.Action))
+		events = append(events, fmt.Sprintf("%s %s v%d %s %s %s", ev.Path, ev.Key, ev.Version, ev.Mode, ev.Type, ev.Action))
 	}}
 	out, _, err := e.EncryptBytes(ctx, []byte(`{"docs":[{"ssn":"1"},{"x":{"diag":[1]},"ssn":null}],"a b":{"diag":2}}`), kr, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []string{
-		"$.docs[0].ssn pii v2 random s encrypted",
-		"$.docs[1].x.diag contact v1 deterministic a encrypted",
-		"$.docs[1].ssn pii v0 random z left",
-		"$['a b'].diag contact v1 deterministic n encrypted",
+		"$.docs[0].ssn pii v2 random string encrypted",
+		"$.docs[1].x.diag contact v1 deterministic array encrypted",
+		"$.docs[1].ssn pii v0 random null left",
+		"$['a b'].diag contact v1 deterministic number encrypted",
 	}
 	if fmt.Sprint(events) != fmt.Sprint(want) {
 		t.Errorf("events:\n%s\nwant\n%s", strings.Join(events, "\n"), strings.Join(want, "\n"))
@@ -814,9 +823,9 @@ func TestOnFieldPaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	want = []string{
-		"$.docs[0].ssn pii v2 random s decrypted",
-		"$.docs[1].x.diag contact v1 deterministic a left",
-		"$['a b'].diag contact v1 deterministic n left",
+		"$.docs[0].ssn pii v2 random string decrypted",
+		"$.docs[1].x.diag contact v1 deterministic hidden left",
+		"$['a b'].diag contact v1 deterministic hidden left",
 	}
 	if fmt.Sprint(events) != fmt.Sprint(want) {
 		t.Errorf("decrypt events:\n%s\nwant\n%s", strings.Join(events, "\n"), strings.Join(want, "\n"))
@@ -830,11 +839,15 @@ func TestNewEncryptorChecksRules(t *testing.T) {
 		rules []FieldRule
 		ok    bool
 	}{
-		{"same rule twice", []FieldRule{{sel, "pii", ModeRandom, false, false, nil}, {sel, "pii", ModeRandom, false, false, nil}}, true},
-		{"other key", []FieldRule{{sel, "pii", ModeRandom, false, false, nil}, {sel, "contact", ModeRandom, false, false, nil}}, false},
-		{"other mode", []FieldRule{{sel, "pii", ModeRandom, false, false, nil}, {sel, "pii", ModeDeterministic, false, false, nil}}, false},
-		{"bad key", []FieldRule{{sel, "PII", ModeRandom, false, false, nil}}, false},
-		{"bad mode", []FieldRule{{sel, "pii", 0, false, false, nil}}, false},
+		{"same rule twice", []FieldRule{{Selector: sel, Key: "pii", Mode: ModeRandom}, {Selector: sel, Key: "pii", Mode: ModeRandom}}, true},
+		{"other key", []FieldRule{{Selector: sel, Key: "pii", Mode: ModeRandom}, {Selector: sel, Key: "contact", Mode: ModeRandom}}, false},
+		{"other mode", []FieldRule{{Selector: sel, Key: "pii", Mode: ModeRandom}, {Selector: sel, Key: "pii", Mode: ModeDeterministic}}, false},
+		{"same padding twice", []FieldRule{{Selector: sel, Key: "pii", Mode: ModeRandom, Pad: Padding{[]int{16}}}, {Selector: sel, Key: "pii", Mode: ModeRandom, Pad: Padding{[]int{16}}}}, true},
+		{"other padding", []FieldRule{{Selector: sel, Key: "pii", Mode: ModeRandom, Pad: Padding{[]int{16}}}, {Selector: sel, Key: "pii", Mode: ModeRandom}}, false},
+		{"bad padding", []FieldRule{{Selector: sel, Key: "pii", Mode: ModeRandom, Pad: Padding{[]int{64, 16}}}}, false},
+		{"padding too large", []FieldRule{{Selector: sel, Key: "pii", Mode: ModeRandom, Pad: Padding{[]int{MaxPadBucket + 1}}}}, false},
+		{"bad key", []FieldRule{{Selector: sel, Key: "PII", Mode: ModeRandom}}, false},
+		{"bad mode", []FieldRule{{Selector: sel, Key: "pii"}}, false},
 		{"no selector", []FieldRule{{Key: "pii", Mode: ModeRandom}}, false},
 		{"no rules", nil, true},
 	}
