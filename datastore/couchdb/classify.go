@@ -773,7 +773,8 @@ func (q *req) undeclaredView(ddoc, view string) *datastore.Operation {
 	if q.m == "GET" {
 		return q.pass(EpView, datastore.BodyNone)
 	}
-	return q.transform(EpView, undeclaredViewBody(ddoc, view))
+	// The body is only checked, never sealed: no keys needed.
+	return &datastore.Operation{Collection: q.c.Collection, Endpoint: EpView, Body: datastore.BodyTransform, Transform: undeclaredViewBody(ddoc, view)}
 }
 
 const undeclaredViewMsg = "view %s/%s is not declared under views: for this collection, and its %s parameter compares values the profile cannot attribute to a field; declare which field each position of the view's key holds"

@@ -1,0 +1,216 @@
+// Package couchdb is sidecrypt's datastore profile for the CouchDB 3 HTTP
+// API, as Apache CouchDB 3 and pouchdb-server (express-pouchdb) serve it.
+// A version 2 rule file selects it with "datastore: couchdb"; a collection
+// is a database name or pattern ("clinic", "tenant-*").
+//
+// For every request the proxy asks [Profile.Classify] what to do. The
+// profile knows where documents, parts of documents and compared values
+// travel in the API, and applies the collection's field rules there: in
+// documents that are written, and in the values that queries compare with
+// stored fields. Inside a protected database it refuses whatever it does
+// not know to be safe (403 unprotected_operation), and nothing is
+// forwarded. Responses are not the profile's business: the proxy opens
+// tokens wherever they appear.
+//
+// # Reading requests as CouchDB does
+//
+// The escaped path is split at '/' and each segment unescaped once, as
+// chttpd and express do: "/clinic/a%2Fb" is document "a/b" of database
+// clinic, "/clinic/_design%2Fapp" is design document _design/app, and
+// "/cl%69nic" is database clinic. A database segment is protected when
+// its unescaped name, or the name CouchDB reads with '+' as a space,
+// matches a collection. One trailing slash is ignored. Paths that servers
+// and proxies in between read differently are refused with 400
+// bad_request, on every database: an empty segment ("//", which CouchDB
+// drops), a "." or ".." segment raw or escaped ("%2e%2e") or inside an
+// unescaped segment ("a%2F..%2Fb"), an invalid escape, and an
+// underscore endpoint spelled with escapes ("%5Ffind", "%5Fdesign/x",
+// "%5Freplicate"): express routes on the raw path, CouchDB on the
+// unescaped one. The one-segment forms "_design%2F{name}" and
+// "_local%2F{id}" are read alike by both and classified as design and
+// local documents.
+//
+// Methods are compared exactly (RFC 9110): "post" is not POST, and an
+// unknown method is refused inside a protected database. HEAD is GET.
+// OPTIONS without a body (a CORS preflight) passes everywhere; with a
+// body it is refused. PATCH is refused: CouchDB has none except through
+// update handlers. The proxy checks charsets, byte-order marks and method
+// overrides for every protected request; the profile also refuses a
+// multipart body wherever it expects JSON.
+//
+// Query strings are split at '&' and ';' (mochiweb splits at both),
+// names and values unescaped with '+' as a space, every occurrence of a
+// repeated parameter handled.
+//
+// # Endpoints
+//
+// {db} is a protected database. Requests to databases the file does not
+// protect pass untouched (BodyPass), except the server-wide refusals at
+// the end. "passes" below means: forwarded with the body rule shown, no
+// protected value travels in it.
+//
+//	endpoint                     request                                        treatment
+//	couchdb.db                   GET|HEAD|DELETE /{db}                          passes (no body)
+//	                             PUT /{db}                                      passes (JSON body, ignored)
+//	couchdb.doc                  POST /{db}, PUT /{db}/{docid}                  document encrypted; checks below
+//	                             GET|HEAD|DELETE /{db}/{docid}                  passes (rev, revs, open_revs...: ids, flags)
+//	                             COPY /{db}/{docid}                             passes; Destination under _design/ needs design_docs: allow
+//	                             POST /{db}/{docid}                             refused: multipart form upload
+//	couchdb.local                /{db}/_local/{id} (or _local%2F{id})           as documents; no attachments (/_local/{id}/... refused)
+//	couchdb.design               GET|HEAD /{db}/_design/{ddoc}[/_info]          passes
+//	                             PUT|DELETE|COPY /{db}/_design/{ddoc}           refused unless design_docs: allow (then PUT encrypted)
+//	couchdb.design_function      /{db}/_design/{ddoc}/_show|_list|_update|      refused, any method: design document code runs
+//	                             _rewrite|_search|_search_info|_nouveau|_geo|   inside the datastore with the request's body,
+//	                             any other _name                                query string and path in plaintext
+//	couchdb.attachment           GET|HEAD|DELETE /{db}/{docid}/{att...}         passes
+//	                             PUT /{db}/{docid}/{att...}                     refused unless attachments: allow (then opaque)
+//	                             PUT|DELETE /{db}/_design/{ddoc}/{att...}       needs design_docs (and for PUT attachments) allowed
+//	couchdb.bulk_docs            POST /{db}/_bulk_docs (new_edits=false too)    $.docs[*] encrypted, same checks
+//	couchdb.all_docs             GET|POST /{db}/_all_docs|_design_docs|         passes: keys are document ids
+//	                             _local_docs[/queries]
+//	couchdb.bulk_get             POST /{db}/_bulk_get                           passes (ids, revisions)
+//	couchdb.revs                 POST /{db}/_revs_diff|_missing_revs            passes (ids, revisions)
+//	couchdb.purge                POST /{db}/_purge, GET /{db}/_purged_infos     passes (ids, revisions)
+//	couchdb.find, .explain       POST /{db}/_find, /{db}/_explain               selector transformed (below)
+//	couchdb.index                GET /{db}/_index                               passes
+//	                             POST /{db}/_index                              partial_filter_selector transformed; names,
+//	                                                                            field names untouched; type other than json refused
+//	                             DELETE /{db}/_index/{ddoc}/{type}/{name},      passes
+//	                             POST /{db}/_index/_bulk_delete
+//	couchdb.changes              GET|POST /{db}/_changes, every feed            filter absent, _doc_ids, _view, _design: passes;
+//	                                                                            _selector: the body's selector transformed;
+//	                                                                            custom ddoc/name filter and a selector query
+//	                                                                            parameter refused
+//	couchdb.view                 GET|POST /{db}/_design/{ddoc}/_view/{view}     compared keys sealed (below)
+//	                             [/queries], GET .../_view/{view}/_info
+//	couchdb.admin                _security, _revs_limit, _purged_infos_limit,   passes (settings, maintenance)
+//	                             _auto_purge (GET|PUT); _compact[/{ddoc}],
+//	                             _view_cleanup, _ensure_full_commit,
+//	                             _sync_shards, _search_cleanup,
+//	                             _nouveau_cleanup (POST); _shards[/{docid}]
+//	                             (GET); _time_seq (GET|DELETE)
+//	couchdb.partition            GET /{db}/_partition/{p}; _partition/{p}/      as the database's own endpoints; anything else
+//	                             _all_docs|_find|_explain|_index|               under a partition refused
+//	                             _design/{ddoc}/_view/{view}
+//	couchdb.temp_view            /{db}/_temp_view                               refused: runs a map function from the request
+//	couchdb.unknown              any other /{db}/_name                          refused (deny by default)
+//	couchdb.options              OPTIONS without a body                         passes (CORS preflight)
+//
+// Document writes are encrypted in one streaming pass by encryptors
+// compiled once per collection. Their Check rules come first, so that a
+// refusal wins over an encryption where both select a value: an inline
+// attachment ($._attachments[*].data, or .follows: true) is refused unless
+// the collection allows attachments (stubs pass), and an _id starting
+// with "_design/" unless it allows design documents (pouchdb-server takes
+// a PUT's id from the body, and POST /{db} and _bulk_docs always do). A
+// document PUT with an "id" query parameter (which pouchdb-server uses
+// when the body has no _id) and a multipart/related upload (document and
+// attachments in one body) are refused.
+//
+// # Mango selectors
+//
+// _find, _explain, _index's partial_filter_selector and _changes's
+// selector are read as mango_selector:normalize reads them: a member
+// whose name starts with '$' is an operator, any other a field name (a
+// dotted path; "\." is a literal dot; a backslash that CouchDB and
+// pouchdb-find read differently is refused); an object of field names is
+// a nested path ({"card": {"number": x}} is card.number); a scalar, an
+// array or {} is compared for equality; several members are an implicit
+// $and. $and, $or, $nor and $not recurse at any depth, also under a
+// field; $elemMatch and $allMatch recurse with the array's path (arrays
+// are transparent, as in the rules). A numeric member ("accounts.0.iban")
+// is read both as an array index and as a member name, and the more
+// protective reading wins. For each compared value:
+//
+//   - on a searchable field: $eq, $ne, $in and $nin values are sealed
+//     deterministically, exactly as the document encryptor sealed the
+//     field (strings canonicalised, so "\u0061" and "a" match; a null
+//     only when the field encrypts nulls; a string that already is a
+//     token opening under its key is left, as the encryptor leaves it);
+//     $exists passes; any other operator is refused with 400
+//     unsupported_query (ciphertext keeps equality, not order, pattern,
+//     size, type or content);
+//   - on a random field: only $exists; anything else is refused;
+//   - inside a protected value ("address.city" when address is
+//     protected): refused, also $exists, a fields projection and a sort:
+//     the datastore holds one token there;
+//   - on an unprotected field: untouched, unless the compared value is an
+//     object or array that contains a protected field (comparing a parent
+//     whole), which is refused;
+//   - $text and $default (full-text search over every field), unknown
+//     operators: refused.
+//
+// _find's sort on a protected field is refused (ciphertext order is not
+// value order); sort and index field entries must be a name or a
+// one-member {name: "asc"|"desc"}. Other _find members (limit, skip,
+// use_index, bookmark, r, update, stable, execution_stats, ...) pass;
+// unknown members are refused. The output keeps member order, and every
+// subtree that was not changed byte for byte (numbers keep their digits).
+//
+// # Views
+//
+// A view's key is whatever its map function emits, which the sidecar
+// cannot read. The rule file declares it under the collection's views:
+// ("ddoc/view": the field each key position holds, and whether the key is
+// an array). For a declared view, the JSON in the query parameters key,
+// keys, startkey/start_key and endkey/end_key, and the same members of a
+// POST body and of each element of its queries, is decoded; each position
+// that holds a searchable field is sealed like the field; a position on a
+// random field, or inside a protected value, is refused unless it holds
+// no value ({} or a plaintext null). A range is meaningless on ciphertext:
+// a protected position must hold the same value at both ends (which makes
+// startkey=["a@b"]&endkey=["a@b",{}] work) or no value at either.
+// startkey_docid and endkey_docid are ids and pass. The rest of the query
+// string is kept byte for byte. Key parameters written with brackets
+// (key[0]=..., which pouchdb-server's qs reads as an object), a ';' in a
+// query string with keys (pouchdb-server does not split at ';'), and a key
+// that is not JSON (pouchdb-server would compare its text as a string)
+// are refused. A view the file does not declare passes only when no key
+// parameter or member is present.
+//
+// # Server-wide endpoints
+//
+// Pass: GET /, /_all_dbs, /_dbs_info (GET, POST), /_active_tasks,
+// /_membership, /_up, /_uuids, /_session (GET, POST, DELETE),
+// /_utils/..., /_scheduler/..., /_cluster_setup (GET), /_reshard (GET),
+// /_node/{node}/_stats|_system|_versions|_prometheus|_smoosh (GET),
+// /_config and /_node/{node}/_config (GET), /_users/... (accounts, not
+// protected data), /_replicator and /_global_changes (GET), and
+// pouchdb-server's /_log, /_stats and /_db_updates (GET).
+//
+// Refused unless the rule file's allow: names the operation:
+//
+//	operation  requests                                                  why
+//	replicate  POST /_replicate, any write to /_replicator               a replication copies documents as stored: from an
+//	                                                                     unprotected source it writes plaintext into {db}
+//	config     writes under /_config and /_node/{node}/_config           vhosts and rewrites change which database a path
+//	           (vhosts included)                                         reaches; query servers change what runs inside
+//	rewrite    a URL naming /{any}/_design/{d}/_rewrite/ anywhere,       pouchdb-server matches it before routing and
+//	           query string included                                     resolves ../ in targets, so any rewrite can reach
+//	                                                                     {db}; on {db} itself _rewrite is always refused
+//	restart    POST /_restart, /_node/{node}/_restart                    administration; refused like any unknown command
+//	reshard    writes under /_reshard                                    administration; refused like any unknown command
+//
+// Always refused: any other /_{name} (_cluster_setup POST,
+// _reload_query_servers, _search_analyze, ...) and any other path under
+// /_node/{node}/, which CouchDB forwards to the node-local interface and
+// pouchdb-server serves as an alias of the rest of the path
+// (/_node/node1@127.0.0.1/clinic/doc is /clinic/doc). A file that
+// protects a system database by pattern ("*") gets the database treatment
+// there; replication writes are refused first.
+//
+// # Limits
+//
+// Virtual hosts configured in the datastore before the sidecar was put in
+// front of it are not seen: a Host header that such a vhost rewrites to a
+// protected database reaches it under a path the profile does not see as
+// protected. Keep [vhosts] empty; writes to it are refused from then on.
+// A field named _id cannot be protected at the document root (the design
+// document check reads it there), and CouchDB needs ids in plaintext
+// anyway. Deterministic equality on numbers, objects and arrays matches
+// only the same spelling (1.0 is not 1); strings are canonicalised.
+//
+// [Profile.Coverage] lists the same table for one collection, with its
+// attachment, design document and view decisions filled in, for `rules
+// report` and for docs/RULES.md.
+package couchdb
