@@ -78,7 +78,7 @@ func (p *Proxy) copyEvents(req *http.Request, ex *exchange, dst io.Writer, src i
 			line = line[:0]
 		} else if len(line) > 0 {
 			out := line
-			if rest, ok := bytes.CutPrefix(line, []byte("data:")); ok && bytes.Contains(rest, tokenMarker) {
+			if rest, ok := bytes.CutPrefix(line, []byte("data:")); ok && fieldcrypt.MayHoldTokens(rest) {
 				body, eol := splitEOL(rest)
 				lead := 0
 				if len(body) > 0 && body[0] == ' ' {

@@ -84,11 +84,11 @@ decrypt:
 	resp.Body.Close()
 
 	mu.Lock()
-	fmt.Println("datastore:", regexp.MustCompile(`sc1\.[A-Za-z0-9_-]+`).ReplaceAllString(stored, "sc1.…"))
+	fmt.Println("datastore:", regexp.MustCompile(`sc2\.[A-Za-z0-9_-]+`).ReplaceAllString(stored, "sc2.…"))
 	mu.Unlock()
 	fmt.Println("app reads:", string(read))
 	// Output:
-	// datastore: {"name":"Ada","ssn":"sc1.…"}
+	// datastore: {"name":"Ada","ssn":"sc2.…"}
 	// app reads: {"name":"Ada","ssn":"078-05-1120"}
 }
 

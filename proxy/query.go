@@ -66,7 +66,7 @@ func sealQuery(ctx context.Context, raw string, qrules []rules.QueryRule, keys f
 				}
 				valueStart := start + len(rawName) + 1
 				out = append(out, raw[copied:valueStart]...)
-				// Tokens are "sc1." plus base64url: QueryEscape leaves
+				// Tokens are "sc2." plus base64url: QueryEscape leaves
 				// them as they are, but escaping keeps this correct if
 				// the alphabet ever grows.
 				out = append(out, url.QueryEscape(string(tok))...)
@@ -94,7 +94,7 @@ func findQueryRule(qrules []rules.QueryRule, name string) *rules.QueryRule {
 
 // opensAsToken reports whether s is a token that opens with its key.
 func opensAsToken(ctx context.Context, keys fieldcrypt.Keyring, s string) bool {
-	if !strings.HasPrefix(s, fieldcrypt.TokenPrefix) {
+	if !fieldcrypt.HasTokenPrefix(s) {
 		return false
 	}
 	tok := []byte(s)

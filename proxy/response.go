@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,12 +22,11 @@ import (
 // ones of unknown length (change feeds), are decrypted as they stream.
 const smallResponse = 256 << 10
 
-// tokenMarker is how every token starts inside a JSON document: a string
-// opening quote and the token prefix. A buffered response without it has
-// nothing to open and skips the decrypter (the common case for traffic
-// that no rule touches). An upstream that escaped the prefix letters as
-// \uXXXX would have its tokens left as tokens, never exposed.
-var tokenMarker = []byte(`"` + fieldcrypt.TokenPrefix)
+// A buffered response in which fieldcrypt.MayHoldTokens finds no string
+// starting like a token ("sc1." or "sc2." after a quote) has nothing to
+// open and skips the decrypter (the common case for traffic that no rule
+// touches). An upstream that escaped the prefix letters as \uXXXX would
+// have its tokens left as tokens, never exposed.
 
 // maxAuditPaths bounds the JSON paths listed per key version in one
 // open-failure audit event.
@@ -97,7 +95,7 @@ func (p *Proxy) decryptBuffered(resp *http.Response, ex *exchange) error {
 	}
 	out := in
 	var rep fieldcrypt.Report
-	if bytes.Contains(in, tokenMarker) {
+	if fieldcrypt.MayHoldTokens(in) {
 		opts := decryptOptions
 		out, rep, err = ex.plan.Decryptor.DecryptBytes(resp.Request.Context(), in, p.keys, &opts)
 		if err != nil {

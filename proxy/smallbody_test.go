@@ -70,7 +70,7 @@ func TestEncryptedBodyInOneWrite(t *testing.T) {
 	if n := writes.Load(); n != 1 {
 		t.Fatalf("the proxy wrote the encrypted request upstream in %d writes, want 1", n)
 	}
-	if got := rc.last(t).Body; bytes.Contains(got, []byte("123-45-6789")) || !bytes.Contains(got, []byte(`"ssn":"sc1.`)) {
+	if got := rc.last(t).Body; bytes.Contains(got, []byte("123-45-6789")) || !bytes.Contains(got, []byte(`"ssn":"sc2.`)) {
 		t.Fatalf("upstream body: %s", got)
 	}
 }

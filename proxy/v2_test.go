@@ -89,7 +89,7 @@ func TestV2Pipeline(t *testing.T) {
 		if bytes.Contains(r.Body, []byte("123-45-6789")) {
 			t.Errorf("plaintext reached the upstream: %s", r.Body)
 		}
-		if !bytes.Contains(r.Body, []byte(`"sc1.`)) {
+		if !bytes.Contains(r.Body, []byte(`"`+fieldcrypt.TokenPrefix)) {
 			t.Errorf("no token in %s", r.Body)
 		}
 	}
@@ -213,7 +213,7 @@ func TestV2GzipBody(t *testing.T) {
 	}
 	var plain bytes.Buffer
 	plain.ReadFrom(zr)
-	if strings.Contains(plain.String(), "123-45-6789") || !strings.Contains(plain.String(), `"sc1.`) {
+	if strings.Contains(plain.String(), "123-45-6789") || !strings.Contains(plain.String(), `"`+fieldcrypt.TokenPrefix) {
 		t.Errorf("upstream got %s", plain.String())
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -163,7 +164,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func isToken(v any) bool {
 	s, ok := v.(string)
-	return ok && strings.HasPrefix(s, "sc1.")
+	return ok && strings.HasPrefix(s, "sc2.")
 }
 
 // The values the clinic rules protect; none may ever reach the store.
@@ -250,7 +251,7 @@ func TestServeEndToEnd(t *testing.T) {
 		}
 	}
 	changes := mustCall(t, "GET", s.url+"/clinic/_changes?include_docs=true", "", 200)
-	if !bytes.Contains(changes, []byte("Bob Sample")) || bytes.Contains(changes, []byte(`"sc1.`)) {
+	if !bytes.Contains(changes, []byte("Bob Sample")) || bytes.Contains(changes, []byte(`"sc2.`)) {
 		t.Fatalf("_changes not decrypted: %s", changes)
 	}
 
@@ -267,7 +268,9 @@ func TestServeEndToEnd(t *testing.T) {
 	waitFor(t, "new writes under phi v2", func() bool {
 		mustCall(t, "PUT", s.url+"/clinic/p-dee-"+fmt.Sprint(time.Now().UnixNano()), `{"diagnosis":"Z00.0 checkup"}`, 201)
 		raw := mustCall(t, "GET", db.URL+"/clinic/_all_docs?include_docs=true", "", 200)
-		return bytes.Contains(raw, []byte(`"sc1.AQFzA3BoaQAAAAI`)) // header: v1, random, string, "phi", version 2
+		// Header: format 2, random, "phi", version 2; the 14th character
+		// holds the version's last 2 bits (10) and 4 bits of the nonce.
+		return regexp.MustCompile(`"sc2\.AgEDcGhpAAAAA[g-v]`).Match(raw)
 	})
 
 	// Crypto-shredding: destroying phi v1 from the CLI (another process)
@@ -480,7 +483,7 @@ func TestDemo(t *testing.T) {
 	}
 	s := newSidecar(t, "", "")
 	out := s.cli("demo", "--pouchdb", pouch, "--rules", filepath.Join(testenv.RepoRoot(), "examples", "rules", "clinic.yaml"))
-	for _, want := range []string{"The datastore holds tokens only", "Search still works", `"ssn": "123-45-6789"`, `"ssn": "sc1.`, ": OK", "Stopped everything"} {
+	for _, want := range []string{"The datastore holds tokens only", "Search still works", `"ssn": "123-45-6789"`, `"ssn": "sc2.`, ": OK", "Stopped everything"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("demo output lacks %q:\n%s", want, out)
 		}
