@@ -107,10 +107,29 @@ type Limits struct {
 	// MaxDepth is the deepest nesting of objects and arrays accepted.
 	// Zero means DefaultMaxDepth.
 	MaxDepth int
+	// MaxKeyVersions bounds the distinct key versions (name and version)
+	// that one call looks up in the Keyring to open tokens, successful
+	// lookups or not. Zero means DefaultMaxKeyVersions. Past the bound a
+	// Decrypt leaves each token of a further version as it is and reports
+	// it (ErrTooManyKeys), and an Encrypt that meets one in a protected
+	// field fails.
+	MaxKeyVersions int
 }
 
 // DefaultMaxDepth is the nesting limit when Limits.MaxDepth is zero.
 const DefaultMaxDepth = 512
+
+// DefaultMaxKeyVersions is the bound on distinct key versions per call
+// when Limits.MaxKeyVersions is zero.
+//
+// Why 64: a token header names any key version its writer likes, and each
+// new one costs a keystore read and an unwrap by the HSM, so without a bound
+// one request of N made-up headers costs N of them. A legitimate document
+// names a few keys in one or two versions each, and a listing that spans
+// years of rotation a few dozen; 64 leaves room for that while capping what
+// a forged document can make the HSM do. Raise it (Limits) where keys rotate
+// often and responses span many of their versions.
+const DefaultMaxKeyVersions = 64
 
 // KeyUse counts the fields sealed or opened with one key version.
 type KeyUse struct {
@@ -357,4 +376,7 @@ var (
 	ErrTokenContent = errors.New("token content does not match its type")
 	// ErrFieldRefused: a FieldRule.Check refused a value.
 	ErrFieldRefused = errors.New("field refused")
+	// ErrTooManyKeys: a document names more distinct key versions than
+	// Limits.MaxKeyVersions; the tokens past the bound were not looked up.
+	ErrTooManyKeys = errors.New("too many distinct key versions in one document")
 )

@@ -185,7 +185,7 @@ func TestAllocationsIndependentOfDocumentCount(t *testing.T) {
 		return testing.AllocsPerRun(10, func() {
 			m.prepare(ctx, kr, nil)
 			if decrypt {
-				m.dec, m.maxDepth = openAll.impl, DefaultMaxDepth
+				m.setDecrypt(openAll.impl, nil)
 				_, err = m.runReader(io.Discard, bytes.NewReader(sealed))
 			} else {
 				m.setEncrypt(e.impl, nil)

@@ -2,6 +2,7 @@ package fieldcrypt
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -52,12 +53,27 @@ type encryptor struct {
 	v1       bool      // test hook: write format 1, for its known-answer vectors
 }
 
-func compileEncryptor(rules []FieldRule, lim Limits) (*encryptor, error) {
+// normalize fills in the defaults of lim.
+func (lim Limits) normalize() (Limits, error) {
 	if lim.MaxDepth < 0 {
-		return nil, fmt.Errorf("fieldcrypt: negative MaxDepth %d", lim.MaxDepth)
+		return lim, fmt.Errorf("fieldcrypt: negative MaxDepth %d", lim.MaxDepth)
+	}
+	if lim.MaxKeyVersions < 0 {
+		return lim, fmt.Errorf("fieldcrypt: negative MaxKeyVersions %d", lim.MaxKeyVersions)
 	}
 	if lim.MaxDepth == 0 {
 		lim.MaxDepth = DefaultMaxDepth
+	}
+	if lim.MaxKeyVersions == 0 {
+		lim.MaxKeyVersions = DefaultMaxKeyVersions
+	}
+	return lim, nil
+}
+
+func compileEncryptor(rules []FieldRule, lim Limits) (*encryptor, error) {
+	lim, err := lim.normalize()
+	if err != nil {
+		return nil, err
 	}
 	e := &encryptor{lim: lim}
 	var sels []Selector
@@ -135,25 +151,23 @@ type decryptor struct {
 }
 
 func newDecryptor(p Policy, lim Limits) *decryptor {
-	if lim.MaxDepth <= 0 {
-		lim.MaxDepth = DefaultMaxDepth
-	}
+	// NewDecryptor returns no error: out-of-range limits mean the defaults.
+	lim.MaxDepth, lim.MaxKeyVersions = max(lim.MaxDepth, 0), max(lim.MaxKeyVersions, 0)
+	lim, _ = lim.normalize()
 	return &decryptor{policy: p, lim: lim}
 }
 
 func (d *decryptor) run(ctx context.Context, dst io.Writer, src io.Reader, keys Keyring, opt *CallOptions) (Report, error) {
 	m := getMachine(ctx, keys, opt)
 	defer putMachine(m)
-	m.dec = d
-	m.maxDepth = depthFor(d.lim, opt)
+	m.setDecrypt(d, opt)
 	return m.runReader(dst, src)
 }
 
 func (d *decryptor) runBytes(ctx context.Context, src []byte, keys Keyring, opt *CallOptions) ([]byte, Report, error) {
 	m := getMachine(ctx, keys, opt)
 	defer putMachine(m)
-	m.dec = d
-	m.maxDepth = depthFor(d.lim, opt)
+	m.setDecrypt(d, opt)
 	return m.runBytes(src, len(src)+512)
 }
 
@@ -187,11 +201,13 @@ type trackSlot struct {
 // document, never let one through.
 var trackSeed = maphash.MakeSeed()
 
+// openEntry is one key version looked up in a call, found or not.
 type openEntry struct {
 	name    string
 	version uint32
 	key     *DataKey
 	err     error
+	used    int32 // index of its KeyUse in the report, or -1
 }
 
 type policyEntry struct {
@@ -199,6 +215,21 @@ type policyEntry struct {
 	action Action
 	masker Masker
 }
+
+const (
+	// lookupLinear: up to this many key versions (or key names, for the
+	// policy) a call finds its cache entries by a linear scan, which for
+	// the usual 1 to 4 keys is faster than hashing and allocates nothing;
+	// past it, an index map takes over, so that a document of N distinct
+	// made-up token headers costs O(N), not O(N^2).
+	lookupLinear = 8
+
+	// maxPolicyCache bounds the key names whose policy one call keeps.
+	// Names past it are asked of the Policy each time: the names cost no
+	// keystore access, and a document of made-up names must not grow the
+	// cache without bound.
+	maxPolicyCache = 1024
+)
 
 // machine is the state of one Encrypt or Decrypt call. Machines are pooled,
 // so that a call allocates a fixed number of times, whatever the document.
@@ -224,8 +255,13 @@ type machine struct {
 
 	sealKeys    []*DataKey
 	sealErrs    []error
+	sealUsed    []int32 // per seal key: index of its KeyUse in the report, or -1
 	openCache   []openEntry
+	openIndex   map[string]int32 // name || version (4 bytes BE) -> openCache index, past lookupLinear entries
+	openScratch []byte           // an openIndex key being looked up
+	maxKeys     int              // Limits.MaxKeyVersions of this call
 	policyCache []policyEntry
+	policyIndex map[string]int32 // name -> policyCache index, past lookupLinear entries
 	report      Report
 
 	rbuf     []byte // reader mode window
@@ -274,11 +310,21 @@ func (m *machine) reset() {
 	m.s.buf, m.s.r, m.s.w, m.s.out, m.s.ctx, m.s.flush = nil, nil, nil, nil, nil, nil
 	m.z.rand, m.z.v1 = nil, false
 	clear(m.sealKeys)
-	m.sealKeys, m.sealErrs = m.sealKeys[:0], m.sealErrs[:0]
+	clear(m.sealErrs)
+	m.sealKeys, m.sealErrs, m.sealUsed = m.sealKeys[:0], m.sealErrs[:0], m.sealUsed[:0]
 	clear(m.openCache)
 	m.openCache = m.openCache[:0]
 	clear(m.policyCache)
 	m.policyCache = m.policyCache[:0]
+	// The index maps exist only after a call met many keys; do not keep
+	// their memory for the next one.
+	m.openIndex, m.policyIndex = nil, nil
+	if cap(m.openCache) > 4*lookupLinear {
+		m.openCache = nil
+	}
+	if cap(m.policyCache) > 4*lookupLinear {
+		m.policyCache = nil
+	}
 	m.report = Report{}
 	m.trackMap = nil // rare (wide wildcard objects), and a map never shrinks
 	// Buffers that held document bytes are wiped before the machine serves
@@ -314,12 +360,20 @@ func depthFor(lim Limits, opt *CallOptions) int {
 func (m *machine) setEncrypt(e *encryptor, opt *CallOptions) {
 	m.enc = e
 	m.maxDepth = depthFor(e.lim, opt)
+	m.maxKeys = e.lim.MaxKeyVersions
 	m.step.reset(e.auto)
 	m.z.rand, m.z.v1 = e.rand, e.v1
 	for range e.keyNames {
 		m.sealKeys = append(m.sealKeys, nil)
 		m.sealErrs = append(m.sealErrs, nil)
+		m.sealUsed = append(m.sealUsed, -1)
 	}
+}
+
+func (m *machine) setDecrypt(d *decryptor, opt *CallOptions) {
+	m.dec = d
+	m.maxDepth = depthFor(d.lim, opt)
+	m.maxKeys = d.lim.MaxKeyVersions
 }
 
 func (m *machine) runBytes(src []byte, outCap int) ([]byte, Report, error) {
@@ -775,7 +829,11 @@ func (m *machine) captureAndSeal(c byte) error {
 		return nil
 	}
 	if typ == TypeString && !escaped && len(text) > len(TokenPrefix)+2 && tokenFormat(text[1:]) != 0 {
-		if k := m.existingToken(text[1 : len(text)-1]); k != nil {
+		k, err := m.existingToken(text[1 : len(text)-1])
+		if err != nil {
+			return &PathError{Path: m.path(), Offset: s.base + int64(start), Err: err}
+		}
+		if k != nil {
 			m.report.Tokens++
 			m.event(rule, k, typ, "already-token")
 			return nil
@@ -796,7 +854,7 @@ func (m *machine) captureAndSeal(c byte) error {
 	}
 	s.out = append(out, '"')
 	s.mark = end
-	m.use(k)
+	m.use(k, &m.sealUsed[rule.key])
 	m.event(rule, k, typ, "encrypted")
 	return nil
 }
@@ -804,24 +862,33 @@ func (m *machine) captureAndSeal(c byte) error {
 // existingToken reports the key under which content (a string value's
 // text) opens as a token, or nil. Anything that does not open is treated
 // as plaintext and encrypted: a client cannot smuggle plaintext past a rule
-// by making it look like a token.
-func (m *machine) existingToken(content []byte) *DataKey {
+// by making it look like a token. The one error is a document that names
+// more key versions than the call may look up: it is refused (fail closed)
+// rather than sealed or passed on unchecked.
+func (m *machine) existingToken(content []byte) (*DataKey, error) {
 	p, buf, err := decodeToken(m.z.body, content)
 	m.z.body = buf
 	if err != nil {
-		return nil
+		return nil, nil
 	}
-	k, err := m.openKey(p.name, p.version)
-	if err != nil {
-		return nil
+	e := m.openKey(p.name, p.version)
+	if e == nil {
+		return nil, errTooManyKeys
 	}
-	m.plain, _, err = m.z.openParsed(m.plain[:0], k, &p)
+	if e.err != nil {
+		return nil, nil
+	}
+	m.plain, _, err = m.z.openParsed(m.plain[:0], e.key, &p)
 	clear(m.plain)
 	if err != nil {
-		return nil
+		return nil, nil
 	}
-	return k
+	return e.key, nil
 }
+
+// errTooManyKeys: the call met more distinct key versions than it may
+// look up (Limits.MaxKeyVersions).
+var errTooManyKeys = &detailError{ErrTooManyKeys, "the key version is past Limits.MaxKeyVersions distinct versions in this document, and was not looked up"}
 
 // sealKey resolves the primary version of key i once per call.
 func (m *machine) sealKey(i int) (*DataKey, error) {
@@ -848,50 +915,92 @@ func (m *machine) sealKey(i int) (*DataKey, error) {
 	return k, nil
 }
 
-// openKey resolves a key version once per call (failures too).
-func (m *machine) openKey(name []byte, version uint32) (*DataKey, error) {
-	for i := range m.openCache {
-		e := &m.openCache[i]
-		if e.version == version && e.name == string(name) {
-			return e.key, e.err
+// openKey resolves a key version once per call (failures too), in O(1),
+// and returns its cache entry: the key, or the error of its lookup. It
+// returns nil, without asking the keyring, for a version past the call's
+// bound on distinct key versions. The entry is valid until the next
+// openKey.
+func (m *machine) openKey(name []byte, version uint32) *openEntry {
+	if m.openIndex == nil {
+		for i := range m.openCache {
+			e := &m.openCache[i]
+			if e.version == version && e.name == string(name) {
+				return e
+			}
+		}
+	} else {
+		m.openScratch = binary.BigEndian.AppendUint32(append(m.openScratch[:0], name...), version)
+		if i, ok := m.openIndex[string(m.openScratch)]; ok {
+			return &m.openCache[i]
 		}
 	}
+	if len(m.openCache) >= m.maxKeys {
+		return nil
+	}
 	n := string(name)
-	if m.keys == nil {
-		return nil, errors.New("fieldcrypt: no keyring")
+	var k *DataKey
+	err := errors.New("fieldcrypt: no keyring")
+	if m.keys != nil {
+		k, err = m.keys.OpenKey(m.ctx, n, version)
+		if err == nil && k == nil {
+			err = fmt.Errorf("fieldcrypt: %w: %q v%d", ErrUnknownKey, n, version)
+		}
 	}
-	k, err := m.keys.OpenKey(m.ctx, n, version)
-	if err == nil && k == nil {
-		err = fmt.Errorf("fieldcrypt: %w: %q v%d", ErrUnknownKey, n, version)
+	m.openCache = append(m.openCache, openEntry{name: n, version: version, key: k, err: err, used: -1})
+	switch {
+	case m.openIndex != nil:
+		m.openIndex[string(m.openScratch)] = int32(len(m.openCache) - 1)
+	case len(m.openCache) > lookupLinear:
+		m.openIndex = make(map[string]int32, 4*lookupLinear)
+		for i := range m.openCache {
+			e := &m.openCache[i]
+			m.openScratch = binary.BigEndian.AppendUint32(append(m.openScratch[:0], e.name...), e.version)
+			m.openIndex[string(m.openScratch)] = int32(i)
+		}
 	}
-	m.openCache = append(m.openCache, openEntry{name: n, version: version, key: k, err: err})
-	return k, err
+	return &m.openCache[len(m.openCache)-1]
 }
 
-func (m *machine) policy(name []byte) *policyEntry {
-	for i := range m.policyCache {
-		if m.policyCache[i].name == string(name) {
-			return &m.policyCache[i]
+// policy gives what the Policy says for a key name, asking it once per
+// name and call, in O(1).
+func (m *machine) policy(name []byte) policyEntry {
+	if m.policyIndex == nil {
+		for i := range m.policyCache {
+			if m.policyCache[i].name == string(name) {
+				return m.policyCache[i]
+			}
 		}
+	} else if i, ok := m.policyIndex[string(name)]; ok {
+		return m.policyCache[i]
 	}
-	n := string(name)
-	e := policyEntry{name: n}
+	e := policyEntry{name: string(name)}
 	if m.dec.policy != nil {
-		e.action, e.masker = m.dec.policy.Action(n)
+		e.action, e.masker = m.dec.policy.Action(e.name)
+	}
+	if len(m.policyCache) >= maxPolicyCache {
+		return e
 	}
 	m.policyCache = append(m.policyCache, e)
-	return &m.policyCache[len(m.policyCache)-1]
-}
-
-// use counts one field sealed or opened with k.
-func (m *machine) use(k *DataKey) {
-	for i := range m.report.Keys {
-		u := &m.report.Keys[i]
-		if u.Version == k.version && u.Name == k.name {
-			u.Fields++
-			return
+	switch {
+	case m.policyIndex != nil:
+		m.policyIndex[e.name] = int32(len(m.policyCache) - 1)
+	case len(m.policyCache) > lookupLinear:
+		m.policyIndex = make(map[string]int32, 4*lookupLinear)
+		for i := range m.policyCache {
+			m.policyIndex[m.policyCache[i].name] = int32(i)
 		}
 	}
+	return e
+}
+
+// use counts one field sealed or opened with k; *slot remembers where k's
+// count is in the report (-1: not yet), so counting is O(1).
+func (m *machine) use(k *DataKey, slot *int32) {
+	if *slot >= 0 {
+		m.report.Keys[*slot].Fields++
+		return
+	}
+	*slot = int32(len(m.report.Keys))
 	m.report.Keys = append(m.report.Keys, KeyUse{Name: k.name, Version: k.version, Fields: 1})
 }
 
@@ -983,10 +1092,14 @@ func (m *machine) openAt(start, end int) error {
 		}
 		return nil
 	}
-	k, err := m.openKey(p.name, p.version)
-	if err != nil {
-		return m.tokenFailure(off, pe.name, p.version, p.mode, p.typ, err)
+	ke := m.openKey(p.name, p.version)
+	if ke == nil {
+		return m.tokenFailure(off, pe.name, p.version, p.mode, p.typ, errTooManyKeys)
 	}
+	if ke.err != nil {
+		return m.tokenFailure(off, pe.name, p.version, p.mode, p.typ, ke.err)
+	}
+	k := ke.key
 	out := append(s.out, s.buf[s.mark:start]...)
 	s.out, s.mark = out, start
 	n := len(out)
@@ -1021,7 +1134,7 @@ func (m *machine) openAt(start, end int) error {
 	if pe.action == ActionMask {
 		m.report.Masked++
 	}
-	m.use(k)
+	m.use(k, &ke.used)
 	if m.opt.OnField != nil {
 		m.decEvent(pe.name, &p, typ, action)
 	}

@@ -862,6 +862,9 @@ func TestNewEncryptorChecksRules(t *testing.T) {
 	if _, err := NewEncryptor(nil, Limits{MaxDepth: -1}); err == nil {
 		t.Error("negative MaxDepth accepted")
 	}
+	if _, err := NewEncryptor(nil, Limits{MaxKeyVersions: -1}); err == nil {
+		t.Error("negative MaxKeyVersions accepted")
+	}
 }
 
 // Encryptors and Decryptors are shared by all requests.
