@@ -85,10 +85,13 @@ func (s *sealer) key(name string) (*fieldcrypt.DataKey, error) {
 // without escapes, as the encryptor requires) is a token that opens under
 // the key it names.
 func (s *sealer) isToken(raw []byte) bool {
-	if len(raw) < len(fieldcrypt.TokenPrefix)+2 || string(raw[1:1+len(fieldcrypt.TokenPrefix)]) != fieldcrypt.TokenPrefix {
+	if len(raw) < len(fieldcrypt.TokenPrefix)+2 {
 		return false
 	}
 	tok := raw[1 : len(raw)-1]
+	if !fieldcrypt.HasTokenPrefix(string(tok)) {
+		return false
+	}
 	if slices.Contains(tok, '\\') || s.keys == nil {
 		return false
 	}

@@ -219,8 +219,7 @@ func TestFindTokenMatchesStoredToken(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		token := out[strings.Index(out, `"sc1.`):]
-		token = token[:strings.Index(token[1:], `"`)+2]
+		token := firstToken(t, out)
 		if !strings.Contains(string(stored), `"email":`+token) {
 			t.Errorf("%s: _find sends %s, the document holds %s", sel, token, stored)
 		}
@@ -229,8 +228,7 @@ func TestFindTokenMatchesStoredToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	token := out[strings.Index(out, `"sc1.`):]
-	token = token[:strings.Index(token[1:], `"`)+2]
+	token := firstToken(t, out)
 	if !strings.Contains(string(stored), `"iban":`+token) {
 		t.Errorf("$elemMatch sends %s, the document holds %s", token, stored)
 	}
@@ -353,4 +351,15 @@ func TestFieldAtReadings(t *testing.T) {
 			t.Errorf("%s: %q %v %v, want %q %v", tc.path, name, inside, ref, tc.field, tc.inside)
 		}
 	}
+}
+
+// firstToken returns the first token in a JSON text, quotes included.
+func firstToken(t *testing.T, s string) string {
+	t.Helper()
+	i := strings.Index(s, `"sc`)
+	if i < 0 || !fieldcrypt.HasTokenPrefix(s[i+1:]) {
+		t.Fatalf("no token in %s", s)
+	}
+	j := strings.IndexByte(s[i+1:], '"')
+	return s[i : i+j+2]
 }

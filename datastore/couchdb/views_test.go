@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/sidecrypt/sidecrypt/datastore"
+	"github.com/sidecrypt/sidecrypt/fieldcrypt"
 )
 
 // q escapes a JSON key as a client puts it in a query string.
@@ -65,7 +66,7 @@ func TestViewQuery(t *testing.T) {
 				}
 				return
 			}
-			if strings.Contains(tc.want, "sc1.") && len(op.Keys) == 0 {
+			if strings.Contains(tc.want, fieldcrypt.TokenPrefix) && len(op.Keys) == 0 {
 				t.Error("a query transform that seals, without keys")
 			}
 			got, err := op.Query(context.Background(), tc.query, keyring(t))
