@@ -98,6 +98,12 @@ func (p *Profile) classify(r *datastore.Request) *datastore.Operation {
 		return p.server(r, segs)
 	}
 	c := p.match(first)
+	if c == nil && strings.HasPrefix(pouchName(first.name), "_") {
+		// pouchdb-server would store it in a system database:
+		// "/%3F_replicator" is _replicator there.
+		return &datastore.Operation{Endpoint: EpPath, Refusal: datastore.BadRequest(
+			"couchdb: a database name that pouchdb-server reads as a system database (it drops characters such as ? : * | and trailing dots)")}
+	}
 	if c == nil {
 		return &datastore.Operation{Endpoint: dbEndpoint(segs[1:]), Body: datastore.BodyPass}
 	}

@@ -381,6 +381,23 @@ func TestClassifyPaths(t *testing.T) {
 		{name: "bad escape in db", method: "PUT", path: "/cl%zznic/doc", body: true, code: codeBad},
 		{name: "no leading slash", method: "GET", path: "clinic/doc", code: codeBad},
 		{name: "plus in db name (CouchDB: space)", method: "PUT", path: "/tenant-a+b/doc", body: true, rule: enc},
+
+		// Names pouchdb-server stores under another name (sanitize-filename).
+		{name: "pouch: question mark", method: "PUT", path: "/clinic%3F/doc", body: true, rule: enc},
+		{name: "pouch: trailing dot", method: "PUT", path: "/clinic./doc", body: true, rule: enc},
+		{name: "pouch: trailing dots and spaces", method: "PUT", path: "/clinic.%20./doc", body: true, rule: enc},
+		{name: "pouch: slash", method: "PUT", path: "/cli%2Fnic/doc", body: true, rule: enc},
+		{name: "pouch: colon star pipe", method: "PUT", path: "/c%3Al%2Ai%7Cnic/doc", body: true, rule: enc},
+		{name: "pouch: control character", method: "PUT", path: "/cl%00inic/doc", body: true, rule: enc},
+		{name: "pouch: C1 control", method: "PUT", path: "/c%C2%80linic/doc", body: true, rule: enc},
+		{name: "pouch: backslash quote angle", method: "PUT", path: "/%22clinic%5C%3C%3E/doc", body: true, rule: enc},
+		{name: "pouch: bulk_docs", method: "POST", path: "/clinic%3F/_bulk_docs", body: true, ep: EpBulkDocs, rule: enc},
+		{name: "pouch: protected name with slash", method: "PUT", path: "/org%2Frecords/doc", body: true, rule: enc},
+		{name: "pouch: its pouchdb name", method: "PUT", path: "/orgrecords/doc", body: true, rule: enc},
+		{name: "pouch: its pouchdb name, other spelling", method: "PUT", path: "/org%3Arecords./doc", body: true, rule: enc},
+		{name: "pouch: replicator alias", method: "PUT", path: "/%3F_replicator/r1", body: true, code: codeBad},
+		{name: "pouch: users alias", method: "PUT", path: "/%7C_users/x", body: true, code: codeBad},
+		{name: "pouch: unrelated name", method: "PUT", path: "/other%3F/doc", body: true, rule: pass},
 	})
 }
 

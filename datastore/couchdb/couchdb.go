@@ -71,6 +71,9 @@ type collection struct {
 	// of its searchable fields, which query transforms seal with.
 	keys, searchKeys []string
 	views            map[string]*viewPlan
+	// pouchPattern is the collection's pattern as pouchdb-server's
+	// database names read it.
+	pouchPattern string
 }
 
 // New builds the CouchDB profile for s: one compiled plan per protected
@@ -92,7 +95,7 @@ func New(s *datastore.Schema) (datastore.Profile, error) {
 }
 
 func compile(c *datastore.Collection) (*collection, error) {
-	cc := &collection{Collection: c, keys: c.Keys()}
+	cc := &collection{Collection: c, keys: c.Keys(), pouchPattern: pouchPattern(c.Name)}
 	for _, f := range c.Fields {
 		if searchable(f) && !slices.Contains(cc.searchKeys, f.Key) {
 			cc.searchKeys = append(cc.searchKeys, f.Key)
@@ -198,20 +201,30 @@ func refuseDesignID(typ fieldcrypt.Type, text []byte) error {
 // Name implements datastore.Profile.
 func (p *Profile) Name() string { return Name }
 
-// match returns the protected collection a database segment names. CouchDB
-// reads '+' in a path segment as a space (chttpd's decode_plus_to_space,
-// on by default), pouchdb-server as '+': a segment is protected when
-// either reading names a protected database.
+// match returns the protected collection a database segment names, in
+// file order. A segment is protected when any reading of it names a
+// protected database: its unescaped name; the name CouchDB reads with
+// '+' as a space (chttpd's decode_plus_to_space, on by default); and the
+// name pouchdb-server stores it under (pouchName), which is compared with
+// the patterns read the same way.
 func (p *Profile) match(seg segment) *collection {
 	if p.schema == nil {
 		return nil
 	}
-	if c := p.schema.Match(seg.name); c != nil {
-		return p.cols[c]
-	}
+	names := []string{seg.name}
 	if strings.IndexByte(seg.raw, '+') >= 0 {
-		if c := p.schema.Match(seg.plusName()); c != nil {
-			return p.cols[c]
+		names = append(names, seg.plusName())
+	}
+	pouch := pouchName(seg.name)
+	for _, c := range p.schema.Collections {
+		cc := p.cols[c]
+		for _, n := range names {
+			if datastore.Glob(c.Name, n) {
+				return cc
+			}
+		}
+		if datastore.Glob(c.Name, pouch) || datastore.Glob(cc.pouchPattern, pouch) {
+			return cc
 		}
 	}
 	return nil

@@ -18,8 +18,14 @@
 // chttpd and express do: "/clinic/a%2Fb" is document "a/b" of database
 // clinic, "/clinic/_design%2Fapp" is design document _design/app, and
 // "/cl%69nic" is database clinic. A database segment is protected when
-// its unescaped name, or the name CouchDB reads with '+' as a space,
-// matches a collection. One trailing slash is ignored. Paths that servers
+// any reading of it matches a collection: its unescaped name, the name
+// CouchDB reads with '+' as a space, and the name pouchdb-server stores
+// the database under (express-pouchdb runs sanitize-filename on it, which
+// drops / ? < > \ : * | " and control characters and trailing dots and
+// spaces, so "/clinic%3F", "/clinic." and "/cli%2Fnic" are clinic there,
+// and a protected "org/records" is stored as "orgrecords"). A name that
+// pouchdb-server would read as a system database ("/%3F_replicator") is
+// refused. One trailing slash is ignored. Paths that servers
 // and proxies in between read differently are refused with 400
 // bad_request, on every database: an empty segment ("//", which CouchDB
 // drops), a "." or ".." segment raw or escaped ("%2e%2e") or inside an

@@ -58,8 +58,17 @@ func open() *datastore.Collection {
 	}
 }
 
+// records is a protected database whose CouchDB name has a slash, which
+// pouchdb-server drops: /orgrecords reaches it there.
+func records() *datastore.Collection {
+	return &datastore.Collection{
+		Name:   "org/records",
+		Fields: []*datastore.Field{{Name: "ssn", Path: []string{"ssn"}, AnyDepth: true, Key: "pii", Mode: fieldcrypt.ModeRandom}},
+	}
+}
+
 func testSchema(allow ...string) *datastore.Schema {
-	return &datastore.Schema{Datastore: "couchdb", Collections: []*datastore.Collection{clinic(), open()}, Allow: allow}
+	return &datastore.Schema{Datastore: "couchdb", Collections: []*datastore.Collection{clinic(), open(), records()}, Allow: allow}
 }
 
 func newProfile(t testing.TB, allow ...string) *Profile {

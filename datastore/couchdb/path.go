@@ -4,6 +4,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/sidecrypt/sidecrypt/datastore"
 )
@@ -131,4 +132,78 @@ func methodName(m string) string {
 		return m
 	}
 	return "(an unknown method)"
+}
+
+// pouchName is the database name pouchdb-server stores a URL's database
+// under: express-pouchdb's cleanFilename, which runs sanitize-filename
+// (removes / ? < > \ : * | " and control characters, blanks a name of only
+// dots or a Windows device name, strips trailing dots and spaces, keeps
+// at most 255 bytes) and wraps a name that comes out empty in "__".
+// "/clinic%3F", "/clinic." and "/cli%2Fnic" all reach clinic there.
+func pouchName(name string) string {
+	if s := sanitizeFilename(name); s != "" {
+		return s
+	}
+	return sanitizeFilename("__" + name + "__")
+}
+
+func sanitizeFilename(in string) string {
+	var b strings.Builder
+	for _, r := range in {
+		if strings.ContainsRune(`/?<>\:*|"`, r) || r <= 0x1f || (r >= 0x80 && r <= 0x9f) {
+			continue
+		}
+		b.WriteRune(r)
+	}
+	s := b.String()
+	if strings.Trim(s, ".") == "" || windowsDevice(s) {
+		s = ""
+	}
+	s = strings.TrimRight(s, ". ")
+	if len(s) > 255 {
+		n := 0
+		for i, r := range s {
+			if i+utf8.RuneLen(r) > 255 {
+				break
+			}
+			n = i + utf8.RuneLen(r)
+		}
+		s = s[:n]
+	}
+	return s
+}
+
+// windowsDevice matches /^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$/i.
+func windowsDevice(s string) bool {
+	base, _, _ := strings.Cut(s, ".")
+	switch b := strings.ToLower(base); {
+	case b == "con" || b == "prn" || b == "aux" || b == "nul":
+		return true
+	case len(b) == 4 && (b[:3] == "com" || b[:3] == "lpt") && b[3] >= '0' && b[3] <= '9':
+		return true
+	}
+	return false
+}
+
+// pouchPattern is a collection pattern as pouchdb-server's names read it:
+// the characters sanitize-filename removes, removed from each literal
+// part, and trailing dots and spaces stripped when the pattern ends with
+// one. A protected "org/clinic" is stored as "orgclinic" there, and a
+// request for /orgclinic reaches it.
+func pouchPattern(pattern string) string {
+	parts := strings.Split(pattern, "*")
+	for i, p := range parts {
+		var b strings.Builder
+		for _, r := range p {
+			if strings.ContainsRune(`/?<>\:|"`, r) || r <= 0x1f || (r >= 0x80 && r <= 0x9f) {
+				continue
+			}
+			b.WriteRune(r)
+		}
+		parts[i] = b.String()
+	}
+	if last := len(parts) - 1; parts[last] != "" {
+		parts[last] = strings.TrimRight(parts[last], ". ")
+	}
+	return strings.Join(parts, "*")
 }
