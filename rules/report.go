@@ -269,8 +269,8 @@ func (inv *inventory) markdown() string {
 	if inv.Datastore != "" {
 		fmt.Fprintf(&b, "| Datastore | %s |\n", mdText(inv.Datastore))
 		fmt.Fprintf(&b, "| Datastore hosts | %s |\n", mdText(inv.Hosts))
-		fmt.Fprintf(&b, "| Server-wide operations allowed | %s |\n", mdText(listOr(inv.AllowedOps, "none")))
-		fmt.Fprintf(&b, "| Server-wide operations refused | %s |\n", mdText(listOr(inv.RefusedOps, "none")))
+		fmt.Fprintf(&b, "| Server-wide operations allowed | %s |\n", mdText(joinOr(inv.AllowedOps, "none")))
+		fmt.Fprintf(&b, "| Server-wide operations refused | %s |\n", mdText(joinOr(inv.RefusedOps, "none")))
 	}
 	b.WriteString("\nField values are sealed with AES-256-GCM (random: equal values give different tokens) or AES-SIV (deterministic, for searchable fields: equal values give equal tokens, so the datastore can match them and sees which records share a value).\n")
 	for _, c := range inv.Collections {

@@ -72,7 +72,7 @@ func (p *parser) validateDatastore(doc *Document) (ops []string, ok bool) {
 	if ops, ok := datastore.Operations(ds.Value); ok {
 		return ops, true
 	}
-	hint := "this build has: " + listOr(known, "none")
+	hint := "this build has: " + joinOr(known, "none")
 	if s := didYouMean(ds.Value, append(slices.Clone(known), documentedDatastores...)); s != "" && s != ds.Value {
 		hint = fmt.Sprintf("did you mean %q? (%s)", s, hint)
 	}
@@ -357,7 +357,7 @@ func (p *parser) validateAllow(doc *Document, ops []string) {
 	seen := map[string]Pos{}
 	for _, a := range doc.Allow {
 		if !contains(ops, a.Value) {
-			hint := fmt.Sprintf("%s knows: %s", doc.Datastore.Value, listOr(ops, "none"))
+			hint := fmt.Sprintf("%s knows: %s", doc.Datastore.Value, joinOr(ops, "none"))
 			if s := didYouMean(a.Value, ops); s != "" {
 				hint = fmt.Sprintf("did you mean %q? (%s)", s, hint)
 			}
@@ -430,4 +430,12 @@ func compileSchema(doc *Document) *datastore.Schema {
 		}
 	}
 	return s
+}
+
+// joinOr lists items separated by commas, or says none.
+func joinOr(items []string, none string) string {
+	if len(items) == 0 {
+		return none
+	}
+	return strings.Join(items, ", ")
 }

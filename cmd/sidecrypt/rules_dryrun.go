@@ -332,7 +332,7 @@ func jsonSeals(before, after []byte, root string) []sealedValue {
 	walk = func(a, b any, path []fieldcrypt.PathElem) {
 		switch bv := b.(type) {
 		case string:
-			if av, ok := a.(string); ok && av == bv || !strings.HasPrefix(bv, fieldcrypt.TokenPrefix) {
+			if av, ok := a.(string); ok && av == bv || !fieldcrypt.HasTokenPrefix(bv) {
 				return
 			}
 			info, err := fieldcrypt.ParseTokenInfo([]byte(bv))
@@ -405,7 +405,7 @@ func (d *dryRun) querySeals(op *datastore.Operation, path, before, after string)
 				label += "[" + strconv.Itoa(i) + "]"
 			}
 			var seals []sealedValue
-			if strings.HasPrefix(v, fieldcrypt.TokenPrefix) {
+			if fieldcrypt.HasTokenPrefix(v) {
 				if info, err := fieldcrypt.ParseTokenInfo([]byte(v)); err == nil {
 					seals = []sealedValue{{path: label, key: info.Key, version: info.KeyVersion, mode: info.Mode, action: "encrypted"}}
 				}
