@@ -80,9 +80,19 @@ func multipart(r *datastore.Request) bool {
 }
 
 func (p *Profile) classify(r *datastore.Request) *datastore.Operation {
-	segs, ref := splitPath(r.Path)
+	segs, empty, ref := splitPath(r.Path)
 	if ref != nil {
 		return &datastore.Operation{Endpoint: EpPath, Refusal: ref}
+	}
+	if empty {
+		// CouchDB drops empty segments ("//clinic/x" is /clinic/x),
+		// express does not. Harmless on an unprotected database, which
+		// every reading agrees on; ambiguous anywhere else.
+		if len(segs) == 0 || strings.HasPrefix(segs[0].name, "_") || strings.HasPrefix(pouchName(segs[0].name), "_") || p.match(segs[0]) != nil {
+			return &datastore.Operation{Endpoint: EpPath, Refusal: datastore.BadRequest(
+				"couchdb: the request path has an empty segment (//), which CouchDB drops and other readers keep")}
+		}
+		return &datastore.Operation{Endpoint: dbEndpoint(segs[1:]), Body: datastore.BodyPass}
 	}
 	if len(segs) == 0 {
 		return p.root(r)

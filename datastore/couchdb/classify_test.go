@@ -376,6 +376,11 @@ func TestClassifyPaths(t *testing.T) {
 		{name: "double slash", method: "PUT", path: "/clinic//doc", body: true, code: codeBad},
 		{name: "leading double slash", method: "PUT", path: "//clinic/doc", body: true, code: codeBad},
 		{name: "two trailing slashes", method: "GET", path: "/clinic/doc//", code: codeBad},
+		{name: "double slash in server path", method: "POST", path: "//_replicate", body: true, code: codeBad},
+		{name: "double slash, pouch alias", method: "PUT", path: "//clinic%3F/doc", body: true, code: codeBad},
+		{name: "only slashes", method: "GET", path: "//", code: codeBad},
+		{name: "double slash unprotected", method: "PUT", path: "//other/doc", body: true, ep: EpDoc, rule: pass},
+		{name: "double slash inside unprotected", method: "PUT", path: "/other//doc", body: true, rule: pass},
 		{name: "trailing slash ignored", method: "PUT", path: "/clinic/doc/", body: true, ep: EpDoc, rule: enc},
 		{name: "bad escape", method: "PUT", path: "/clinic/a%zz", body: true, code: codeBad},
 		{name: "bad escape in db", method: "PUT", path: "/cl%zznic/doc", body: true, code: codeBad},
@@ -511,7 +516,7 @@ func FuzzClassify(f *testing.F) {
 		if op == nil {
 			t.Fatal("nil operation")
 		}
-		segs, ref := splitPath(path)
+		segs, _, ref := splitPath(path)
 		if ref != nil || len(segs) == 0 || op.Refusal != nil {
 			return
 		}

@@ -25,14 +25,15 @@
 // spaces, so "/clinic%3F", "/clinic." and "/cli%2Fnic" are clinic there,
 // and a protected "org/records" is stored as "orgrecords"). A name that
 // pouchdb-server would read as a system database ("/%3F_replicator") is
-// refused. One trailing slash is ignored. Paths that servers
-// and proxies in between read differently are refused with 400
-// bad_request, on every database: an empty segment ("//", which CouchDB
-// drops), a "." or ".." segment raw or escaped ("%2e%2e") or inside an
-// unescaped segment ("a%2F..%2Fb"), an invalid escape, and an
+// refused. One trailing slash is ignored. Paths that servers and
+// proxies in between read differently are refused with 400 bad_request:
+// on every database, a "." or ".." segment raw or escaped ("%2e%2e") or
+// inside an unescaped segment ("a%2F..%2Fb"), an invalid escape, and an
 // underscore endpoint spelled with escapes ("%5Ffind", "%5Fdesign/x",
-// "%5Freplicate"): express routes on the raw path, CouchDB on the
-// unescaped one. The one-segment forms "_design%2F{name}" and
+// "%5Freplicate"), which express routes on the raw path and CouchDB on
+// the unescaped one; an empty segment ("//clinic/x", which CouchDB drops
+// and express keeps) unless the path is in an unprotected database by
+// every reading. The one-segment forms "_design%2F{name}" and
 // "_local%2F{id}" are read alike by both and classified as design and
 // local documents.
 //

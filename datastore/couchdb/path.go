@@ -32,42 +32,42 @@ func (s segment) escaped() bool { return s.raw != s.name }
 // unescapes each segment once, as CouchDB (chttpd) and pouchdb-server
 // (express) do, so that "%2F" inside a segment belongs to the segment.
 //
-// One trailing slash is ignored, as both servers ignore it. Paths that
-// servers and proxies read differently are refused: an empty segment
-// (CouchDB drops it, so "//clinic/x" is "/clinic/x", which a reader that
-// keeps it would not see as the clinic database), and a "." or ".."
-// segment, raw or unescaped ("%2e%2e"), or inside an unescaped segment
-// ("a%2F..%2Fb"), which a proxy in front of the datastore may resolve.
-// The datastore is reached through the sidecar, so every path is checked,
-// not only those of protected databases.
-func splitPath(p string) ([]segment, *datastore.Refusal) {
+// One trailing slash is ignored, as both servers ignore it. Other empty
+// segments ("//clinic/x") are left out, as CouchDB leaves them out, and
+// reported: express and proxies in between read such a path differently,
+// so the caller refuses it where it matters. A "." or ".." segment, raw or
+// unescaped ("%2e%2e"), or inside an unescaped segment ("a%2F..%2Fb"),
+// which a proxy in front of the datastore may resolve, is refused on
+// every path: clients resolve dot segments before sending (RFC 3986
+// section 5.2.4), so only crafted requests carry them.
+func splitPath(p string) (segs []segment, empty bool, ref *datastore.Refusal) {
 	if p == "" || p == "/" {
-		return nil, nil
+		return nil, false, nil
 	}
 	if p[0] != '/' {
-		return nil, datastore.BadRequest("couchdb: the request path does not start with /")
+		return nil, false, datastore.BadRequest("couchdb: the request path does not start with /")
 	}
-	p = p[1:]
-	p = strings.TrimSuffix(p, "/")
+	p = strings.TrimSuffix(p[1:], "/")
 	if p == "" {
-		return nil, datastore.BadRequest("couchdb: the request path has an empty segment (//), which CouchDB drops and other readers keep")
+		return nil, true, nil
 	}
 	parts := strings.Split(p, "/")
-	segs := make([]segment, 0, len(parts))
+	segs = make([]segment, 0, len(parts))
 	for _, raw := range parts {
 		if raw == "" {
-			return nil, datastore.BadRequest("couchdb: the request path has an empty segment (//), which CouchDB drops and other readers keep")
+			empty = true
+			continue
 		}
 		name, err := url.PathUnescape(raw)
 		if err != nil {
-			return nil, datastore.BadRequest("couchdb: a path segment has an invalid percent-escape")
+			return nil, false, datastore.BadRequest("couchdb: a path segment has an invalid percent-escape")
 		}
 		if dotSegment(raw) || dotSegment(name) || hasDotComponent(name) {
-			return nil, datastore.BadRequest("couchdb: the request path has a . or .. segment, which proxies and servers resolve differently")
+			return nil, false, datastore.BadRequest("couchdb: the request path has a . or .. segment, which proxies and servers resolve differently")
 		}
 		segs = append(segs, segment{raw: raw, name: name})
 	}
-	return segs, nil
+	return segs, empty, nil
 }
 
 func dotSegment(s string) bool { return s == "." || s == ".." }
