@@ -212,9 +212,11 @@
 // front of it are not seen: a Host header that such a vhost rewrites to a
 // protected database reaches it under a path the profile does not see as
 // protected. Keep [vhosts] empty; writes to it are refused from then on.
-// A field named _id cannot be protected at the document root (the design
-// document check reads it there), and CouchDB needs ids in plaintext
-// anyway. Deterministic equality on numbers, objects and arrays matches
+// Where a Check rule and a field rule select the same value, the Check
+// rule wins and the value is not encrypted: a field named _id or
+// _attachments would lose out, which is why the rules refuse protected
+// members starting with "_" (CouchDB reserves them and needs ids in
+// plaintext). Deterministic equality on numbers, objects and arrays matches
 // only the same spelling (1.0 is not 1); strings are canonicalised.
 //
 // [Profile.Coverage] lists the same table for one collection, with its

@@ -43,6 +43,7 @@ func clinic() *datastore.Collection {
 			"app/by_ward":       {Fields: []string{"ward"}},
 			"app/by_city":       {Fields: []string{"address.city"}},
 			"app/by_ward_phone": {Fields: []string{"ward", "phone"}, Array: true},
+			"app/by_tag":        {Fields: []string{`meta\.tag`}},
 		},
 	}
 }

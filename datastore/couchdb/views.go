@@ -89,8 +89,9 @@ func newViewPlan(c *datastore.Collection, name string, vk datastore.ViewKey) *vi
 	return v
 }
 
-// splitFieldName splits a rule file's field name at dots not preceded by
-// a backslash ("a\.b" is one member "a.b"), as datastore.Field.Path is.
+// splitFieldName splits a rule file's field name as the rules package
+// does for datastore.Field.Path: at unescaped dots, "\." being a dot
+// inside a member ("a\.b" is one member "a.b") and "\\" a backslash.
 func splitFieldName(name string) []string {
 	if strings.IndexByte(name, '\\') < 0 {
 		return strings.Split(name, ".")
@@ -99,8 +100,8 @@ func splitFieldName(name string) []string {
 	var cur []byte
 	for i := 0; i < len(name); i++ {
 		switch {
-		case name[i] == '\\' && i+1 < len(name) && name[i+1] == '.':
-			cur = append(cur, '.')
+		case name[i] == '\\' && i+1 < len(name) && (name[i+1] == '.' || name[i+1] == '\\'):
+			cur = append(cur, name[i+1])
 			i++
 		case name[i] == '.':
 			out = append(out, string(cur))

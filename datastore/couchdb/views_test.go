@@ -44,6 +44,7 @@ func TestViewQuery(t *testing.T) {
 		{name: "compound null encrypted", view: "by_ward_phone", query: `key=["B",null]`, want: `key=` + q(t, `["B",⟨contact:null⟩]`)},
 		{name: "compound not an array", view: "by_email_date", query: `key="a@b"`, code: codeBad},
 		{name: "compound too many positions", view: "by_email_date", query: `key=["a","b","c"]`, code: codeBad},
+		{name: "escaped dot in the declared field", view: "by_tag", query: `key="x"`, want: `key=` + q(t, `⟨contact:"x"⟩`)},
 		{name: "random field", view: "by_ssn", query: `key="123"`, code: codeUnsupported},
 		{name: "random field null", view: "by_ssn", query: `key=null`, want: `key=null`},
 		{name: "inside a protected value", view: "by_city", query: `key="Paris"`, code: codeUnsupported},
@@ -159,6 +160,21 @@ func TestViewNeverForwardsPlaintext(t *testing.T) {
 		}
 		if dec, _ := url.QueryUnescape(got); strings.Contains(dec, secret) {
 			t.Errorf("%s forwarded in plaintext: %s", query, got)
+		}
+	}
+}
+
+func TestSplitFieldName(t *testing.T) {
+	for in, want := range map[string]string{
+		"a":      "a",
+		"a.b":    "a|b",
+		`a\.b`:   "a.b",
+		`a\\.b`:  `a\|b`,
+		`a\\\.b`: `a\.b`,
+		`a\b`:    `a\b`,
+	} {
+		if got := strings.Join(splitFieldName(in), "|"); got != want {
+			t.Errorf("splitFieldName(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
