@@ -5,7 +5,7 @@
 //
 // A protected value is replaced by a JSON string token:
 //
-//	"sc2.AgEDcGlpAAAAA6ChoqOkpaanqKmqq..."
+//	"sc2.AgEDcGlpAAAAA6ChoqOkpaanqKmqqxobOrkc-fIeQmQUtb5ruunDPySHMMN1Z31Kh70"
 //
 // "sc2." is the prefix and format version; the rest is unpadded base64url
 // of a header (format version, mode, key name, key version) and the sealed
