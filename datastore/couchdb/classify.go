@@ -51,7 +51,7 @@ func (p *Profile) Classify(r *datastore.Request) *datastore.Operation {
 	if op == nil {
 		op = &datastore.Operation{Endpoint: EpUnknown, Refusal: datastore.Refuse("couchdb: the request was not classified")}
 	}
-	if op.Refusal == nil && rewriteURL(r) && !p.schema.Allows(OpRewrite) {
+	if op.Refusal == nil && rewriteURL(r) && !p.schema.Allows(OpRewrite) && !preflight(r) {
 		// pouchdb-server hands any URL that contains
 		// "/{db}/_design/{d}/_rewrite/" to that rewrite handler before
 		// routing, and resolves "../" in the target: the request can land
@@ -166,11 +166,14 @@ func (p *Profile) root(r *datastore.Request) *datastore.Operation {
 	return &datastore.Operation{Endpoint: EpServer, Refusal: datastore.Refuse("couchdb: %s / is not a CouchDB operation the profile knows", methodName(r.Method))}
 }
 
-// read reports a request that reads: GET, HEAD, or OPTIONS without a body
-// (a CORS preflight).
+// read reports a request that reads: GET, HEAD, or a preflight.
 func read(r *datastore.Request) bool {
-	return r.Method == "GET" || r.Method == "HEAD" || (r.Method == "OPTIONS" && !r.HasBody)
+	return r.Method == "GET" || r.Method == "HEAD" || preflight(r)
 }
+
+// preflight reports OPTIONS without a body (a CORS preflight), which
+// passes everywhere: it carries nothing and changes nothing.
+func preflight(r *datastore.Request) bool { return r.Method == "OPTIONS" && !r.HasBody }
 
 func passServer(ep string) *datastore.Operation {
 	return &datastore.Operation{Endpoint: ep, Body: datastore.BodyPass}
@@ -191,6 +194,9 @@ func (p *Profile) allowed(op, ep, what, why string) *datastore.Operation {
 
 func (p *Profile) server(r *datastore.Request, segs []segment) *datastore.Operation {
 	name := segs[0].name
+	if preflight(r) {
+		return passServer(EpOptions)
+	}
 	switch name {
 	case "_users", "_replicator", "_global_changes":
 		// System databases. A file that protects one by pattern gets
@@ -208,9 +214,6 @@ func (p *Profile) server(r *datastore.Request, segs []segment) *datastore.Operat
 		}
 		return refuseServer(EpSystemDB, "%s on /_global_changes is not an operation the profile knows", methodName(r.Method))
 	case "_replicate":
-		if len(segs) == 1 && r.Method == "OPTIONS" && !r.HasBody {
-			return passServer(EpReplicate)
-		}
 		return p.allowed(OpReplicate, EpReplicate, "/_replicate", "copies documents as they are stored, so a replication from an unprotected database or another server writes plaintext into a protected one")
 	case "_config":
 		if read(r) {

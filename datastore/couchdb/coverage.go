@@ -70,6 +70,7 @@ func (p *Profile) Coverage(c *datastore.Collection) []datastore.Coverage {
 		pass(EpPartition, "GET /{db}/_partition/{p}; _partition/{p}/_all_docs|_find|_explain|_index|_design/{ddoc}/_view/{view}", "treated as the database's own endpoints"),
 		refused(EpTempView, "/{db}/_temp_view", "runs a map function sent in the request inside the datastore"),
 		refused(EpUnknown, "any other /{db}/_{name}, or a _ endpoint spelled with percent-escapes (%5Ffind)", "deny by default: the profile refuses what it does not know to be safe"),
+		pass(EpOptions, "OPTIONS without a body, on any path", "a CORS preflight carries nothing and changes nothing"),
 		refused(EpDoc, "PATCH, unknown or lower-case methods, OPTIONS with a body on /{db}/...", "CouchDB has no PATCH except update handlers; methods are case-sensitive; an OPTIONS body would reach the datastore unread (OPTIONS without one, a CORS preflight, passes)"),
 		refused(EpPath, "paths with . or .. segments (also %2e%2e), bad percent-escapes, // (outside unprotected databases), a database name pouchdb-server reads as a system database (/%3F_replicator); a multipart body on a protected database", "read differently by CouchDB, pouchdb-server and proxies in between"),
 		pass(EpServer, "GET /, /_all_dbs, /_dbs_info, /_active_tasks, /_membership, /_up, /_uuids, /_session, /_utils, /_scheduler/..., /_log, /_stats, /_db_updates, /_node/{node}/_stats|_system|_versions|_prometheus, /_users/..., /_global_changes (GET)",

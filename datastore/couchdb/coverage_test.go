@@ -25,7 +25,7 @@ func TestCoverage(t *testing.T) {
 	}
 	for _, ep := range []string{EpPath, EpServer, EpReplicate, EpConfig, EpRewrite, EpRestart, EpReshard, EpUnknown,
 		EpDB, EpDoc, EpLocal, EpDesign, EpDesignFunction, EpAttachment, EpBulkDocs, EpAllDocs, EpBulkGet, EpRevs,
-		EpPurge, EpFind, EpIndex, EpChanges, EpView, EpAdmin, EpPartition, EpTempView} {
+		EpPurge, EpFind, EpIndex, EpChanges, EpView, EpAdmin, EpPartition, EpTempView, EpOptions} {
 		if !seen[ep] {
 			t.Errorf("no coverage row for %s", ep)
 		}
