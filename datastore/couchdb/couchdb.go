@@ -107,7 +107,7 @@ func compile(c *datastore.Collection) (*collection, error) {
 	if cc.doc, err = documentEncryptor(c); err != nil {
 		return nil, err
 	}
-	if cc.bulk, err = documentEncryptor(c, fieldcrypt.Step{Kind: fieldcrypt.StepMember, Name: "docs"}, fieldcrypt.Step{Kind: fieldcrypt.StepWildcard}); err != nil {
+	if cc.bulk, err = bulkEncryptor(c); err != nil {
 		return nil, err
 	}
 	cc.views = make(map[string]*viewPlan, len(c.Views))
@@ -117,11 +117,48 @@ func compile(c *datastore.Collection) (*collection, error) {
 	return cc, nil
 }
 
+// bulkEncryptor compiles the rules for a _bulk_docs body: each element of
+// $.docs is a document, with the Check rules. A body of another shape is
+// refused by both servers, but it reaches them (and their logs) first, so
+// the field rules also apply to each element or member of the root (a
+// bare array of documents, docs as an object) and to the root itself.
+func bulkEncryptor(c *datastore.Collection) (*fieldcrypt.Encryptor, error) {
+	every := fieldcrypt.Step{Kind: fieldcrypt.StepWildcard}
+	rules, err := documentRules(c, fieldcrypt.Step{Kind: fieldcrypt.StepMember, Name: "docs"}, every)
+	if err != nil {
+		return nil, err
+	}
+	for _, prefix := range [][]fieldcrypt.Step{{every}, nil} {
+		more, err := c.DocumentRules(prefix...)
+		if err != nil {
+			return nil, fmt.Errorf("couchdb: collection %q: %w", c.Name, err)
+		}
+		rules = append(rules, more...)
+	}
+	enc, err := fieldcrypt.NewEncryptor(rules, fieldcrypt.Limits{})
+	if err != nil {
+		return nil, fmt.Errorf("couchdb: collection %q: %w", c.Name, err)
+	}
+	return enc, nil
+}
+
 // documentEncryptor compiles the Check rules and the field rules for
 // documents found at prefix. The Check rules come first: where a Check
 // rule and a field rule select the same value, the lower index wins, and
 // a refusal must not be lost to an encryption.
 func documentEncryptor(c *datastore.Collection, prefix ...fieldcrypt.Step) (*fieldcrypt.Encryptor, error) {
+	rules, err := documentRules(c, prefix...)
+	if err != nil {
+		return nil, err
+	}
+	enc, err := fieldcrypt.NewEncryptor(rules, fieldcrypt.Limits{})
+	if err != nil {
+		return nil, fmt.Errorf("couchdb: collection %q: %w", c.Name, err)
+	}
+	return enc, nil
+}
+
+func documentRules(c *datastore.Collection, prefix ...fieldcrypt.Step) ([]fieldcrypt.FieldRule, error) {
 	var rules []fieldcrypt.FieldRule
 	add := func(check func(fieldcrypt.Type, []byte) error, steps ...fieldcrypt.Step) error {
 		sel, err := fieldcrypt.NewSelector(append(slices.Clone(prefix), steps...))
@@ -156,12 +193,7 @@ func documentEncryptor(c *datastore.Collection, prefix ...fieldcrypt.Step) (*fie
 	if err != nil {
 		return nil, fmt.Errorf("couchdb: collection %q: %w", c.Name, err)
 	}
-	rules = append(rules, docRules...)
-	enc, err := fieldcrypt.NewEncryptor(rules, fieldcrypt.Limits{})
-	if err != nil {
-		return nil, fmt.Errorf("couchdb: collection %q: %w", c.Name, err)
-	}
-	return enc, nil
+	return append(rules, docRules...), nil
 }
 
 var (

@@ -34,6 +34,7 @@ func TestDocumentWrites(t *testing.T) {
 	}{
 		{name: "put", method: "PUT", path: "/clinic/doc", body: `{"ssn":"123-45","email":"a@b","ward":"B"}`, plain: []string{"123-45", "a@b"}, kept: []string{`"ward":"B"`}},
 		{name: "post", method: "POST", path: "/clinic", body: `{"patient":{"name":"Ann"},"diagnosis":null}`, plain: []string{"Ann", "null"}},
+		{name: "put: a bare array", method: "PUT", path: "/clinic/doc", body: `[{"ssn":"111","patient":{"name":"Ann"}}]`, plain: []string{"111", "Ann"}},
 		{name: "local", method: "PUT", path: "/clinic/_local/cp", body: `{"ssn":"123-45"}`, plain: []string{"123-45"}},
 		{name: "stub attachment", method: "PUT", path: "/clinic/doc", body: `{"ssn":"9","_attachments":{"a.txt":{"stub":true,"length":2,"digest":"md5-x"}}}`, plain: []string{`"9"`}, kept: []string{`"stub":true`}},
 		{name: "null data", method: "PUT", path: "/clinic/doc", body: `{"_attachments":{"a":{"data":null}}}`},
@@ -52,6 +53,11 @@ func TestDocumentWrites(t *testing.T) {
 		{name: "design id on local", method: "PUT", path: "/clinic/_local/x", body: `{"_id":"_design/x"}`, refused: true},
 
 		{name: "bulk", method: "POST", path: "/clinic/_bulk_docs", body: `{"docs":[{"ssn":"111"},{"email":"a@b","_deleted":false}],"new_edits":false}`, plain: []string{"111", "a@b"}, kept: []string{`"new_edits":false`}},
+		{name: "bulk: a bare array", method: "POST", path: "/clinic/_bulk_docs", body: `[{"ssn":"111","patient":{"name":"Ann"}}]`, plain: []string{"111", "Ann"}},
+		{name: "bulk: docs as an object", method: "POST", path: "/clinic/_bulk_docs", body: `{"docs":{"a":{"ssn":"111","patient":{"name":"Ann"}}}}`, plain: []string{"111", "Ann"}},
+		{name: "bulk: nested arrays", method: "POST", path: "/clinic/_bulk_docs", body: `{"docs":[[{"ssn":"111","patient":{"name":"Ann"}}]]}`, plain: []string{"111", "Ann"}},
+		{name: "bulk: escaped docs", method: "POST", path: "/clinic/_bulk_docs", body: `{"\u0064ocs":[{"ssn":"111"}]}`, plain: []string{"111"}},
+		{name: "bulk: a document at the root", method: "POST", path: "/clinic/_bulk_docs", body: `{"ssn":"111","patient":{"name":"Ann"}}`, plain: []string{"111", "Ann"}},
 		{name: "bulk stub", method: "POST", path: "/clinic/_bulk_docs", body: `{"docs":[{"_attachments":{"a":{"stub":true}}}]}`},
 		{name: "bulk inline attachment", method: "POST", path: "/clinic/_bulk_docs", body: `{"docs":[{"_id":"a"},{"_attachments":{"x":{"data":"eA=="}}}]}`, refused: true},
 		{name: "bulk follows", method: "POST", path: "/clinic/_bulk_docs", body: `{"docs":[{"_attachments":{"x":{"follows":true}}}]}`, refused: true},
