@@ -53,7 +53,7 @@ func (p *Profile) Coverage(c *datastore.Collection) []datastore.Coverage {
 			"design documents and attachments allowed: forwarded opaque",
 			"writes a design document's attachment: needs both design_docs and attachments allowed"),
 		{Endpoint: EpBulkDocs, Request: "POST /{db}/_bulk_docs (new_edits=false too)", Treatment: "documents encrypted",
-			Why: "every element of $.docs is sealed like a single document, with the same checks"},
+			Why: "every element of $.docs is sealed like a single document, with the same checks; a body of another shape (a bare array, docs as an object), which the datastore refuses after reading it, has its fields sealed too"},
 		pass(EpAllDocs, "GET|POST /{db}/_all_docs|_design_docs|_local_docs[/queries]", "keys are document ids, which are never protected; rows and included documents are decrypted in the response"),
 		pass(EpBulkGet, "POST /{db}/_bulk_get", "ids and revisions; the documents in the response are decrypted"),
 		pass(EpRevs, "POST /{db}/_revs_diff|_missing_revs", "ids and revisions"),

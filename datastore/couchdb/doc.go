@@ -39,8 +39,8 @@
 //
 // Methods are compared exactly (RFC 9110): "post" is not POST, and an
 // unknown method is refused inside a protected database. HEAD is GET.
-// OPTIONS without a body (a CORS preflight) passes everywhere; with a
-// body it is refused. PATCH is refused: CouchDB has none except through
+// OPTIONS without a body (a CORS preflight) passes everywhere, server
+// paths included; with a body it is refused inside a protected database. PATCH is refused: CouchDB has none except through
 // update handlers. The proxy checks charsets, byte-order marks and method
 // overrides for every protected request; the profile also refuses a
 // multipart body wherever it expects JSON.
@@ -72,7 +72,8 @@
 //	couchdb.attachment           GET|HEAD|DELETE /{db}/{docid}/{att...}         passes
 //	                             PUT /{db}/{docid}/{att...}                     refused unless attachments: allow (then opaque)
 //	                             PUT|DELETE /{db}/_design/{ddoc}/{att...}       needs design_docs (and for PUT attachments) allowed
-//	couchdb.bulk_docs            POST /{db}/_bulk_docs (new_edits=false too)    $.docs[*] encrypted, same checks
+//	couchdb.bulk_docs            POST /{db}/_bulk_docs (new_edits=false too)    $.docs[*] encrypted, same checks; fields
+//	                                                                            encrypted in other shapes too (a bare array)
 //	couchdb.all_docs             GET|POST /{db}/_all_docs|_design_docs|         passes: keys are document ids
 //	                             _local_docs[/queries]
 //	couchdb.bulk_get             POST /{db}/_bulk_get                           passes (ids, revisions)
