@@ -313,7 +313,7 @@ func TestServeEndToEnd(t *testing.T) {
 		`sidecrypt_fields_total{key="pii",op="encrypt"}`,
 		`sidecrypt_fields_total{key="pii",op="decrypt"}`,
 		`sidecrypt_fields_total{key="card",op="mask"}`,
-		`sidecrypt_requests_total{outcome="forwarded",route="patients-write"}`,
+		`sidecrypt_requests_total{outcome="forwarded",route="couchdb.doc"}`,
 		`sidecrypt_refusals_total{reason="key_unavailable"}`,
 		`sidecrypt_token_open_failures_total{key="phi"}`,
 		`sidecrypt_keycache_unwraps_total`,
