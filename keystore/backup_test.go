@@ -2,6 +2,7 @@ package keystore_test
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/sidecrypt/sidecrypt/hsm"
 	"github.com/sidecrypt/sidecrypt/keystore"
+	"github.com/sidecrypt/sidecrypt/keystore/keystoretest"
 )
 
 func TestRecoveryKeyArmor(t *testing.T) {
@@ -148,7 +150,13 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	// The new provider has moved on to KEK v3 before the restore.
 	dst.kek.RotateKEK(dst.ctx)
 	dst.kek.RotateKEK(dst.ctx)
-	res, err := dst.m.Restore(dst.ctx, bytes.NewReader(backup), id, keystore.RestoreOptions{})
+	// A new HSM: its own backup signing key is not the one that signed,
+	// so the old one is named, as the operator does with --signer.
+	if _, err := dst.m.Restore(dst.ctx, bytes.NewReader(backup), id, keystore.RestoreOptions{}); !errors.Is(err, keystore.ErrBackupSignature) {
+		t.Fatalf("restore trusting only the new HSM's signer: %v, want ErrBackupSignature", err)
+	}
+	trust := keystore.RestoreOptions{Signers: []*keystore.BackupSigner{signerOf(t, src)}}
+	res, err := dst.m.Restore(dst.ctx, bytes.NewReader(backup), id, trust)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,12 +199,18 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	if _, err := dst.m.Unwrap(dst.ctx, "key0", 1); !errors.Is(err, keystore.ErrDestroyed) {
 		t.Fatalf("restored destroyed version: %v", err)
 	}
-	if n := len(dst.rec.Find("key.restore")); n != 5 {
-		t.Fatalf("%d key.restore events, want 5", n)
+	added := 0
+	for _, e := range dst.rec.Find("key.restore") {
+		if e.Details["result"] == "add version" && e.Outcome == "ok" && e.Details["signer"] == signerOf(t, src).Fingerprint() {
+			added++
+		}
+	}
+	if added != 5 {
+		t.Fatalf("%d key.restore events for added versions, want 5: %+v", added, dst.rec.Find("key.restore"))
 	}
 
 	// Restoring again changes nothing and is not an error.
-	res, err = dst.m.Restore(dst.ctx, bytes.NewReader(backup), id, keystore.RestoreOptions{})
+	res, err = dst.m.Restore(dst.ctx, bytes.NewReader(backup), id, trust)
 	if err != nil || res.Restored != 0 || res.Unchanged != 5 {
 		t.Fatalf("second restore: %+v, %v", res, err)
 	}
@@ -212,21 +226,87 @@ func wrappedOf(t *testing.T, f *fixture, name string, v uint32) hsm.Wrapped {
 
 func itoa(v uint32) string { return strconv.FormatUint(uint64(v), 10) }
 
-func TestRestoreRefusals(t *testing.T) {
-	_, id, backup, _ := backupFixture(t)
-	other, _ := keystore.GenerateRecoveryKey()
+// signerOf returns the backup signing key of f's provider.
+func signerOf(t *testing.T, f *fixture) *keystore.BackupSigner {
+	t.Helper()
+	s, err := f.m.BackupSigner(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
 
-	tamper := func(fn func(m map[string]any)) []byte {
-		var m map[string]any
-		if err := json.Unmarshal(backup, &m); err != nil {
+// envelope is the outer JSON of a v2 backup, for tamper tests.
+type envelope struct {
+	Format    string `json:"format"`
+	Payload   []byte `json:"payload"`
+	Signature struct {
+		Alg       string `json:"alg"`
+		Signer    string `json:"signer"`
+		PublicKey []byte `json:"public_key"`
+		Value     []byte `json:"value"`
+	} `json:"signature"`
+}
+
+func parseEnvelope(t *testing.T, b []byte) envelope {
+	t.Helper()
+	var e envelope
+	if err := json.Unmarshal(b, &e); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// editPayload applies fn to the decoded payload of backup and, when
+// signer is not nil, signs the result again with it: a forger who holds
+// a signing key (the right one, or their own).
+func editPayload(t *testing.T, backup []byte, signer keystore.KEK, fn func(m map[string]any)) []byte {
+	t.Helper()
+	e := parseEnvelope(t, backup)
+	var m map[string]any
+	if err := json.Unmarshal(e.Payload, &m); err != nil {
+		t.Fatal(err)
+	}
+	fn(m)
+	e.Payload, _ = json.Marshal(m)
+	if signer != nil {
+		pub, err := signer.BackupPublicKey(t.Context())
+		if err != nil {
 			t.Fatal(err)
 		}
-		fn(m)
-		b, _ := json.Marshal(m)
-		return b
+		h := sha256.New()
+		h.Write([]byte("sidecrypt backup signature v2\x00"))
+		h.Write(e.Payload)
+		if e.Signature.Value, err = signer.SignBackup(t.Context(), h.Sum(nil)); err != nil {
+			t.Fatal(err)
+		}
+		e.Signature.PublicKey, _ = pub.Bytes()
+		s, _ := keystore.NewBackupSigner(pub)
+		e.Signature.Signer = s.Fingerprint()
+		if m["signer"] != nil {
+			m["signer"] = s.Fingerprint()
+		}
 	}
+	out, _ := json.Marshal(e)
+	return out
+}
+
+func TestRestoreRefusals(t *testing.T) {
+	src, id, backup, _ := backupFixture(t)
+	other, _ := keystore.GenerateRecoveryKey()
+	forger := keystoretest.NewFakeKEK()
+
+	// resigned edits the payload and signs it again with the source HSM's
+	// own key: the checks after the signature, as defence in depth.
+	resigned := func(fn func(m map[string]any)) []byte { return editPayload(t, backup, src.kek, fn) }
 	version := func(m map[string]any, key, ver int) map[string]any {
 		return m["keys"].([]any)[key].(map[string]any)["versions"].([]any)[ver].(map[string]any)
+	}
+	envEdit := func(fn func(e *envelope)) []byte {
+		e := parseEnvelope(t, backup)
+		fn(&e)
+		b, _ := json.Marshal(e)
+		return b
 	}
 	for _, tc := range []struct {
 		name   string
@@ -235,10 +315,27 @@ func TestRestoreRefusals(t *testing.T) {
 		want   error
 		text   string
 	}{
+		// The signature comes first: every edit without the signing key
+		// is refused before the payload is read or anything decrypted.
+		{"payload edited, not re-signed", editPayload(t, backup, nil, func(m map[string]any) {
+			version(m, 1, 0)["meta"].(map[string]any)["state"] = "active"
+		}), id, keystore.ErrBackupSignature, "does not verify"},
+		{"one payload bit flipped", envEdit(func(e *envelope) { e.Payload[len(e.Payload)/2] ^= 1 }), id, keystore.ErrBackupSignature, "does not verify"},
+		{"signature bit flipped", envEdit(func(e *envelope) { e.Signature.Value[5] ^= 1 }), id, keystore.ErrBackupSignature, "does not verify"},
+		{"signature truncated", envEdit(func(e *envelope) { e.Signature.Value = e.Signature.Value[:63] }), id, keystore.ErrBackupSignature, "does not verify"},
+		{"signature missing", envEdit(func(e *envelope) { e.Signature.Value = nil }), id, keystore.ErrBackupSignature, ""},
+		{"other algorithm", envEdit(func(e *envelope) { e.Signature.Alg = "Ed25519" }), id, keystore.ErrBackupSignature, "algorithm"},
+		{"forger's own key", editPayload(t, backup, forger, func(m map[string]any) {}), id, keystore.ErrBackupSignature, "trusted signers"},
+		{"public key swapped, signature kept", envEdit(func(e *envelope) {
+			pub, _ := forger.BackupPublicKey(t.Context())
+			e.Signature.PublicKey, _ = pub.Bytes()
+		}), id, keystore.ErrBackupSignature, "trusted signers"},
+		{"unsigned v1 backup", editPayload(t, backup, nil, func(m map[string]any) {}), id, keystore.ErrBackupSignature, ""},
 		{"wrong identity", backup, other, keystore.ErrBackup, "sealed to recovery key"},
 		{"not json", []byte("{"), id, keystore.ErrBackup, ""},
-		{"other format", tamper(func(m map[string]any) { m["format"] = "v9" }), id, keystore.ErrBackup, "format"},
-		{"flipped ciphertext", tamper(func(m map[string]any) {
+		{"other format", envEdit(func(e *envelope) { e.Format = "v9" }), id, keystore.ErrBackup, "format"},
+		{"payload names another signer", resigned(func(m map[string]any) { m["signer"] = strings.Repeat("ab", 16) }), id, keystore.ErrBackupSignature, "names signer"},
+		{"flipped ciphertext", resigned(func(m map[string]any) {
 			v := version(m, 0, 1)
 			b, err := base64.StdEncoding.DecodeString(v["sealed"].(string))
 			if err != nil {
@@ -247,20 +344,25 @@ func TestRestoreRefusals(t *testing.T) {
 			b[len(b)-3] ^= 1
 			v["sealed"] = base64.StdEncoding.EncodeToString(b)
 		}), id, keystore.ErrBackup, "does not open"},
-		{"sealed moved to another version", tamper(func(m map[string]any) {
+		{"sealed moved to another version", resigned(func(m map[string]any) {
 			k1 := m["keys"].([]any)[1].(map[string]any)["versions"].([]any)
 			a, b := k1[0].(map[string]any), k1[1].(map[string]any)
 			a["sealed"], b["sealed"] = b["sealed"], a["sealed"]
 		}), id, keystore.ErrBackup, "does not open"},
-		{"wrong fingerprint", tamper(func(m map[string]any) {
+		{"wrong fingerprint", resigned(func(m map[string]any) {
 			version(m, 0, 1)["meta"].(map[string]any)["fingerprint"] = strings.Repeat("ab", 16)
-		}), id, keystore.ErrFingerprint, ""},
-		{"material missing", tamper(func(m map[string]any) { delete(version(m, 0, 1), "sealed") }), id, keystore.ErrBackup, "no sealed material"},
-		{"bad state", tamper(func(m map[string]any) { version(m, 0, 1)["meta"].(map[string]any)["state"] = "sleepy" }), id, keystore.ErrBackup, "state"},
+		}), id, keystore.ErrBackup, "does not open"},
+		{"material missing", resigned(func(m map[string]any) { delete(version(m, 0, 1), "sealed") }), id, keystore.ErrBackup, "no sealed material"},
+		{"bad state", resigned(func(m map[string]any) { version(m, 0, 1)["meta"].(map[string]any)["state"] = "sleepy" }), id, keystore.ErrBackup, "state"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			b := tc.backup
+			if tc.name == "unsigned v1 backup" {
+				b = []byte(`{"format":"sidecrypt-backup-v1","kem":"MLKEM768X25519","kdf":"HKDF-SHA256","aead":"AES-256-GCM","keys":[]}`)
+			}
 			dst := freshTarget(t)
-			_, err := dst.m.Restore(dst.ctx, bytes.NewReader(tc.backup), tc.id, keystore.RestoreOptions{Force: true})
+			trust := keystore.RestoreOptions{Force: true, Signers: []*keystore.BackupSigner{signerOf(t, src)}}
+			_, err := dst.m.Restore(dst.ctx, bytes.NewReader(b), tc.id, trust)
 			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.text) {
 				t.Fatalf("err = %v, want %v with %q", err, tc.want, tc.text)
 			}
@@ -275,14 +377,14 @@ func TestRestoreRefusals(t *testing.T) {
 }
 
 func TestRestoreOverwriteNeedsForce(t *testing.T) {
-	_, id, backup, deks := backupFixture(t)
+	src, id, backup, deks := backupFixture(t)
 	dst := freshTarget(t)
 	// Keys of the same names with other material already live here.
 	dst.create(t, "key0")
 	dst.create(t, "key1")
 	before0, before1 := dst.key(t, "key0"), dst.key(t, "key1")
 
-	_, err := dst.m.Restore(dst.ctx, bytes.NewReader(backup), id, keystore.RestoreOptions{})
+	_, err := dst.m.Restore(dst.ctx, bytes.NewReader(backup), id, keystore.RestoreOptions{Signers: []*keystore.BackupSigner{signerOf(t, src)}})
 	if !errors.Is(err, keystore.ErrExists) || !strings.Contains(err.Error(), "key1 v1 exists") || !strings.Contains(err.Error(), "--force") {
 		t.Fatalf("restore over an existing version: %v", err)
 	}
@@ -296,7 +398,7 @@ func TestRestoreOverwriteNeedsForce(t *testing.T) {
 		t.Fatal("a refused restore wrote other keys")
 	}
 
-	res, err := dst.m.Restore(dst.ctx, bytes.NewReader(backup), id, keystore.RestoreOptions{Force: true})
+	res, err := dst.m.Restore(dst.ctx, bytes.NewReader(backup), id, keystore.RestoreOptions{Force: true, Signers: []*keystore.BackupSigner{signerOf(t, src)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,17 +423,18 @@ func TestRestoreOverwriteNeedsForce(t *testing.T) {
 
 func TestRestoreNeverUndoesDestroy(t *testing.T) {
 	f, id, backup, _ := backupFixture(t)
-	// key1 v2 is alive in the backup, then destroyed here: restoring the
-	// same material leaves it destroyed, quietly.
+	// key1 v2 is alive in the backup, then destroyed here: a restore that
+	// would bring it back is refused outright, --force or not.
 	f.m.Revoke(f.ctx, "key1", 2, keystore.StateDeactivated, "x")
 	if _, err := f.m.Destroy(f.ctx, "key1", 2, "shred"); err != nil {
 		t.Fatal(err)
 	}
-	res, err := f.m.Restore(f.ctx, bytes.NewReader(backup), id, keystore.RestoreOptions{Force: true})
-	if err != nil || res.Restored != 0 {
-		t.Fatalf("restore into its own store: %+v, %v", res, err)
+	before := f.key(t, "key1").Revision
+	_, err := f.m.Restore(f.ctx, bytes.NewReader(backup), id, keystore.RestoreOptions{Force: true})
+	if !errors.Is(err, keystore.ErrExists) || !strings.Contains(err.Error(), "key1 v2 is destroyed in this keystore") {
+		t.Fatalf("restore into its own store: %v", err)
 	}
-	if f.state(t, "key1", 2) != keystore.StateDestroyed {
+	if f.state(t, "key1", 2) != keystore.StateDestroyed || f.key(t, "key1").Revision != before {
 		t.Fatal("restore brought a destroyed version back")
 	}
 
@@ -341,7 +444,7 @@ func TestRestoreNeverUndoesDestroy(t *testing.T) {
 	dst.create(t, "later")
 	dst.m.Revoke(dst.ctx, "later", 1, keystore.StateDeactivated, "x")
 	dst.m.Destroy(dst.ctx, "later", 1, "shred")
-	_, err = dst.m.Restore(dst.ctx, bytes.NewReader(backup), id, keystore.RestoreOptions{Force: true})
+	_, err = dst.m.Restore(dst.ctx, bytes.NewReader(backup), id, keystore.RestoreOptions{Force: true, Signers: []*keystore.BackupSigner{signerOf(t, f)}})
 	if !errors.Is(err, keystore.ErrExists) || !strings.Contains(err.Error(), "never undoes a destroy") {
 		t.Fatalf("restore over a destroyed version: %v", err)
 	}

@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -23,10 +24,16 @@ import (
 var (
 	bucketKeys = []byte("sidecrypt-keys") // name -> JSON record (see record)
 	bucketGens = []byte("sidecrypt-gens") // name -> generation of its last Put (uint64 BE)
-	bucketMeta = []byte("sidecrypt-meta") // "format", "generation"
+	bucketMeta = []byte("sidecrypt-meta") // "format", "generation", "incarnation"
+	// bucketRecords holds the Meta records (Store.GetMeta): id -> JSON
+	// metaRecord. Files made before it existed gain it on open.
+	bucketRecords = []byte("sidecrypt-records")
 
 	metaFormat     = []byte("format")
 	metaGeneration = []byte("generation")
+	// metaIncarnation counts record creations, keys and Meta records
+	// alike; each new record takes the next value as its Incarnation.
+	metaIncarnation = []byte("incarnation")
 )
 
 // boltFormat is the file format version written into the meta bucket. An
@@ -38,7 +45,17 @@ const boltFormat = "1"
 type record struct {
 	Revision   int64  `json:"revision"`
 	Generation uint64 `json:"generation"`
-	Key        *Key   `json:"key"`
+	// Incarnation identifies the record's creation (Key.Incarnation);
+	// zero for records created before it was kept.
+	Incarnation int64 `json:"incarnation,omitempty"`
+	Key         *Key  `json:"key"`
+}
+
+// metaRecord is what the file holds for one Meta record.
+type metaRecord struct {
+	Revision    int64  `json:"revision"`
+	Incarnation int64  `json:"incarnation"`
+	Value       []byte `json:"value"`
 }
 
 // BoltOptions configure OpenBolt. The zero value is ready to use.
@@ -111,6 +128,9 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 		if _, err := tx.CreateBucketIfNotExists(bucketKeys); err != nil {
 			return err
 		}
+		if _, err := tx.CreateBucketIfNotExists(bucketRecords); err != nil {
+			return err
+		}
 		_, err = tx.CreateBucketIfNotExists(bucketGens)
 		return err
 	})
@@ -172,7 +192,20 @@ func decodeRecord(name string, b []byte) (*Key, error) {
 		return nil, fmt.Errorf("keystore: key %q: corrupt record: %v", name, err)
 	}
 	r.Key.Revision = r.Revision
+	r.Key.Writes = uint64(r.Revision)
+	r.Key.Incarnation = r.Incarnation
 	return r.Key, nil
+}
+
+// nextIncarnation takes the next creation number from the meta bucket.
+func nextIncarnation(meta *bolt.Bucket) (int64, error) {
+	n := int64(1)
+	if b := meta.Get(metaIncarnation); len(b) == 8 {
+		n = int64(binary.BigEndian.Uint64(b)) + 1
+	}
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(n))
+	return n, meta.Put(metaIncarnation, b[:])
 }
 
 // Get implements Store.
@@ -230,13 +263,16 @@ func (s *BoltStore) Put(ctx context.Context, k *Key) (*Key, error) {
 	var out *Key
 	err := s.update(func(tx *bolt.Tx) error {
 		keys, gens, meta := tx.Bucket(bucketKeys), tx.Bucket(bucketGens), tx.Bucket(bucketMeta)
-		var stored int64
+		if keys == nil || gens == nil || meta == nil {
+			return fmt.Errorf("keystore: %w: %s is not a sidecrypt keystore (any more)", ErrUnavailable, s.path)
+		}
+		var stored, inc int64
 		if old := keys.Get([]byte(k.Name)); old != nil {
 			prev, err := decodeRecord(k.Name, old)
 			if err != nil {
 				return err
 			}
-			stored = prev.Revision
+			stored, inc = prev.Revision, prev.Incarnation
 			if k.Revision == 0 {
 				return fmt.Errorf("keystore: key %q: %w", k.Name, ErrExists)
 			}
@@ -248,9 +284,16 @@ func (s *BoltStore) Put(ctx context.Context, k *Key) (*Key, error) {
 		if g := meta.Get(metaGeneration); len(g) == 8 {
 			gen = binary.BigEndian.Uint64(g) + 1
 		}
+		if stored == 0 {
+			var err error
+			if inc, err = nextIncarnation(meta); err != nil {
+				return err
+			}
+		}
 		cp := *k
 		cp.Revision = stored + 1
-		b, err := json.Marshal(record{Revision: cp.Revision, Generation: gen, Key: &cp})
+		cp.Writes, cp.Incarnation = uint64(cp.Revision), inc
+		b, err := json.Marshal(record{Revision: cp.Revision, Generation: gen, Incarnation: inc, Key: &cp})
 		if err != nil {
 			return fmt.Errorf("keystore: key %q: encode: %w", k.Name, err)
 		}
@@ -274,6 +317,108 @@ func (s *BoltStore) Put(ctx context.Context, k *Key) (*Key, error) {
 	// Hand back a deep copy, so that the caller's later edits to slices
 	// cannot alias what it passed in.
 	return cloneKey(out), nil
+}
+
+// GetMeta implements Store.
+func (s *BoltStore) GetMeta(ctx context.Context, id string) (*Meta, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var m *Meta
+	err := s.view(func(tx *bolt.Tx) error {
+		recs := tx.Bucket(bucketRecords)
+		if recs == nil {
+			return fmt.Errorf("keystore: record %q: %w", id, ErrNotFound)
+		}
+		b := recs.Get([]byte(id))
+		if b == nil {
+			return fmt.Errorf("keystore: record %q: %w", id, ErrNotFound)
+		}
+		var err error
+		m, err = decodeMeta(id, b)
+		return err
+	})
+	return m, err
+}
+
+func decodeMeta(id string, b []byte) (*Meta, error) {
+	var r metaRecord
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("keystore: record %q: corrupt: %v", id, err)
+	}
+	return &Meta{ID: id, Value: r.Value, Revision: r.Revision, Writes: uint64(r.Revision), Incarnation: r.Incarnation}, nil
+}
+
+// PutMeta implements Store.
+func (s *BoltStore) PutMeta(ctx context.Context, m *Meta) (*Meta, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if m == nil || !ValidMetaID(m.ID) {
+		return nil, errors.New("keystore: invalid record id")
+	}
+	var out *Meta
+	err := s.update(func(tx *bolt.Tx) error {
+		recs, meta := tx.Bucket(bucketRecords), tx.Bucket(bucketMeta)
+		if recs == nil || meta == nil {
+			return fmt.Errorf("keystore: %w: %s is not a sidecrypt keystore (any more)", ErrUnavailable, s.path)
+		}
+		var stored, inc int64
+		if old := recs.Get([]byte(m.ID)); old != nil {
+			prev, err := decodeMeta(m.ID, old)
+			if err != nil {
+				return err
+			}
+			stored, inc = prev.Revision, prev.Incarnation
+			if m.Revision == 0 {
+				return fmt.Errorf("keystore: record %q: %w", m.ID, ErrExists)
+			}
+		}
+		if m.Revision != stored {
+			return fmt.Errorf("keystore: record %q: %w (have %d, stored %d)", m.ID, ErrConflict, m.Revision, stored)
+		}
+		if stored == 0 {
+			var err error
+			if inc, err = nextIncarnation(meta); err != nil {
+				return err
+			}
+		}
+		r := metaRecord{Revision: stored + 1, Incarnation: inc, Value: m.Value}
+		b, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		if err := recs.Put([]byte(m.ID), b); err != nil {
+			return err
+		}
+		out = &Meta{ID: m.ID, Value: bytes.Clone(m.Value), Revision: r.Revision, Writes: uint64(r.Revision), Incarnation: inc}
+		return nil
+	})
+	return out, err
+}
+
+// ListMeta implements Store.
+func (s *BoltStore) ListMeta(ctx context.Context, prefix string) ([]*Meta, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var out []*Meta
+	err := s.view(func(tx *bolt.Tx) error {
+		recs := tx.Bucket(bucketRecords)
+		if recs == nil {
+			return nil
+		}
+		c := recs.Cursor()
+		for k, v := c.Seek([]byte(prefix)); k != nil && bytes.HasPrefix(k, []byte(prefix)); k, v = c.Next() {
+			m, err := decodeMeta(string(k), v)
+			if err != nil {
+				return err
+			}
+			out = append(out, m)
+		}
+		return nil
+	})
+	return out, err
 }
 
 // generation reads the store-wide change counter.

@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
@@ -62,13 +64,14 @@ type EtcdStore struct {
 	ownsCli  bool
 	opts     EtcdOptions
 	keysPath string // <prefix>/keys/
+	metaPath string // <prefix>/meta/
 }
 
 // NewEtcdStore returns a Store over cli, which the caller keeps and closes
 // after the store.
 func NewEtcdStore(cli *clientv3.Client, opts EtcdOptions) *EtcdStore {
 	opts.defaults()
-	return &EtcdStore{cli: cli, opts: opts, keysPath: opts.Prefix + "/keys/"}
+	return &EtcdStore{cli: cli, opts: opts, keysPath: opts.Prefix + "/keys/", metaPath: opts.Prefix + "/meta/"}
 }
 
 // OpenEtcd opens the store that an etcd:// or etcds:// URL names, with TLS
@@ -129,16 +132,19 @@ func (s *EtcdStore) opErr(ctx context.Context, op string, err error) error {
 	return fmt.Errorf("keystore: %w: etcd %s: %v", ErrUnavailable, op, err)
 }
 
-// decodeEtcd turns one etcd value into a Key with its revision.
-func decodeEtcd(name string, kv []byte, modRev int64) (*Key, error) {
+// decodeEtcd turns one etcd value into a Key with its revision, and the
+// key's Version and CreateRevision as Writes and Incarnation: etcd sets
+// both itself, so a client that writes an old value again cannot make it
+// look unwritten.
+func decodeEtcd(name string, kv *mvccpb.KeyValue) (*Key, error) {
 	var k Key
-	if err := json.Unmarshal(kv, &k); err != nil {
+	if err := json.Unmarshal(kv.Value, &k); err != nil {
 		return nil, fmt.Errorf("keystore: key %q: corrupt record in etcd: %v", name, err)
 	}
 	if k.Name != name {
 		return nil, fmt.Errorf("keystore: key %q: corrupt record in etcd: it names key %q", name, k.Name)
 	}
-	k.Revision = modRev
+	k.Revision, k.Writes, k.Incarnation = kv.ModRevision, uint64(kv.Version), kv.CreateRevision
 	return &k, nil
 }
 
@@ -164,8 +170,7 @@ func (s *EtcdStore) Get(ctx context.Context, name string) (*Key, error) {
 	if len(resp.Kvs) == 0 {
 		return nil, fmt.Errorf("keystore: key %q: %w", name, ErrNotFound)
 	}
-	kv := resp.Kvs[0]
-	return decodeEtcd(name, kv.Value, kv.ModRevision)
+	return decodeEtcd(name, resp.Kvs[0])
 }
 
 // List implements Store.
@@ -184,7 +189,7 @@ func (s *EtcdStore) List(ctx context.Context) ([]*Key, error) {
 	}
 	keys := make([]*Key, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		k, err := decodeEtcd(strings.TrimPrefix(string(kv.Key), s.keysPath), kv.Value, kv.ModRevision)
+		k, err := decodeEtcd(strings.TrimPrefix(string(kv.Key), s.keysPath), kv)
 		if err != nil {
 			return nil, err
 		}
@@ -218,31 +223,113 @@ func (s *EtcdStore) Put(ctx context.Context, k *Key) (*Key, error) {
 		return nil, err
 	}
 	path := s.keyPath(k.Name)
-	cond := clientv3.Compare(clientv3.ModRevision(path), "=", k.Revision)
-	if k.Revision == 0 {
-		cond = clientv3.Compare(clientv3.CreateRevision(path), "=", 0)
-	}
 	rctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 	defer cancel()
-	resp, err := s.cli.Txn(rctx).If(cond).Then(clientv3.OpPut(path, string(b))).Else(clientv3.OpGet(path)).Commit()
+	rev, writes, inc, err := s.casPut(ctx, rctx, path, k.Revision, b, fmt.Sprintf("key %q", k.Name))
+	if err != nil {
+		return nil, err
+	}
+	out := cloneKey(k)
+	out.Revision, out.Writes, out.Incarnation = rev, writes, inc
+	return out, nil
+}
+
+// casPut writes value at path if its ModRevision is still rev (0: if it
+// does not exist), in one transaction, and returns the new revision and
+// the key's Version and CreateRevision after the write.
+func (s *EtcdStore) casPut(ctx, rctx context.Context, path string, rev int64, value []byte, what string) (int64, uint64, int64, error) {
+	cond := clientv3.Compare(clientv3.ModRevision(path), "=", rev)
+	if rev == 0 {
+		cond = clientv3.Compare(clientv3.CreateRevision(path), "=", 0)
+	}
+	resp, err := s.cli.Txn(rctx).If(cond).Then(clientv3.OpPut(path, string(value), clientv3.WithPrevKV())).Else(clientv3.OpGet(path)).Commit()
 	if err != nil {
 		// A write whose outcome is unknown (the connection broke after
 		// sending) is ErrUnavailable; the caller's retry re-reads the
 		// record and sees whether it went through.
-		return nil, s.opErr(ctx, fmt.Sprintf("put %q", k.Name), err)
+		return 0, 0, 0, s.opErr(ctx, "put "+what, err)
 	}
 	if !resp.Succeeded {
 		var stored int64
 		if rr := resp.Responses[0].GetResponseRange(); rr != nil && len(rr.Kvs) > 0 {
 			stored = rr.Kvs[0].ModRevision
 		}
-		if k.Revision == 0 {
-			return nil, fmt.Errorf("keystore: key %q: %w", k.Name, ErrExists)
+		if rev == 0 {
+			return 0, 0, 0, fmt.Errorf("keystore: %s: %w", what, ErrExists)
 		}
-		return nil, fmt.Errorf("keystore: key %q: %w (have %d, stored %d)", k.Name, ErrConflict, k.Revision, stored)
+		return 0, 0, 0, fmt.Errorf("keystore: %s: %w (have %d, stored %d)", what, ErrConflict, rev, stored)
 	}
-	out := cloneKey(k)
-	out.Revision = resp.Header.Revision
+	newRev := resp.Header.Revision
+	writes, inc := uint64(1), newRev
+	if pr := resp.Responses[0].GetResponsePut(); pr != nil && pr.PrevKv != nil {
+		writes, inc = uint64(pr.PrevKv.Version)+1, pr.PrevKv.CreateRevision
+	}
+	return newRev, writes, inc, nil
+}
+
+// GetMeta implements Store: <prefix>/meta/<id>, read linearizably.
+func (s *EtcdStore) GetMeta(ctx context.Context, id string) (*Meta, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if !ValidMetaID(id) {
+		return nil, fmt.Errorf("keystore: record %q: %w", id, ErrNotFound)
+	}
+	if err := s.reachable("get"); err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	defer cancel()
+	resp, err := s.cli.Get(rctx, s.metaPath+id)
+	if err != nil {
+		return nil, s.opErr(ctx, fmt.Sprintf("get record %q", id), err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, fmt.Errorf("keystore: record %q: %w", id, ErrNotFound)
+	}
+	kv := resp.Kvs[0]
+	return &Meta{ID: id, Value: kv.Value, Revision: kv.ModRevision, Writes: uint64(kv.Version), Incarnation: kv.CreateRevision}, nil
+}
+
+// PutMeta implements Store with the same transaction as Put.
+func (s *EtcdStore) PutMeta(ctx context.Context, m *Meta) (*Meta, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if m == nil || !ValidMetaID(m.ID) {
+		return nil, errors.New("keystore: invalid record id")
+	}
+	if err := s.reachable("put"); err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	defer cancel()
+	rev, writes, inc, err := s.casPut(ctx, rctx, s.metaPath+m.ID, m.Revision, m.Value, fmt.Sprintf("record %q", m.ID))
+	if err != nil {
+		return nil, err
+	}
+	return &Meta{ID: m.ID, Value: bytes.Clone(m.Value), Revision: rev, Writes: writes, Incarnation: inc}, nil
+}
+
+// ListMeta implements Store.
+func (s *EtcdStore) ListMeta(ctx context.Context, prefix string) ([]*Meta, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := s.reachable("list"); err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	defer cancel()
+	resp, err := s.cli.Get(rctx, s.metaPath+prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, s.opErr(ctx, "list records", err)
+	}
+	out := make([]*Meta, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		out = append(out, &Meta{ID: strings.TrimPrefix(string(kv.Key), s.metaPath), Value: kv.Value,
+			Revision: kv.ModRevision, Writes: uint64(kv.Version), Incarnation: kv.CreateRevision})
+	}
 	return out, nil
 }
 

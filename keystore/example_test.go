@@ -52,10 +52,13 @@ func ExampleManager_Backup() {
 	var backup bytes.Buffer
 	res, _ := m.Backup(ctx, &backup, id.Recipient())
 	fmt.Println("backed up", res.Versions, "version(s)")
+	// The old HSM's backup signing key (its public half) is kept with the
+	// recovery public key: restore trusts backups it signed.
+	signer, _ := m.BackupSigner(ctx)
 
 	st2, _ := keystore.OpenBolt(filepath.Join(dir, "new.db"), keystore.BoltOptions{})
 	m2, _ := keystore.NewManager(keystore.Config{Store: st2, KEK: keystoretest.NewFakeKEK()})
-	rr, err := m2.Restore(ctx, &backup, id, keystore.RestoreOptions{})
+	rr, err := m2.Restore(ctx, &backup, id, keystore.RestoreOptions{Signers: []*keystore.BackupSigner{signer}})
 	fmt.Println("restored", rr.Restored, "version(s), error:", err)
 	// Output:
 	// backed up 1 version(s)

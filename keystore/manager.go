@@ -2,6 +2,7 @@ package keystore
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
@@ -10,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -45,6 +47,13 @@ type KEK interface {
 	RotateKEK(ctx context.Context) (uint32, error)
 	KEKs(ctx context.Context) ([]hsm.KEKInfo, error)
 	RetireKEK(ctx context.Context, version uint32) error
+	// RecordMAC and VerifyRecordMAC seal and check keystore records
+	// (seal.go).
+	RecordMAC(ctx context.Context, msg []byte) ([]byte, error)
+	VerifyRecordMAC(ctx context.Context, msg, mac []byte) error
+	// BackupPublicKey and SignBackup sign backups (backup.go).
+	BackupPublicKey(ctx context.Context) (*ecdsa.PublicKey, error)
+	SignBackup(ctx context.Context, digest []byte) ([]byte, error)
 }
 
 // Config is what NewManager needs.
@@ -58,6 +67,16 @@ type Config struct {
 	Now func() time.Time
 	// Rand is the source of new data keys; nil means crypto/rand.
 	Rand io.Reader
+	// Logger receives integrity failures (at ERROR) and other warnings;
+	// nil discards them.
+	Logger *slog.Logger
+	// OnIntegrityFailure, when set, is called for every read of a record
+	// that fails its integrity check (for a metric), with what failed.
+	OnIntegrityFailure func(record string)
+	// SealLimit is the most values one key version may seal across every
+	// process (SIDECRYPT_SEAL_LIMIT); zero means DefaultSealLimit. It
+	// may not exceed MaxSealLimit.
+	SealLimit uint64
 }
 
 // Manager runs the lifecycle of data keys: it generates them, keeps them
@@ -74,6 +93,9 @@ type Manager struct {
 	audit audit.Recorder
 	now   func() time.Time
 	rand  io.Reader
+
+	integ     *integrity
+	sealLimit uint64
 }
 
 // NewManager returns a Manager.
@@ -90,7 +112,14 @@ func NewManager(c Config) (*Manager, error) {
 	if c.Rand == nil {
 		c.Rand = rand.Reader
 	}
-	return &Manager{store: c.Store, kek: c.KEK, audit: c.Audit, now: c.Now, rand: c.Rand}, nil
+	switch {
+	case c.SealLimit == 0:
+		c.SealLimit = DefaultSealLimit
+	case c.SealLimit > MaxSealLimit:
+		return nil, fmt.Errorf("keystore: seal limit %d is above 2^32, the most NIST SP 800-38D allows one AES-GCM key with random nonces", c.SealLimit)
+	}
+	return &Manager{store: c.Store, kek: c.KEK, audit: c.Audit, now: c.Now, rand: c.Rand,
+		integ: newIntegrity(c.Logger, c.OnIntegrityFailure), sealLimit: c.SealLimit}, nil
 }
 
 // Store returns the manager's store (for Watch and Ping).
@@ -204,14 +233,14 @@ func checkReason(reason string, required bool) error {
 // derive everything from the key it is given, since it may run again.
 func (m *Manager) update(ctx context.Context, name string, fn func(k *Key) error) (*Key, error) {
 	for attempt := 1; ; attempt++ {
-		k, err := m.store.Get(ctx, name)
+		k, err := m.getKey(ctx, name)
 		if err != nil {
 			return nil, err
 		}
 		if err := fn(k); err != nil {
 			return nil, err
 		}
-		out, err := m.store.Put(ctx, k)
+		out, err := m.putKey(ctx, k)
 		if errors.Is(err, ErrConflict) && attempt < maxCASAttempts {
 			continue
 		}
@@ -275,11 +304,13 @@ func (m *Manager) newVersion(ctx context.Context, name string, version uint32, s
 	return v, nil
 }
 
-// Get returns the named key.
-func (m *Manager) Get(ctx context.Context, name string) (*Key, error) { return m.store.Get(ctx, name) }
+// Get returns the named key, after checking its record's integrity.
+func (m *Manager) Get(ctx context.Context, name string) (*Key, error) { return m.getKey(ctx, name) }
 
-// List returns every key, sorted by name.
-func (m *Manager) List(ctx context.Context) ([]*Key, error) { return m.store.List(ctx) }
+// List returns every key, sorted by name, after checking each record's
+// integrity. When some records fail, it returns the others and an error
+// that names each one that failed.
+func (m *Manager) List(ctx context.Context) ([]*Key, error) { return m.listKeys(ctx) }
 
 // Create makes a new key with version 1. Unless preActive, version 1 is
 // active and primary at once; a pre-active version waits for Activate.
@@ -295,11 +326,15 @@ func (m *Manager) Create(ctx context.Context, name string, cryptoperiod time.Dur
 	case cryptoperiod < 0:
 		err = fmt.Errorf("keystore: key %q: cryptoperiod %v is negative", name, cryptoperiod)
 	}
+	// Refuse a duplicate before asking the HSM for anything; Put's
+	// compare-and-swap still catches a create that races this one. A
+	// placeholder left by a create that stopped half-way is taken over.
+	k := &Key{Name: name}
 	if err == nil {
-		// Refuse a duplicate before asking the HSM for anything; Put's
-		// compare-and-swap still catches a create that races this one.
-		if _, gerr := m.store.Get(ctx, name); gerr == nil {
+		if cur, gerr := m.readKey(ctx, name); gerr == nil && !cur.isPlaceholder() {
 			err = fmt.Errorf("keystore: key %q: %w", name, ErrExists)
+		} else if gerr == nil {
+			k = cur
 		} else if !errors.Is(gerr, ErrNotFound) {
 			err = gerr
 		}
@@ -317,12 +352,29 @@ func (m *Manager) Create(ctx context.Context, name string, cryptoperiod time.Dur
 	}
 	details["kek_version"] = strconv.FormatUint(uint64(v.KEKVersion), 10)
 	details["fingerprint"] = v.Fingerprint
-	k := &Key{Name: name, Cryptoperiod: cryptoperiod, Created: v.Created, Versions: []Version{v}}
+	if v.Counter, err = m.ensureCounter(ctx, name, 1); err != nil {
+		return nil, m.finish(ctx, action, name, 1, "", details, err)
+	}
+	k.Cryptoperiod, k.Created, k.Versions = cryptoperiod, v.Created, []Version{v}
 	if !preActive {
 		k.Primary = 1
 	}
-	out, err := m.store.Put(ctx, k)
-	return out, m.finish(ctx, action, name, 1, "", details, err)
+	out, err := m.putKey(ctx, k)
+	return out, m.finish(ctx, action, name, 1, "", withGeneration(details, out), err)
+}
+
+// withGeneration adds the record's new generation to an event's details,
+// so that the audit log keeps each key's history of generations (and a
+// rollback of the store shows as a generation lower than the log's).
+func withGeneration(details map[string]string, k *Key) map[string]string {
+	if k == nil || k.Seal == nil {
+		return details
+	}
+	if details == nil {
+		details = map[string]string{}
+	}
+	details["generation"] = strconv.FormatUint(k.Seal.Generation, 10)
+	return details
 }
 
 // Activate moves a pre-active version to active and makes it primary; the
@@ -330,6 +382,7 @@ func (m *Manager) Create(ctx context.Context, name string, cryptoperiod time.Dur
 func (m *Manager) Activate(ctx context.Context, name string, version uint32) (*Key, error) {
 	const action = "key.activate"
 	var old uint32
+	var counter int64
 	k, err := m.update(ctx, name, func(k *Key) error {
 		v := k.Lookup(version)
 		if v == nil {
@@ -337,6 +390,15 @@ func (m *Manager) Activate(ctx context.Context, name string, version uint32) (*K
 		}
 		if err := checkTransition(name, version, v.State, StateActive); err != nil {
 			return err
+		}
+		if v.Counter == 0 {
+			if counter == 0 {
+				var err error
+				if counter, err = m.ensureCounter(ctx, name, version); err != nil {
+					return err
+				}
+			}
+			v.Counter = counter
 		}
 		now := m.now().UTC()
 		old = k.Primary
@@ -351,7 +413,7 @@ func (m *Manager) Activate(ctx context.Context, name string, version uint32) (*K
 	if old != 0 {
 		details = map[string]string{"previous_primary": strconv.FormatUint(uint64(old), 10)}
 	}
-	return k, m.finish(ctx, action, name, version, "", details, err)
+	return k, m.finish(ctx, action, name, version, "", withGeneration(details, k), err)
 }
 
 // Rotate adds a new version, makes it primary and deactivates the old
@@ -364,8 +426,19 @@ func (m *Manager) Activate(ctx context.Context, name string, version uint32) (*K
 // when two rotations race. Either way two sidecars rotating at once end
 // with exactly one new version.
 func (m *Manager) Rotate(ctx context.Context, name string, expectPrimary uint32) (*Key, error) {
+	return m.rotate(ctx, name, expectPrimary, "")
+}
+
+// RotateExhausted rotates key name because its primary, version, has
+// (nearly) reached its seal limit; the key cache calls it. It is Rotate
+// with expectPrimary = version, audited with the reason.
+func (m *Manager) RotateExhausted(ctx context.Context, name string, version uint32) (*Key, error) {
+	return m.rotate(ctx, name, version, "seal limit: the primary version has (nearly) sealed as many values as NIST SP 800-38D allows")
+}
+
+func (m *Manager) rotate(ctx context.Context, name string, expectPrimary uint32, reason string) (*Key, error) {
 	const action = "key.rotate"
-	k, err := m.store.Get(ctx, name)
+	k, err := m.getKey(ctx, name)
 	if err != nil {
 		return nil, m.finish(ctx, action, name, 0, "", nil, err)
 	}
@@ -375,6 +448,7 @@ func (m *Manager) Rotate(ctx context.Context, name string, expectPrimary uint32)
 		return k, m.finish(ctx, action, name, k.Primary, "already rotated",
 			map[string]string{"expected_primary": strconv.FormatUint(uint64(expectPrimary), 10), "noop": "true"}, nil)
 	}
+	counters := map[uint32]int64{}
 	// The new material does not depend on the version number, so it is
 	// made (and its wrap verified) once, outside the CAS loop.
 	nv, err := m.newVersion(ctx, name, k.latest()+1, StateActive)
@@ -387,6 +461,14 @@ func (m *Manager) Rotate(ctx context.Context, name string, expectPrimary uint32)
 				map[string]string{"expected_primary": strconv.FormatUint(uint64(expectPrimary), 10), "noop": "true"}, nil)
 		}
 		nv.Version = k.latest() + 1
+		if counters[nv.Version] == 0 {
+			c, err := m.ensureCounter(ctx, name, nv.Version)
+			if err != nil {
+				return nil, m.finish(ctx, action, name, nv.Version, reason, nil, err)
+			}
+			counters[nv.Version] = c
+		}
+		nv.Counter = counters[nv.Version]
 		now := m.now().UTC()
 		nv.Created, nv.Activated = now, now
 		if p := k.Lookup(k.Primary); p != nil && p.State == StateActive {
@@ -394,10 +476,10 @@ func (m *Manager) Rotate(ctx context.Context, name string, expectPrimary uint32)
 		}
 		k.Versions = append(k.Versions, nv)
 		k.Primary = nv.Version
-		out, err := m.store.Put(ctx, k)
+		out, err := m.putKey(ctx, k)
 		if errors.Is(err, ErrConflict) && attempt < maxCASAttempts {
-			if k, err = m.store.Get(ctx, name); err != nil {
-				return nil, m.finish(ctx, action, name, nv.Version, "", nil, err)
+			if k, err = m.getKey(ctx, name); err != nil {
+				return nil, m.finish(ctx, action, name, nv.Version, reason, nil, err)
 			}
 			continue
 		}
@@ -406,7 +488,10 @@ func (m *Manager) Rotate(ctx context.Context, name string, expectPrimary uint32)
 			"kek_version":      strconv.FormatUint(uint64(nv.KEKVersion), 10),
 			"fingerprint":      nv.Fingerprint,
 		}
-		return out, m.finish(ctx, action, name, nv.Version, "", details, err)
+		if reason != "" {
+			details["trigger"] = "seal-limit"
+		}
+		return out, m.finish(ctx, action, name, nv.Version, reason, withGeneration(details, out), err)
 	}
 }
 
@@ -444,7 +529,7 @@ func (m *Manager) Revoke(ctx context.Context, name string, version uint32, to St
 		}
 		return nil
 	})
-	return k, m.finish(ctx, action, name, version, reason, details, err)
+	return k, m.finish(ctx, action, name, version, reason, withGeneration(details, k), err)
 }
 
 // Destroy erases a version's wrapped material; its metadata (state,
@@ -478,7 +563,7 @@ func (m *Manager) Destroy(ctx context.Context, name string, version uint32, reas
 		}
 		return nil
 	})
-	return k, m.finish(ctx, action, name, version, reason, details, err)
+	return k, m.finish(ctx, action, name, version, reason, withGeneration(details, k), err)
 }
 
 // Override lets a compromised version decrypt (never encrypt) until the
@@ -517,7 +602,7 @@ func (m *Manager) Override(ctx context.Context, name string, version uint32, unt
 		}
 		return nil
 	})
-	return k, m.finish(ctx, action, name, version, reason, details, err)
+	return k, m.finish(ctx, action, name, version, reason, withGeneration(details, k), err)
 }
 
 // Material is an unwrapped data key and how long it may be used.
@@ -545,7 +630,7 @@ func (m *Manager) Unwrap(ctx context.Context, name string, version uint32) ([]by
 // on the request path); refusals and unwraps under an override are.
 func (m *Manager) UnwrapMaterial(ctx context.Context, name string, version uint32) (Material, error) {
 	const action = "key.unwrap"
-	k, err := m.store.Get(ctx, name)
+	k, err := m.getKey(ctx, name)
 	if err != nil {
 		return Material{}, err
 	}
@@ -593,7 +678,7 @@ func (m *Manager) UnwrapMaterial(ctx context.Context, name string, version uint3
 // Primary returns the version that seals new tokens under name, or
 // ErrNoPrimary when it has none.
 func (m *Manager) Primary(ctx context.Context, name string) (uint32, error) {
-	k, err := m.store.Get(ctx, name)
+	k, err := m.getKey(ctx, name)
 	if err != nil {
 		return 0, err
 	}

@@ -55,9 +55,11 @@ func (m *Manager) RewrapPending(ctx context.Context) (current uint32, pending in
 	return current, len(items), err
 }
 
+// rewrapWork lists the versions to move. Records that fail their
+// integrity check are left out, and reported in the error.
 func (m *Manager) rewrapWork(ctx context.Context, current uint32) ([]rewrapItem, error) {
-	keys, err := m.store.List(ctx)
-	if err != nil {
+	keys, err := m.listKeys(ctx)
+	if keys == nil && err != nil {
 		return nil, err
 	}
 	var items []rewrapItem
@@ -68,7 +70,7 @@ func (m *Manager) rewrapWork(ctx context.Context, current uint32) ([]rewrapItem,
 			}
 		}
 	}
-	return items, nil
+	return items, err
 }
 
 // Rewrap moves every data key version that is wrapped under an older KEK
@@ -88,11 +90,15 @@ func (m *Manager) Rewrap(ctx context.Context, opts RewrapOptions) (RewrapResult,
 		return RewrapResult{}, fmt.Errorf("keystore: rewrap: current KEK: %w", err)
 	}
 	items, err := m.rewrapWork(ctx, current)
-	if err != nil {
+	if items == nil && err != nil {
 		return RewrapResult{}, fmt.Errorf("keystore: rewrap: %w", err)
 	}
 	res := RewrapResult{KEKVersion: current, Total: len(items)}
 	var errs []error
+	if err != nil {
+		// Records that fail their check are not touched; the others are.
+		errs = append(errs, fmt.Errorf("keystore: rewrap: %w", err))
+	}
 	for i, it := range items {
 		if opts.Limiter != nil {
 			if err := opts.Limiter.Wait(ctx); err != nil {
@@ -122,7 +128,7 @@ func (m *Manager) Rewrap(ctx context.Context, opts RewrapOptions) (RewrapResult,
 // rewrapOne moves one version; false with no error means it needed
 // nothing by the time it was reached.
 func (m *Manager) rewrapOne(ctx context.Context, it rewrapItem, current uint32) (bool, error) {
-	k, err := m.store.Get(ctx, it.name)
+	k, err := m.getKey(ctx, it.name)
 	if err != nil {
 		return false, m.finish(ctx, "key.rewrap", it.name, it.version, "", nil, err)
 	}
@@ -206,9 +212,10 @@ func (m *Manager) KEKs(ctx context.Context) ([]KEKStatus, error) {
 	return out, nil
 }
 
-// kekUse counts data key versions per KEK version.
+// kekUse counts data key versions per KEK version. A record that fails
+// its integrity check fails the count: what it wraps is unknown.
 func (m *Manager) kekUse(ctx context.Context) (map[uint32]int, error) {
-	keys, err := m.store.List(ctx)
+	keys, err := m.listKeys(ctx)
 	if err != nil {
 		return nil, err
 	}

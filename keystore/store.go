@@ -42,6 +42,12 @@ type Version struct {
 	// audited. OverrideReason says why.
 	OverrideUntil  time.Time `json:"override_until,omitzero"`
 	OverrideReason string    `json:"override_reason,omitempty"`
+
+	// Counter is the Incarnation of this version's seal counter record
+	// (usage.go) when the counter was made; zero until then. A counter
+	// whose incarnation differs was deleted and made again outside
+	// sidecrypt (a reset), and is refused.
+	Counter int64 `json:"counter,omitempty"`
 }
 
 // Key is a named data key with all its versions.
@@ -54,9 +60,58 @@ type Key struct {
 	Cryptoperiod time.Duration `json:"cryptoperiod"`
 	Created      time.Time     `json:"created"`
 	Versions     []Version     `json:"versions"`
+	// Seal is the record's integrity, set by Manager on every write and
+	// checked on every read (seal.go; docs/KEYS.md, "Record integrity").
+	// Stores keep it as they keep the rest of the record.
+	Seal *Seal `json:"seal,omitempty"`
 	// Revision is set by the Store: the value Put must be given to
 	// update this record (compare-and-swap). Zero for a new key.
 	Revision int64 `json:"-"`
+	// Writes and Incarnation are set by the Store, like Revision: how
+	// many times this record has been written since it was created, and
+	// a number that identifies that creation. etcd: the key's Version and
+	// CreateRevision, which no client can choose, so a record written
+	// again through etcd (a replay) is told apart from the original. The
+	// bbolt file keeps its own counters. Zero for a new key.
+	Writes      uint64 `json:"-"`
+	Incarnation int64  `json:"-"`
+}
+
+// Seal binds a record to its place in the store's history: Generation
+// must equal the store's Writes, and (from generation 2 on) Incarnation
+// the store's Incarnation; MAC is HMAC-SHA256 under the HSM's record key
+// over the canonical encoding of the record with both (docs/KEYS.md).
+type Seal struct {
+	Generation  uint64 `json:"generation"`
+	Incarnation int64  `json:"incarnation,omitempty"`
+	MAC         []byte `json:"mac"`
+}
+
+// Meta is a small record the Manager keeps beside the keys, outside what
+// Watch reports: the head record (every key's generation and revoked
+// versions) and the per-version seal counters. Value is opaque to the
+// store. Revision, Writes and Incarnation mean what they mean for Key.
+type Meta struct {
+	ID          string
+	Value       []byte
+	Revision    int64
+	Writes      uint64
+	Incarnation int64
+}
+
+// ValidMetaID reports whether id may name a Meta record: 1 to 200 bytes
+// of a-z, 0-9, '-', '_', '.' and '/'.
+func ValidMetaID(id string) bool {
+	if id == "" || len(id) > 200 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == '/') {
+			return false
+		}
+	}
+	return true
 }
 
 // Event tells a watcher that a key changed.
@@ -78,8 +133,18 @@ type Store interface {
 	// nothing.
 	Put(ctx context.Context, k *Key) (*Key, error)
 	// Watch reports changed keys until ctx is done. Events may be
-	// coalesced; a watcher re-reads the key it is told about.
+	// coalesced; a watcher re-reads the key it is told about. Meta
+	// records are not reported.
 	Watch(ctx context.Context) (<-chan Event, error)
+	// GetMeta returns the Meta record id, or ErrNotFound.
+	GetMeta(ctx context.Context, id string) (*Meta, error)
+	// PutMeta stores m with the same compare-and-swap as Put (Revision 0
+	// creates), and returns it with its new Revision, Writes and
+	// Incarnation.
+	PutMeta(ctx context.Context, m *Meta) (*Meta, error)
+	// ListMeta returns the Meta records whose id starts with prefix,
+	// sorted by id.
+	ListMeta(ctx context.Context, prefix string) ([]*Meta, error)
 	// Ping checks that the store is reachable.
 	Ping(ctx context.Context) error
 	// Close releases the store.

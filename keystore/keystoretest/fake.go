@@ -10,6 +10,8 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -34,10 +36,13 @@ type FakeKEK struct {
 	info    map[uint32]*hsm.KEKInfo
 	current uint32
 	auditK  []byte
+	recordK []byte
+	signK   *ecdsa.PrivateKey
 
 	unavailable atomic.Bool
 	unwraps     atomic.Int64
 	wraps       atomic.Int64
+	recordMACs  atomic.Int64
 
 	// UnwrapHook, when set, runs at the start of every Unwrap (before the
 	// count is taken); tests use it to hold unwraps back.
@@ -48,6 +53,11 @@ type FakeKEK struct {
 func NewFakeKEK() *FakeKEK {
 	f := &FakeKEK{keks: map[uint32][]byte{}, info: map[uint32]*hsm.KEKInfo{}}
 	f.auditK = random(32)
+	f.recordK = random(32)
+	var err error
+	if f.signK, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+		panic(err)
+	}
 	f.addVersion()
 	return f
 }
@@ -214,6 +224,59 @@ func (f *FakeKEK) AuditMAC(ctx context.Context, msg []byte) ([]byte, error) {
 	h := hmac.New(sha256.New, f.auditK)
 	h.Write(msg)
 	return h.Sum(nil), nil
+}
+
+// RecordMAC implements hsm.Provider.
+func (f *FakeKEK) RecordMAC(ctx context.Context, msg []byte) ([]byte, error) {
+	f.recordMACs.Add(1)
+	if err := f.check("record mac"); err != nil {
+		return nil, err
+	}
+	h := hmac.New(sha256.New, f.recordK)
+	h.Write(msg)
+	return h.Sum(nil), nil
+}
+
+// VerifyRecordMAC implements hsm.Provider.
+func (f *FakeKEK) VerifyRecordMAC(ctx context.Context, msg, mac []byte) error {
+	want, err := f.RecordMAC(ctx, msg)
+	if err != nil {
+		return err
+	}
+	if !hmac.Equal(want, mac) {
+		return fmt.Errorf("fake kek: verify record MAC: %w", hsm.ErrRecordMAC)
+	}
+	return nil
+}
+
+// RecordMACs returns how many record MACs were computed or verified.
+func (f *FakeKEK) RecordMACs() int64 { return f.recordMACs.Load() }
+
+// BackupPublicKey implements hsm.Provider.
+func (f *FakeKEK) BackupPublicKey(ctx context.Context) (*ecdsa.PublicKey, error) {
+	if err := f.check("backup public key"); err != nil {
+		return nil, err
+	}
+	pub := f.signK.PublicKey
+	return &pub, nil
+}
+
+// SignBackup implements hsm.Provider.
+func (f *FakeKEK) SignBackup(ctx context.Context, digest []byte) ([]byte, error) {
+	if err := f.check("sign backup"); err != nil {
+		return nil, err
+	}
+	if len(digest) != sha256.Size {
+		return nil, fmt.Errorf("fake kek: sign backup: %w: digest of %d bytes", hsm.ErrInvalidArgument, len(digest))
+	}
+	r, s, err := ecdsa.Sign(rand.Reader, f.signK, digest)
+	if err != nil {
+		return nil, err
+	}
+	sig := make([]byte, hsm.BackupSignatureSize)
+	r.FillBytes(sig[:32])
+	s.FillBytes(sig[32:])
+	return sig, nil
 }
 
 // Ping implements hsm.Provider.

@@ -15,7 +15,13 @@
 //   - concurrent read-modify-write loops through two Stores on one backend
 //     (two processes) lose no update;
 //   - Watch reports a change made through another Store, and closes its
-//     channel when its context ends.
+//     channel when its context ends;
+//   - every record reports Writes (1 after the create, one more per Put)
+//     and a non-zero Incarnation that stays the same across Puts, equal
+//     in what Put returns and what Get and List read;
+//   - Meta records have the same compare-and-swap, Writes and
+//     Incarnation, are listed by prefix in id order, and are not reported
+//     by Watch.
 //
 // Revisions are compared, never assumed: the embedded store counts from 1
 // per key, etcd uses its cluster-wide revision.
@@ -44,6 +50,8 @@ func Run(t *testing.T, newBackend Backend) {
 	t.Run("ListSortedAndCopies", func(t *testing.T) { testListSortedAndCopies(t, newBackend(t)) })
 	t.Run("ConcurrentStores", func(t *testing.T) { testConcurrentStores(t, newBackend(t)) })
 	t.Run("WatchSeesOtherStore", func(t *testing.T) { testWatch(t, newBackend(t)) })
+	t.Run("WritesAndIncarnation", func(t *testing.T) { testStamps(t, newBackend(t)) })
+	t.Run("Meta", func(t *testing.T) { testMeta(t, newBackend(t)) })
 	t.Run("Ping", func(t *testing.T) {
 		s := newBackend(t)(t)
 		if err := s.Ping(context.Background()); err != nil {
@@ -365,6 +373,131 @@ func testWatch(t *testing.T, open func(t *testing.T) keystore.Store) {
 			}
 		case <-done:
 			t.Fatal("the watch channel stayed open after its context ended")
+		}
+	}
+}
+
+func testStamps(t *testing.T, open func(t *testing.T) keystore.Store) {
+	ctx := context.Background()
+	s := open(t)
+	k, err := s.Put(ctx, Key("pii", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Writes != 1 || k.Incarnation == 0 {
+		t.Fatalf("after create: Writes %d, Incarnation %d; want 1 and non-zero", k.Writes, k.Incarnation)
+	}
+	inc := k.Incarnation
+	other, err := s.Put(ctx, Key("other", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other.Incarnation == inc {
+		t.Errorf("two records share incarnation %d", inc)
+	}
+	for want := uint64(2); want <= 4; want++ {
+		next := Key("pii", int(want))
+		next.Revision = k.Revision
+		if k, err = s.Put(ctx, next); err != nil {
+			t.Fatal(err)
+		}
+		if k.Writes != want || k.Incarnation != inc {
+			t.Fatalf("Put %d: Writes %d, Incarnation %d; want %d, %d", want, k.Writes, k.Incarnation, want, inc)
+		}
+		got, err := s.Get(ctx, "pii")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Writes != want || got.Incarnation != inc || got.Revision != k.Revision {
+			t.Fatalf("Get after Put %d: Writes %d, Incarnation %d, Revision %d; want %d, %d, %d", want, got.Writes, got.Incarnation, got.Revision, want, inc, k.Revision)
+		}
+	}
+	keys, err := s.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range keys {
+		if l.Name == "pii" && (l.Writes != 4 || l.Incarnation != inc) {
+			t.Errorf("List: Writes %d, Incarnation %d; want 4, %d", l.Writes, l.Incarnation, inc)
+		}
+	}
+}
+
+func testMeta(t *testing.T, open func(t *testing.T) keystore.Store) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := open(t)
+	events, err := s.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetMeta(ctx, "usage/pii/1"); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatalf("GetMeta of an absent record: %v", err)
+	}
+	m, err := s.PutMeta(ctx, &keystore.Meta{ID: "usage/pii/1", Value: []byte("one")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Revision == 0 || m.Writes != 1 || m.Incarnation == 0 {
+		t.Fatalf("after create: %+v", m)
+	}
+	if _, err := s.PutMeta(ctx, &keystore.Meta{ID: "usage/pii/1", Value: []byte("again")}); !errors.Is(err, keystore.ErrExists) {
+		t.Fatalf("second create: %v; want ErrExists", err)
+	}
+	if _, err := s.PutMeta(ctx, &keystore.Meta{ID: "usage/pii/1", Value: []byte("x"), Revision: m.Revision + 100}); !errors.Is(err, keystore.ErrConflict) {
+		t.Fatalf("stale revision: %v; want ErrConflict", err)
+	}
+	m2, err := s.PutMeta(ctx, &keystore.Meta{ID: "usage/pii/1", Value: []byte("two"), Revision: m.Revision})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m2.Writes != 2 || m2.Incarnation != m.Incarnation || m2.Revision == m.Revision {
+		t.Fatalf("after update: %+v (created %+v)", m2, m)
+	}
+	got, err := s.GetMeta(ctx, "usage/pii/1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got.Value) != "two" || got.Writes != 2 || got.Incarnation != m.Incarnation || got.Revision != m2.Revision {
+		t.Fatalf("GetMeta: %+v; want what PutMeta returned, %+v", got, m2)
+	}
+	got.Value[0] = 'X'
+	if again, _ := s.GetMeta(ctx, "usage/pii/1"); string(again.Value) != "two" {
+		t.Fatal("editing what GetMeta returned changed the store")
+	}
+	for _, id := range []string{"usage/pii/2", "usage/contact/1", "head", "usage/pii/10"} {
+		if _, err := s.PutMeta(ctx, &keystore.Meta{ID: id, Value: []byte(id)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.PutMeta(ctx, &keystore.Meta{ID: "Bad ID", Value: nil}); err == nil {
+		t.Fatal("PutMeta accepted an invalid id")
+	}
+	list, err := s.ListMeta(ctx, "usage/pii/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, m := range list {
+		ids = append(ids, m.ID)
+	}
+	if want := "usage/pii/1 usage/pii/10 usage/pii/2"; strings.Join(ids, " ") != want {
+		t.Fatalf("ListMeta = %q; want %q", ids, want)
+	}
+	// Meta writes are not key changes: a key cache must not purge on them.
+	if _, err := s.Put(ctx, Key("marker", 1)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case ev := <-events:
+			if ev.Name != "marker" {
+				t.Fatalf("Watch reported %q; Meta records must not be reported", ev.Name)
+			}
+			return
+		case <-deadline:
+			t.Fatal("Watch did not report the marker key")
 		}
 	}
 }
