@@ -182,7 +182,7 @@ application would see (masked keys masked, keys it may not open left as
 tokens). Exit status: 0 when the request would be forwarded, 1 when the
 proxy would refuse it (or the file is invalid), 2 on a usage error.`)
 	method := fs.String("method", "POST", "HTTP method")
-	path := fs.String("path", "", "URL path (required); for version 2 files as sent, percent-escapes included (/clinic/a%2Fb)")
+	path := fs.String("path", "", "URL path as sent, percent-escapes included: /clinic/a%2Fb is the document a/b (required)")
 	host := fs.String("host", "", "host name, as forward mode sees it (empty: reverse mode)")
 	query := fs.String("query", "", "URL query string, e.g. 'email=a@b&limit=10'")
 	bodyFile := fs.String("body", "", "file holding the request body, or - for standard input")
@@ -278,7 +278,19 @@ type dryRun struct {
 
 func (d *dryRun) run(ctx context.Context, req rules.Request, rawQuery string, body []byte) int {
 	w := d.a.stdout
+	// Routes are matched on the path as the datastore reads it, as the
+	// proxy does (see v1RoutePath).
+	rp, empty, ok := v1RoutePath(req.Path)
+	if !ok {
+		return d.refuseV2(400, "bad_path", "request path contains . or .. segments (also percent-encoded), or a malformed escape")
+	}
+	shown := req.Path
+	req.Path = rp
 	route := d.plan.Match(req)
+	if route != nil && empty {
+		return d.refuseV2(400, "bad_path", "request path has an empty segment (//) on a protected route: the datastore may read it differently")
+	}
+	req.Path = shown
 	target := req.Method + " " + req.Path
 	if req.Host != "" {
 		target = req.Method + " " + req.Host + req.Path

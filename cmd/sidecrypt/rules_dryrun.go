@@ -259,6 +259,15 @@ func (d *dryRun) explainV2(op *datastore.Operation, sealed []sealedValue, body d
 		fmt.Fprintln(w, "field rules that selected nothing in this sample: none")
 		return
 	}
+	if body != datastore.BodyEncrypt {
+		// A query names only the fields it compares: say which, briefly.
+		names := make([]string, len(idle))
+		for i, f := range idle {
+			names[i] = f.Name
+		}
+		fmt.Fprintf(w, "field rules this query does not compare: %s\n", strings.Join(names, ", "))
+		return
+	}
 	fmt.Fprintln(w, "field rules that selected nothing in this sample:")
 	nameW := 20
 	for _, f := range idle {
@@ -471,4 +480,28 @@ func viewField(c *datastore.Collection, vk *datastore.ViewKey, param, rest strin
 		return nil
 	}
 	return f
+}
+
+// v1RoutePath reads an escaped request path the way the proxy matches
+// version 1 routes against it: split at '/', each segment unescaped once,
+// a '/' that was "%2F" kept as "%2F" so that the segment stays one
+// segment ("/clinic/a%2Fb" is the document "a/b", matched by
+// "/clinic/*"). empty reports an empty segment before the last; ok is
+// false for a malformed escape or a "." or ".." segment.
+func v1RoutePath(escaped string) (path string, empty, ok bool) {
+	segs := strings.Split(escaped, "/")
+	for i, seg := range segs {
+		if seg == "" {
+			if i > 0 && i < len(segs)-1 {
+				empty = true
+			}
+			continue
+		}
+		dec, err := url.PathUnescape(seg)
+		if err != nil || dec == "." || dec == ".." {
+			return "", false, false
+		}
+		segs[i] = strings.ReplaceAll(dec, "/", "%2F")
+	}
+	return strings.Join(segs, "/"), empty, true
 }
