@@ -51,6 +51,15 @@ type Options struct {
 	// Now is the clock for override expiry and PrimaryTTL; nil means
 	// time.Now. (The LRU's own TTL always runs on the real clock.)
 	Now func() time.Time
+	// SealBlock is how many seals one reservation from the keystore's
+	// per-version counter takes (SIDECRYPT_SEAL_BLOCK). Default
+	// DefaultSealBlock (65536). See budget.go.
+	SealBlock uint64
+	// RotateAhead: when a reservation leaves the version fewer seals than
+	// this (but some) before its limit, the cache rotates the key in the
+	// background. Default four blocks; 1 turns it off, leaving rotation
+	// to the SealKey call that finds the version at its limit.
+	RotateAhead uint64
 }
 
 // OptionsFromConfig maps the SIDECRYPT_CACHE_* settings to Options.
@@ -60,6 +69,7 @@ func OptionsFromConfig(c config.Config) Options {
 		Size:        c.CacheSize,
 		MaxMessages: c.CacheMaxMessages,
 		MaxBytes:    uint64(c.CacheMaxBytes),
+		SealBlock:   c.SealBlock,
 	}
 }
 
@@ -80,6 +90,12 @@ func (o *Options) defaults() {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.SealBlock == 0 {
+		o.SealBlock = DefaultSealBlock
+	}
+	if o.RotateAhead == 0 {
+		o.RotateAhead = rotateAheadDefault(o.SealBlock)
 	}
 }
 
@@ -116,6 +132,7 @@ type refusal struct {
 // fieldcrypt.Keyring. Every method is safe for concurrent use.
 type Cache struct {
 	src  Source
+	res  Reserver // nil: no seal limits (a Source that cannot reserve)
 	opts Options
 
 	// mu orders the cache's own changes (insert, purge, generation
@@ -143,6 +160,19 @@ type Cache struct {
 	tmu    sync.Mutex
 	timers map[*fieldcrypt.DataKey]*time.Timer
 
+	// budgets holds each version's seals left (budget.go); guarded by
+	// mu. They outlive cached copies: a reservation is the process's,
+	// not one copy's.
+	budgets map[ref]*budget
+	// accts follows each cached copy's seal counter
+	// (*fieldcrypt.DataKey -> *copyAcct), until the copy is zeroed.
+	accts sync.Map
+	// bg runs background refills and rotations; Close cancels bgCtx and
+	// waits for them.
+	bg       sync.WaitGroup
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+
 	st counters
 }
 
@@ -155,7 +185,10 @@ func New(src Source, opts Options) *Cache {
 		primaries: map[string]primaryEntry{},
 		refusals:  map[ref]refusal{},
 		timers:    map[*fieldcrypt.DataKey]*time.Timer{},
+		budgets:   map[ref]*budget{},
 	}
+	c.res, _ = src.(Reserver)
+	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
 	c.st.init()
 	// The expirable LRU calls onEvict under its own lock for expiry, size
 	// eviction and Remove alike; purged tells a purge from the rest.
@@ -188,6 +221,7 @@ func (c *Cache) zeroNow(k *fieldcrypt.DataKey) {
 		delete(c.timers, k)
 	}
 	c.tmu.Unlock()
+	c.settle(k)
 	k.Zero()
 }
 
@@ -195,6 +229,7 @@ func (c *Cache) zeroNow(k *fieldcrypt.DataKey) {
 // caller gets it, and a request that already holds it may finish.
 func (c *Cache) zeroLater(k *fieldcrypt.DataKey) {
 	if c.opts.ZeroGrace == 0 {
+		c.settle(k)
 		k.Zero()
 		return
 	}
@@ -207,6 +242,7 @@ func (c *Cache) zeroLater(k *fieldcrypt.DataKey) {
 		c.tmu.Lock()
 		delete(c.timers, k)
 		c.tmu.Unlock()
+		c.settle(k)
 		k.Zero()
 	})
 }
@@ -220,13 +256,33 @@ func (c *Cache) OpenKey(ctx context.Context, name string, version uint32) (*fiel
 
 // SealKey implements fieldcrypt.Keyring: it returns the primary version,
 // for sealing. A cached copy that has sealed past the usage limits is
-// dropped and unwrapped afresh.
+// dropped and unwrapped afresh. With a Source that reserves seals
+// (keystore.Manager), the version's seal budget is charged (budget.go): a
+// version at its seal limit is rotated, and SealKey returns the new
+// primary; if rotation fails, it fails with keystore.ErrSealLimit
+// (closed: nothing is sealed).
 func (c *Cache) SealKey(ctx context.Context, name string) (*fieldcrypt.DataKey, error) {
-	v, err := c.primary(ctx, name)
-	if err != nil {
-		return nil, err
+	for attempt := 0; ; attempt++ {
+		v, err := c.primary(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		r := ref{name, v}
+		k, err := c.get(ctx, r, true)
+		if err != nil || c.res == nil {
+			return k, err
+		}
+		err = c.sealLimited(ctx, r, k)
+		if err == nil {
+			return k, nil
+		}
+		if !errors.Is(err, errRotated) || attempt > 0 {
+			if errors.Is(err, errRotated) {
+				err = fmt.Errorf("keycache: key %q: %w: the new primary is at its limit too", name, keystore.ErrSealLimit)
+			}
+			return nil, err
+		}
 	}
-	return c.get(ctx, ref{name, v}, true)
 }
 
 func (c *Cache) overLimit(k *fieldcrypt.DataKey) bool {
@@ -489,12 +545,15 @@ func (c *Cache) Close() error {
 	c.closed = true
 	c.purgeAllLocked()
 	c.mu.Unlock()
+	c.bgCancel()
+	c.bg.Wait()
 	c.tmu.Lock()
 	pending := c.timers
 	c.timers = map[*fieldcrypt.DataKey]*time.Timer{}
 	c.tmu.Unlock()
 	for k, t := range pending {
 		t.Stop()
+		c.settle(k)
 		k.Zero()
 	}
 	return nil

@@ -37,15 +37,26 @@ type Stats struct {
 	Purges       uint64 // removed by Purge, PurgeKey, PurgeAll, watch events
 	Entries      int    // cached now
 
+	// Seal budgets (budget.go): blocks reserved from the keystore,
+	// reservations that failed (store or HSM down), versions found at
+	// their seal limit, rotations made for the limit, and SealKey calls
+	// refused because a version at its limit could not be rotated.
+	SealReservations   uint64
+	SealReserveErrors  uint64
+	SealLimitReached   uint64
+	SealLimitRotations uint64
+	SealRefusals       uint64
+
 	UnwrapLatencySum     time.Duration
 	UnwrapLatencyCount   uint64
 	UnwrapLatencyBuckets []LatencyBucket
 }
 
 type counters struct {
-	hits, misses, unwraps, unwrapErrors, evictions, limitDrops, purges atomic.Uint64
-	latencySum                                                         atomic.Int64
-	buckets                                                            []atomic.Uint64 // len(latencyBounds)+1
+	hits, misses, unwraps, unwrapErrors, evictions, limitDrops, purges    atomic.Uint64
+	reservations, reserveErrors, sealLimits, limitRotations, sealRefusals atomic.Uint64
+	latencySum                                                            atomic.Int64
+	buckets                                                               []atomic.Uint64 // len(latencyBounds)+1
 }
 
 func (s *counters) init() { s.buckets = make([]atomic.Uint64, len(latencyBounds)+1) }
@@ -70,6 +81,11 @@ func (c *Cache) Stats() Stats {
 		Evictions:          c.st.evictions.Load(),
 		LimitDrops:         c.st.limitDrops.Load(),
 		Purges:             c.st.purges.Load(),
+		SealReservations:   c.st.reservations.Load(),
+		SealReserveErrors:  c.st.reserveErrors.Load(),
+		SealLimitReached:   c.st.sealLimits.Load(),
+		SealLimitRotations: c.st.limitRotations.Load(),
+		SealRefusals:       c.st.sealRefusals.Load(),
 		Entries:            c.lru.Len(),
 		UnwrapLatencySum:   time.Duration(c.st.latencySum.Load()),
 		UnwrapLatencyCount: c.st.unwraps.Load(),

@@ -99,6 +99,17 @@ type Config struct {
 	// addresses only; loopback, private and link-local addresses only
 	// when listed by address. SIDECRYPT_PASSTHROUGH, default none.
 	PassThrough []string `env:"PASSTHROUGH" envSeparator:","`
+	// SealLimit is how many values one data key version may seal, across
+	// every sidecar, before it is rotated (NIST SP 800-38D, 8.3).
+	// SIDECRYPT_SEAL_LIMIT, default 2^30; at most 2^32.
+	SealLimit uint64 `env:"SEAL_LIMIT" envDefault:"1073741824"`
+	// SealBlock is how many seals a sidecar reserves from a version's
+	// shared counter at a time. SIDECRYPT_SEAL_BLOCK, default 65536.
+	SealBlock uint64 `env:"SEAL_BLOCK" envDefault:"65536"`
+	// DefaultCryptoperiod is the cryptoperiod `keys create` gives a key
+	// when --cryptoperiod is not given. SIDECRYPT_DEFAULT_CRYPTOPERIOD,
+	// default 2160h (90 days).
+	DefaultCryptoperiod time.Duration `env:"DEFAULT_CRYPTOPERIOD" envDefault:"2160h"`
 	// RewrapRate bounds background re-wrapping, in keys per second.
 	// SIDECRYPT_REWRAP_RATE, default 20.
 	RewrapRate float64 `env:"REWRAP_RATE" envDefault:"20"`
@@ -214,6 +225,15 @@ func (c *Config) Validate() error {
 	}
 	if c.RewrapRate <= 0 {
 		errs = append(errs, fmt.Errorf("SIDECRYPT_REWRAP_RATE must be positive"))
+	}
+	if c.SealLimit == 0 || c.SealLimit > keystore.MaxSealLimit {
+		errs = append(errs, fmt.Errorf("SIDECRYPT_SEAL_LIMIT must be between 1 and 2^32 (NIST SP 800-38D, 8.3)"))
+	}
+	if c.SealBlock == 0 || c.SealBlock > c.SealLimit {
+		errs = append(errs, fmt.Errorf("SIDECRYPT_SEAL_BLOCK must be between 1 and SIDECRYPT_SEAL_LIMIT"))
+	}
+	if c.DefaultCryptoperiod < 0 {
+		errs = append(errs, fmt.Errorf("SIDECRYPT_DEFAULT_CRYPTOPERIOD must not be negative"))
 	}
 	switch c.LogFormat {
 	case "text", "json":
