@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	adminpkg "github.com/sidecrypt/sidecrypt/internal/admin"
 	"github.com/sidecrypt/sidecrypt/loadtest/memcouch"
 )
 
@@ -30,8 +31,9 @@ type component struct {
 	proc  *child // nil when not a child of ours
 	group bool   // account CPU to the whole process group
 	stop  func() // extra cleanup (temp dirs, in-process servers)
-	// adminAddr is a sidecar's admin listener (for pprof), if known.
-	adminAddr string
+	// adminAddr is a sidecar's admin listener (for pprof), if known, and
+	// adminToken an operator's token for it.
+	adminAddr, adminToken string
 }
 
 func (c *component) close() {
@@ -368,6 +370,12 @@ func startSidecar(ctx context.Context, exe, name, upstreamURL, rules string) (*c
 		cleanup()
 		return nil, err
 	}
+	tokensFile := filepath.Join(dir, "admin-principals.yaml")
+	adminToken, err := adminpkg.CreateToken(tokensFile, "loadtest", []adminpkg.Role{adminpkg.RoleOperator}, false)
+	if err != nil {
+		cleanup()
+		return nil, fmt.Errorf("loadtest: %s: %w", name, err)
+	}
 	env := childEnv([]string{
 		"SIDECRYPT_LISTEN=" + listen,
 		"SIDECRYPT_UPSTREAM=" + upstreamURL,
@@ -379,6 +387,10 @@ func startSidecar(ctx context.Context, exe, name, upstreamURL, rules string) (*c
 		"SIDECRYPT_MASTER_PASSPHRASE=" + hex.EncodeToString(secret[:]),
 		"SIDECRYPT_KEK_FILE=" + filepath.Join(dir, "kek.json"),
 		"SIDECRYPT_ADMIN_LISTEN=" + admin,
+		// pprof is for operators, with a token (a socket path under
+		// a long TMPDIR could be too long for bind).
+		"SIDECRYPT_ADMIN_SOCKET=off",
+		"SIDECRYPT_ADMIN_TOKENS_FILE=" + tokensFile,
 		"SIDECRYPT_AUDIT_LOG=" + filepath.Join(dir, "audit.log"),
 		"SIDECRYPT_LOG_LEVEL=warn",
 	})
@@ -421,7 +433,7 @@ func startSidecar(ctx context.Context, exe, name, upstreamURL, rules string) (*c
 		comp.close()
 		return nil, err
 	}
-	comp.adminAddr = admin
+	comp.adminAddr, comp.adminToken = admin, adminToken
 	return comp, nil
 }
 

@@ -675,13 +675,27 @@ func (r *runner) cpuNow(t *targetState) map[string]float64 {
 	return out
 }
 
+// bearer adds an admin token to each request.
+type bearer struct {
+	token string
+	rt    http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.rt.RoundTrip(r)
+}
+
 // profile fetches a CPU profile of a sidecar over the round about to run.
 func (r *runner) profile(ctx context.Context, t *targetState, length time.Duration) chan error {
 	done := make(chan error, 1)
 	secs := max(1, int(length/time.Second))
 	go func() {
 		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", t.proxy.adminAddr, secs)
-		ep := endpoint{base: "", client: &http.Client{Transport: &http.Transport{Proxy: nil}}}
+		// The admin API answers on TCP only with a credential.
+		tr := bearer{token: t.proxy.adminToken, rt: &http.Transport{Proxy: nil}}
+		ep := endpoint{base: "", client: &http.Client{Transport: tr}}
 		status, body, err := do(ctx, ep, "GET", url, nil)
 		switch {
 		case err != nil:

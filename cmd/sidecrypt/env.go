@@ -41,11 +41,17 @@ func openKeyEnv(ctx context.Context, cfg config.Config, log *slog.Logger, create
 		p = wrap(p)
 	}
 	e := &keyEnv{cfg: cfg, provider: p}
-	if e.audit, err = audit.Open(cfg.AuditLog, audit.Options{Signer: p, Logger: log}); err != nil {
+	if e.store, err = openStoreLog(ctx, cfg, log); err != nil {
 		e.Close()
 		return nil, err
 	}
-	if e.store, err = openStoreLog(ctx, cfg, log); err != nil {
+	// The store first: an etcd keystore is also the audit log's witness.
+	witness, _, err := auditWitness(cfg, e.store)
+	if err != nil {
+		e.Close()
+		return nil, err
+	}
+	if e.audit, err = audit.Open(cfg.AuditLog, audit.Options{Signer: p, Logger: log, Witness: witness}); err != nil {
 		e.Close()
 		return nil, err
 	}
@@ -85,7 +91,12 @@ func (a *app) openAuditLog(cfg config.Config) (*audit.Log, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	l, err := audit.Open(cfg.AuditLog, audit.Options{Signer: p, Logger: log})
+	witness, _, err := auditWitness(cfg, nil)
+	if err != nil {
+		p.Close()
+		return nil, nil, err
+	}
+	l, err := audit.Open(cfg.AuditLog, audit.Options{Signer: p, Logger: log, Witness: witness})
 	if err != nil {
 		p.Close()
 		return nil, nil, err

@@ -135,6 +135,9 @@ func (d *etcdDeployment) sidecarEnv(t *testing.T, i int) (env []string, proxyURL
 		"SIDECRYPT_LISTEN="+listen,
 		"SIDECRYPT_ADMIN_LISTEN="+admin,
 		fmt.Sprintf("SIDECRYPT_AUDIT_LOG=%s/audit-%d.log", d.dir, i),
+		// Each sidecar its own admin socket (the default, next to an
+		// etcd keystore, is sidecrypt-data/ in the working directory).
+		fmt.Sprintf("SIDECRYPT_ADMIN_SOCKET=%s/admin-%d.sock", d.dir, i),
 	)
 	return env, "http://" + listen, "http://" + admin
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -15,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sidecrypt/sidecrypt/internal/admin"
 	"github.com/sidecrypt/sidecrypt/internal/audit"
 	"github.com/sidecrypt/sidecrypt/internal/config"
 	"github.com/sidecrypt/sidecrypt/internal/metrics"
@@ -166,21 +164,10 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("proxy listener: %w", err)
 	}
-	var adminSrv *http.Server
-	var adminLn net.Listener
-	if cfg.AdminListen != "off" {
-		if adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
-			ln.Close()
-			return fmt.Errorf("admin listener: %w", err)
-		}
-		api := admin.New(admin.Config{
-			Keys: env.manager, Rules: src, RulesFile: rulesWriter, Rewrap: sched,
-			Metrics: m.Handler(), AuditLog: cfg.AuditLog, Recorder: auditLog,
-			Token: cfg.AdminToken.Reveal(), Loopback: cfg.AdminIsLoopback(),
-			PingStore: env.store.Ping, PingHSM: env.provider.Ping, CachedEnough: cache.Cached,
-			Logger: log,
-		})
-		adminSrv = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+	adm, err := openAdmin(cfg, env, src, rulesWriter, sched, m, cache, auditLog, log)
+	if err != nil {
+		ln.Close()
+		return err
 	}
 
 	runCtx, stop := context.WithCancel(ctx)
@@ -198,19 +185,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	goRun("rules watcher", src.Run)
 	goRun("key cache watcher", func(ctx context.Context) error { return cache.Run(ctx, env.store) })
 	goRun("scheduler", runWhileLeader(elector, sched.Run))
-	if adminSrv != nil {
-		goRun("admin API", func(ctx context.Context) error {
-			go func() {
-				<-ctx.Done()
-				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				_ = adminSrv.Shutdown(sctx)
-			}()
-			if err := adminSrv.Serve(adminLn); !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
-		})
+	if adm != nil {
+		goRun("admin API", func(ctx context.Context) error { return adm.api.Serve(ctx, adm.tcp, adm.unix) })
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -234,7 +210,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	log.Info("sidecrypt serving",
 		"version", version, "mode", mode, "listen", ln.Addr().String(), "upstream", redactURL(pcfg.Upstream),
-		"admin", cfg.AdminListen, "rules", cfg.Rules, "rules_hash", src.Current().Hash,
+		"admin", cfg.AdminListen, "admin_socket", cfg.AdminSocket, "rules", cfg.Rules, "rules_hash", src.Current().Hash,
 		"keystore", cfg.Keystore, "hsm", desc.Kind, "audit_log", cfg.AuditLog)
 	_ = auditLog.Record(ctx, audit.Event{Action: "serve.start", Rules: src.Current().Hash,
 		Details: map[string]string{"mode": mode, "listen": ln.Addr().String(), "hsm": desc.Kind, "version": version}})

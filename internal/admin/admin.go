@@ -1,53 +1,60 @@
-// Package admin is sidecrypt's operator API, served on its own listener
-// (SIDECRYPT_ADMIN_LISTEN, loopback by default):
+// Package admin is sidecrypt's operator API.
 //
-//	GET  /healthz                             process is up (no auth)
-//	GET  /readyz                              ready to serve traffic (no auth)
-//	GET  /metrics                             Prometheus metrics (no auth)
-//	GET  /v1/keys                             list keys
-//	POST /v1/keys                             create {"name","cryptoperiod","pre_active"}
-//	GET  /v1/keys/{name}                      one key
-//	POST /v1/keys/{name}/rotate               new primary version
-//	POST /v1/keys/{name}/versions/{v}/activate
-//	POST /v1/keys/{name}/versions/{v}/revoke  {"compromised":bool,"reason"}
-//	POST /v1/keys/{name}/versions/{v}/destroy {"confirm":"<name>","reason"}
-//	POST /v1/keys/{name}/versions/{v}/override {"for":"1h","reason"}
-//	GET  /v1/kek                              KEK versions and their use
-//	POST /v1/kek/rotate                       new KEK version (re-wrap follows)
-//	POST /v1/kek/{v}/retire                   retire an unused old KEK version
-//	GET  /v1/rewrap                           re-wrap job status
-//	POST /v1/rewrap                           start a re-wrap check now
-//	GET  /v1/rules                            rules in force (hash, source, text)
-//	POST /v1/rules/validate                   lint a rule file (body: YAML)
-//	PUT  /v1/rules                            validate, store and load a rule file
-//	GET  /v1/audit?n=50                       the audit log's last events
-//	GET  /debug/pprof/...                     Go profiles (net/http/pprof), for
-//	                                          `sidecrypt loadtest --pprof` and
-//	                                          performance work
+// # Where it listens
 //
-// Everything under /v1/ and /debug/pprof/ requires `Authorization: Bearer <SIDECRYPT_ADMIN_TOKEN>`
-// (compared in constant time). Without a token configured, /v1/ is open on
-// a loopback listener (with a warning at start-up) and closed (403) on any
-// other address: mutating endpoints are never exposed to the network
-// unauthenticated. Errors use the proxy's shape:
+// The key, rule and audit API is served on a Unix socket
+// (SIDECRYPT_ADMIN_SOCKET, default admin.sock next to the keystore; mode
+// 0600 in a directory only the sidecar's user may write), where the
+// caller's uid, read with SO_PEERCRED, is the credential. A TCP listener
+// (SIDECRYPT_ADMIN_LISTEN, default 127.0.0.1:8081) serves /healthz,
+// /readyz and /metrics to anyone, like Vault's health endpoint, and the
+// API only to callers with a credential: a bearer token from
+// SIDECRYPT_ADMIN_TOKENS_FILE (or the single legacy SIDECRYPT_ADMIN_TOKEN)
+// or a client certificate mapped in that file. There is no
+// unauthenticated API on any listener, and no CORS.
+//
+// # Endpoints and roles
+//
+//	GET  /healthz, /readyz, /metrics          anyone
+//	GET  /v1/whoami                           any principal
+//	GET  /v1/keys, /v1/keys/{name}            any role (inventory)
+//	POST /v1/keys                             operator: create {"name","cryptoperiod","pre_active"}
+//	POST /v1/keys/{name}/rotate               operator
+//	POST /v1/keys/{name}/versions/{v}/activate operator
+//	POST /v1/keys/{name}/versions/{v}/revoke  operator {"compromised":bool,"reason"}
+//	POST /v1/keys/{name}/versions/{v}/destroy security-officer, dual control {"confirm":"<name>","reason"}
+//	POST /v1/keys/{name}/versions/{v}/override security-officer, dual control {"for":"1h","reason"}
+//	GET  /v1/kek                              any role
+//	POST /v1/kek/rotate                       operator (re-wrap follows)
+//	POST /v1/kek/{v}/retire                   operator
+//	GET  /v1/rewrap                           any role
+//	POST /v1/rewrap                           operator
+//	GET  /v1/rules                            any role
+//	POST /v1/rules/validate                   compliance (body: YAML)
+//	POST /v1/rules/diff                       compliance, auditor: what a file would change
+//	PUT  /v1/rules                            compliance; dual control when the diff is flagged
+//	GET  /v1/audit?n=50                       auditor
+//	GET  /v1/audit/verify                     auditor
+//	GET  /v1/approvals, /v1/approvals/{id}    any role
+//	POST /v1/approvals/{id}/approve           a principal other than the requester, with the request's role
+//	POST /v1/approvals/{id}/reject            the requester, or the request's role
+//	GET  /debug/pprof/...                     operator
+//
+// The checks every API request passes (browser, Host, Content-Type,
+// credentials, role) are described in auth.go; dual control in
+// approvals.go. Errors use the proxy's shape:
 // {"error":{"code":"...","message":"..."}}.
 package admin
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/pprof"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -94,12 +101,25 @@ type Config struct {
 	RulesFile RulesWriter // nil: PUT /v1/rules is refused
 	Rewrap    *scheduler.Scheduler
 	Metrics   http.Handler
-	AuditLog  string // file for GET /v1/audit
+	AuditLog  string // file for GET /v1/audit and /v1/audit/verify
 	Recorder  audit.Recorder
-	// Token is the bearer token; empty means none.
+	// Signer is the HSM's audit key: it seals pending approval requests
+	// and verifies the audit log (GET /v1/audit/verify).
+	Signer audit.Signer
+	// AuditWitness, when not nil, is checked by GET /v1/audit/verify.
+	AuditWitness audit.WitnessReader
+	// Principals is SIDECRYPT_ADMIN_TOKENS_FILE; nil when not configured.
+	Principals *PrincipalSource
+	// Token is SIDECRYPT_ADMIN_TOKEN: one principal, "admin", with every
+	// role. Empty means none.
 	Token string
-	// Loopback says the listener binds only loopback addresses.
-	Loopback bool
+	// AllowedHosts are names (host or host:port) accepted in the Host
+	// header besides the listener's own address (SIDECRYPT_ADMIN_HOSTS).
+	AllowedHosts []string
+	// ApprovalsFile keeps pending dual-control requests; empty keeps
+	// them in memory only. ApprovalTTL is how long one waits (default 1h).
+	ApprovalsFile string
+	ApprovalTTL   time.Duration
 	// Ready checks, each returning nil when fine. Keystore and HSM are
 	// pinged; when the HSM is down, CachedEnough says whether the keys
 	// the rules need are cached, which keeps the sidecar ready.
@@ -112,14 +132,16 @@ type Config struct {
 
 // Server is the admin API handler.
 type Server struct {
-	c       Config
-	mux     *http.ServeMux
-	tokenID string
-	log     *slog.Logger
+	c         Config
+	mux       *http.ServeMux
+	log       *slog.Logger
+	tokens    tokenCache
+	approvals *approvalStore
 }
 
-// New builds the API. It logs, once, how mutating endpoints are protected.
-func New(c Config) *Server {
+// New builds the API. It loads the pending approval requests, and logs,
+// once, who may use the API and how.
+func New(c Config) (*Server, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -129,23 +151,96 @@ func New(c Config) *Server {
 	if c.Recorder == nil {
 		c.Recorder = audit.Discard
 	}
-	s := &Server{c: c, mux: http.NewServeMux(), log: c.Logger}
-	if c.Token != "" {
-		sum := sha256.Sum256([]byte(c.Token))
-		s.tokenID = hex.EncodeToString(sum[:4])
+	if c.ApprovalTTL <= 0 {
+		c.ApprovalTTL = time.Hour
 	}
-	switch {
-	case c.Token == "" && !c.Loopback:
-		s.log.Warn("admin: SIDECRYPT_ADMIN_TOKEN is not set and the admin listener is not loopback-only: key, rule and audit endpoints are DISABLED (health, readiness and metrics stay available)")
-	case c.Token == "":
-		s.log.Warn("admin: SIDECRYPT_ADMIN_TOKEN is not set: key and rule endpoints are open to every local user on this host's loopback; set a token")
+	s := &Server{c: c, mux: http.NewServeMux(), log: c.Logger, tokens: tokenCache{argon: make(chan struct{}, 2)}}
+	if c.ApprovalsFile != "" && c.Signer == nil {
+		return nil, errors.New("admin: a file of pending approvals needs the HSM's audit key (Config.Signer) to seal them")
+	}
+	var err error
+	s.approvals, err = openApprovals(context.Background(), c.ApprovalsFile, c.Signer, c.ApprovalTTL, c.Now, c.Recorder, c.Logger)
+	if err != nil {
+		return nil, err
+	}
+	if c.Token != "" {
+		s.log.Warn("admin: SIDECRYPT_ADMIN_TOKEN is set: one bearer token, principal \"admin\", holds every role; give each person a principal of their own in SIDECRYPT_ADMIN_TOKENS_FILE (sidecrypt admin token create NAME --role ROLE) and remove it")
+	}
+	if c.Principals != nil {
+		s.log.Info("admin: principals", "count", c.Principals.Current().Len())
+	} else {
+		s.log.Info("admin: no SIDECRYPT_ADMIN_TOKENS_FILE: the API answers on the Unix socket to this process's user and root (every role)" + map[bool]string{true: " and on TCP to the legacy token", false: ", and on TCP to nobody"}[c.Token != ""])
 	}
 	s.routes()
-	return s
+	return s, nil
 }
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// route is one API endpoint and who may call it.
+type route struct {
+	pattern string
+	// roles that may call it; nil means any authenticated principal.
+	roles []Role
+	// bodyTypes accepted in Content-Type; nil means application/json.
+	bodyTypes []string
+	h         func(w http.ResponseWriter, r *http.Request) error
+}
+
+// Role sets, by what the endpoints do.
+var (
+	anyRole    = []Role{RoleOperator, RoleCompliance, RoleAuditor, RoleSecurityOfficer}
+	operator   = []Role{RoleOperator}
+	compliance = []Role{RoleCompliance}
+	auditor    = []Role{RoleAuditor}
+	officer    = []Role{RoleSecurityOfficer}
+	reports    = []Role{RoleCompliance, RoleAuditor}
+)
+
+// routeTable is every API endpoint with its roles: the one place where
+// who may do what is decided (TestRouteRoles checks each against each
+// role).
+func (s *Server) routeTable() []route {
+	prof := func(h http.HandlerFunc) func(w http.ResponseWriter, r *http.Request) error {
+		return func(w http.ResponseWriter, r *http.Request) error { h(w, r); return nil }
+	}
+	return []route{
+		{pattern: "GET /v1/whoami", h: s.whoami},
+		{pattern: "GET /v1/keys", roles: anyRole, h: s.listKeys},
+		{pattern: "POST /v1/keys", roles: operator, h: s.createKey},
+		{pattern: "GET /v1/keys/{name}", roles: anyRole, h: s.getKey},
+		{pattern: "POST /v1/keys/{name}/rotate", roles: operator, h: s.rotateKey},
+		{pattern: "POST /v1/keys/{name}/versions/{version}/activate", roles: operator, h: s.activateVersion},
+		{pattern: "POST /v1/keys/{name}/versions/{version}/revoke", roles: operator, h: s.revokeVersion},
+		{pattern: "POST /v1/keys/{name}/versions/{version}/destroy", roles: officer, h: s.destroyVersion},
+		{pattern: "POST /v1/keys/{name}/versions/{version}/override", roles: officer, h: s.overrideVersion},
+		{pattern: "GET /v1/kek", roles: anyRole, h: s.listKEKs},
+		{pattern: "POST /v1/kek/rotate", roles: operator, h: s.rotateKEK},
+		{pattern: "POST /v1/kek/{version}/retire", roles: operator, h: s.retireKEK},
+		{pattern: "GET /v1/rewrap", roles: anyRole, h: s.rewrapStatus},
+		{pattern: "POST /v1/rewrap", roles: operator, h: s.rewrapNow},
+		{pattern: "GET /v1/rules", roles: anyRole, h: s.getRules},
+		{pattern: "POST /v1/rules/validate", roles: compliance, bodyTypes: ruleTypes, h: s.validateRules},
+		{pattern: "POST /v1/rules/diff", roles: reports, bodyTypes: ruleTypes, h: s.diffRules},
+		{pattern: "PUT /v1/rules", roles: compliance, bodyTypes: ruleTypes, h: s.putRules},
+		{pattern: "GET /v1/audit", roles: auditor, h: s.auditTail},
+		{pattern: "GET /v1/audit/verify", roles: auditor, h: s.auditVerify},
+		{pattern: "GET /v1/approvals", roles: anyRole, h: s.listApprovals},
+		{pattern: "GET /v1/approvals/{id}", roles: anyRole, h: s.getApproval},
+		// Who may approve or reject depends on the request: checked
+		// inside, against its required role and its requester.
+		{pattern: "POST /v1/approvals/{id}/approve", h: s.approve},
+		{pattern: "POST /v1/approvals/{id}/reject", h: s.reject},
+		// Profiles show function names and sizes, not memory contents,
+		// but a CPU profile costs CPU: operators only.
+		{pattern: "GET /debug/pprof/", roles: operator, h: prof(pprof.Index)},
+		{pattern: "GET /debug/pprof/cmdline", roles: operator, h: prof(pprof.Cmdline)},
+		{pattern: "GET /debug/pprof/profile", roles: operator, h: prof(pprof.Profile)},
+		{pattern: "GET /debug/pprof/symbol", roles: operator, h: prof(pprof.Symbol)},
+		{pattern: "GET /debug/pprof/trace", roles: operator, h: prof(pprof.Trace)},
+	}
+}
 
 func (s *Server) routes() {
 	m := s.mux
@@ -156,34 +251,9 @@ func (s *Server) routes() {
 	if s.c.Metrics != nil {
 		m.Handle("GET /metrics", s.c.Metrics)
 	}
-	api := func(pattern string, h func(w http.ResponseWriter, r *http.Request) error) {
-		m.Handle(pattern, s.auth(h))
+	for _, rt := range s.routeTable() {
+		m.Handle(rt.pattern, s.handle(&rt))
 	}
-	api("GET /v1/keys", s.listKeys)
-	api("POST /v1/keys", s.createKey)
-	api("GET /v1/keys/{name}", s.getKey)
-	api("POST /v1/keys/{name}/rotate", s.rotateKey)
-	api("POST /v1/keys/{name}/versions/{version}/{op}", s.versionOp)
-	api("GET /v1/kek", s.listKEKs)
-	api("POST /v1/kek/rotate", s.rotateKEK)
-	api("POST /v1/kek/{version}/retire", s.retireKEK)
-	api("GET /v1/rewrap", s.rewrapStatus)
-	api("POST /v1/rewrap", s.rewrapNow)
-	api("GET /v1/rules", s.getRules)
-	api("POST /v1/rules/validate", s.validateRules)
-	api("PUT /v1/rules", s.putRules)
-	api("GET /v1/audit", s.auditTail)
-	// Profiles reveal memory contents only as function names and sizes,
-	// but a heap profile can be large and a CPU profile costs CPU: they
-	// sit behind the same authentication as the key endpoints.
-	prof := func(h http.Handler) func(w http.ResponseWriter, r *http.Request) error {
-		return func(w http.ResponseWriter, r *http.Request) error { h.ServeHTTP(w, r); return nil }
-	}
-	api("GET /debug/pprof/", prof(http.HandlerFunc(pprof.Index)))
-	api("GET /debug/pprof/cmdline", prof(http.HandlerFunc(pprof.Cmdline)))
-	api("GET /debug/pprof/profile", prof(http.HandlerFunc(pprof.Profile)))
-	api("GET /debug/pprof/symbol", prof(http.HandlerFunc(pprof.Symbol)))
-	api("GET /debug/pprof/trace", prof(http.HandlerFunc(pprof.Trace)))
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such admin endpoint; see the admin package documentation or docs/OPERATIONS.md")
 	})
@@ -200,63 +270,6 @@ func (e *apiError) Error() string { return e.msg }
 
 func badRequest(format string, a ...any) error {
 	return &apiError{http.StatusBadRequest, "bad_request", fmt.Sprintf(format, a...)}
-}
-
-// auth checks the bearer token and turns handler errors into responses.
-func (s *Server) auth(h func(w http.ResponseWriter, r *http.Request) error) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		actor, ok := s.authenticate(w, r)
-		if !ok {
-			return
-		}
-		ctx := audit.WithActor(r.Context(), actor)
-		if err := h(w, r.WithContext(ctx)); err != nil {
-			s.writeErr(w, r, err)
-		}
-	})
-}
-
-func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (actor string, ok bool) {
-	if s.c.Token == "" {
-		if !s.c.Loopback {
-			writeError(w, http.StatusForbidden, "admin_disabled", "the admin API is disabled on a non-loopback listener without SIDECRYPT_ADMIN_TOKEN")
-			return "", false
-		}
-		return "admin:loopback", true
-	}
-	got, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	// Compare digests so that the comparison takes the same time whatever
-	// the presented token's length.
-	want := sha256.Sum256([]byte(s.c.Token))
-	have := sha256.Sum256([]byte(got))
-	if !found || subtle.ConstantTimeCompare(want[:], have[:]) != 1 {
-		s.deny(r, "missing or wrong bearer token")
-		w.Header().Set("WWW-Authenticate", `Bearer realm="sidecrypt-admin"`)
-		writeError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token (Authorization: Bearer <SIDECRYPT_ADMIN_TOKEN>)")
-		return "", false
-	}
-	return "admin:" + s.tokenID, true
-}
-
-// deny audits a refused admin call. The presented token is never recorded.
-func (s *Server) deny(r *http.Request, reason string) {
-	ctx := audit.WithActor(context.WithoutCancel(r.Context()), "admin:unauthenticated")
-	err := s.c.Recorder.Record(ctx, audit.Event{
-		Action: "admin.denied", Outcome: "denied", Reason: reason,
-		Details: map[string]string{"method": r.Method, "endpoint": r.URL.Path, "remote": remoteHost(r)},
-	})
-	if err != nil {
-		s.log.Error("admin: audit write failed", "err", err)
-	}
-	s.log.Warn("admin: call refused", "method", r.Method, "endpoint", r.URL.Path, "remote", remoteHost(r), "reason", reason)
-}
-
-func remoteHost(r *http.Request) string {
-	h, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return h
 }
 
 // writeErr maps domain errors to statuses.
@@ -286,6 +299,7 @@ func (s *Server) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -315,6 +329,11 @@ func versionParam(r *http.Request) (uint32, error) {
 		return 0, badRequest("version must be a positive integer")
 	}
 	return uint32(v), nil
+}
+
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, principalFrom(r.Context()))
+	return nil
 }
 
 // --- keys ---
@@ -374,62 +393,120 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (s *Server) versionOp(w http.ResponseWriter, r *http.Request) error {
+func (s *Server) activateVersion(w http.ResponseWriter, r *http.Request) error {
+	v, err := versionParam(r)
+	if err != nil {
+		return err
+	}
+	if err := readJSON(r, &struct{}{}); err != nil {
+		return err
+	}
+	k, err := s.c.Keys.Activate(r.Context(), r.PathValue("name"), v)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, k.View())
+	return nil
+}
+
+func (s *Server) revokeVersion(w http.ResponseWriter, r *http.Request) error {
+	v, err := versionParam(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Compromised bool   `json:"compromised"`
+		Reason      string `json:"reason"`
+	}
+	if err := readJSON(r, &req); err != nil {
+		return err
+	}
+	to := keystore.StateDeactivated
+	if req.Compromised {
+		to = keystore.StateCompromised
+	}
+	k, err := s.c.Keys.Revoke(r.Context(), r.PathValue("name"), v, to, req.Reason)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, k.View())
+	return nil
+}
+
+// destroyVersion asks for a destroy: under dual control it is stored and
+// done once another security officer approves (approvals.go).
+func (s *Server) destroyVersion(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
 	v, err := versionParam(r)
 	if err != nil {
 		return err
 	}
-	ctx := r.Context()
-	var k *keystore.Key
-	switch op := r.PathValue("op"); op {
-	case "activate":
-		k, err = s.c.Keys.Activate(ctx, name, v)
-	case "revoke":
-		var req struct {
-			Compromised bool   `json:"compromised"`
-			Reason      string `json:"reason"`
-		}
-		if err := readJSON(r, &req); err != nil {
-			return err
-		}
-		to := keystore.StateDeactivated
-		if req.Compromised {
-			to = keystore.StateCompromised
-		}
-		k, err = s.c.Keys.Revoke(ctx, name, v, to, req.Reason)
-	case "destroy":
-		var req struct {
-			Confirm string `json:"confirm"`
-			Reason  string `json:"reason"`
-		}
-		if err := readJSON(r, &req); err != nil {
-			return err
-		}
-		if req.Confirm != name {
-			return badRequest(`destroying is irreversible: send {"confirm": %q} to confirm`, name)
-		}
-		k, err = s.c.Keys.Destroy(ctx, name, v, req.Reason)
-	case "override":
-		var req struct {
-			For    string `json:"for"`
-			Reason string `json:"reason"`
-		}
-		if err := readJSON(r, &req); err != nil {
-			return err
-		}
-		d, perr := ParsePeriod(req.For)
-		if perr != nil || d <= 0 {
-			return badRequest(`"for" must be a positive duration such as "1h"`)
-		}
-		k, err = s.c.Keys.Override(ctx, name, v, s.c.Now().Add(d), req.Reason)
-	default:
-		return &apiError{http.StatusNotFound, "not_found", fmt.Sprintf("unknown operation %q (activate, revoke, destroy, override)", op)}
+	var req struct {
+		Confirm string `json:"confirm"`
+		Reason  string `json:"reason"`
 	}
+	if err := readJSON(r, &req); err != nil {
+		return err
+	}
+	if req.Confirm != name {
+		return badRequest(`destroying is irreversible: send {"confirm": %q} to confirm`, name)
+	}
+	if err := s.checkVersion(r.Context(), name, v); err != nil {
+		return err
+	}
+	return s.requestApproval(w, r, &Approval{Kind: "key.destroy", Key: name, Version: v, Reason: req.Reason, RequiredRole: RoleSecurityOfficer,
+		Summary: fmt.Sprintf("destroy %s v%d (its values become unreadable for good)", name, v)})
+}
+
+// overrideVersion asks for an override of a compromised version, under
+// dual control.
+func (s *Server) overrideVersion(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("name")
+	v, err := versionParam(r)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, k.View())
+	var req struct {
+		For    string `json:"for"`
+		Reason string `json:"reason"`
+	}
+	if err := readJSON(r, &req); err != nil {
+		return err
+	}
+	d, perr := ParsePeriod(req.For)
+	if perr != nil || d <= 0 {
+		return badRequest(`"for" must be a positive duration such as "1h"`)
+	}
+	k, err := s.c.Keys.Get(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	if ver := k.Lookup(v); ver == nil {
+		return &apiError{http.StatusNotFound, "not_found", fmt.Sprintf("%s has no version %d", name, v)}
+	} else if ver.State != keystore.StateCompromised {
+		return &apiError{http.StatusConflict, "not_allowed", fmt.Sprintf("%s v%d is %s: only a compromised version takes an override", name, v, ver.State)}
+	}
+	return s.requestApproval(w, r, &Approval{Kind: "key.override", Key: name, Version: v, For: req.For, Reason: req.Reason, RequiredRole: RoleSecurityOfficer,
+		Summary: fmt.Sprintf("let compromised %s v%d decrypt for %s from approval", name, v, req.For)})
+}
+
+// checkVersion refuses, at request time, a destroy the keystore would
+// refuse anyway (no such version, still encrypting, destroyed already),
+// so that nobody is asked to approve it.
+func (s *Server) checkVersion(ctx context.Context, name string, v uint32) error {
+	k, err := s.c.Keys.Get(ctx, name)
+	if err != nil {
+		return err
+	}
+	ver := k.Lookup(v)
+	switch {
+	case ver == nil:
+		return &apiError{http.StatusNotFound, "not_found", fmt.Sprintf("%s has no version %d", name, v)}
+	case ver.State == keystore.StateDestroyed:
+		return &apiError{http.StatusConflict, "not_allowed", fmt.Sprintf("%s v%d is destroyed already", name, v)}
+	case ver.State == keystore.StateActive || ver.State == keystore.StatePreActive:
+		return &apiError{http.StatusConflict, "not_allowed", fmt.Sprintf("%s v%d is %s: revoke it first (a version that may still encrypt is never destroyed)", name, v, ver.State)}
+	}
 	return nil
 }
 
@@ -533,6 +610,34 @@ func (s *Server) validateRules(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// diffRules says what a rule file would change against the rules in
+// force: the report a compliance reviewer reads before a change.
+func (s *Server) diffRules(w http.ResponseWriter, r *http.Request) error {
+	data, err := s.readRules(r)
+	if err != nil {
+		return err
+	}
+	cur := s.c.Rules.Current()
+	if cur == nil {
+		return &apiError{http.StatusServiceUnavailable, "no_rules", "no rules loaded"}
+	}
+	plan, diags, cerr := rules.Compile("request", data)
+	if cerr != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]any{
+			"error":       map[string]string{"code": "invalid_rules", "message": "the rule file does not validate"},
+			"diagnostics": diagViews(diags),
+		})
+		return nil
+	}
+	d := rules.Compare(cur, plan)
+	writeJSON(w, http.StatusOK, map[string]any{"diff": d, "summary": d.Summary(), "flagged": d.Flagged(), "dual_control": d.Flagged() > 0})
+	return nil
+}
+
+// putRules stores and applies a rule file. A file whose diff against the
+// rules in force has flagged changes (protection removed or weakened,
+// more revealed) is only requested: another compliance principal must
+// approve it (approvals.go).
 func (s *Server) putRules(w http.ResponseWriter, r *http.Request) error {
 	if s.c.RulesFile == nil {
 		return &apiError{http.StatusConflict, "not_allowed", "this sidecar's rules cannot be written through the API"}
@@ -544,24 +649,45 @@ func (s *Server) putRules(w http.ResponseWriter, r *http.Request) error {
 	plan, diags, cerr := rules.Compile("request", data)
 	if cerr != nil {
 		// Audited like a refused file change.
-		_ = s.c.Recorder.Record(r.Context(), audit.Event{Action: "rules.update", Outcome: "error", Reason: "rule file does not validate"})
+		_ = s.record(r.Context(), audit.Event{Action: "rules.update", Outcome: "error", Reason: "rule file does not validate"})
 		writeJSON(w, http.StatusBadRequest, map[string]any{
 			"error":       map[string]string{"code": "invalid_rules", "message": "the rule file does not validate; the rules in force are unchanged"},
 			"diagnostics": diagViews(diags),
 		})
 		return nil
 	}
-	if err := s.c.RulesFile.WriteRules(r.Context(), data); err != nil {
+	cur := s.c.Rules.Current()
+	if cur != nil {
+		if d := rules.Compare(cur, plan); d.Flagged() > 0 {
+			return s.requestApproval(w, r, &Approval{Kind: "rules.put", Rules: string(data), BaseHash: cur.Hash, NewHash: plan.Hash,
+				Changes: flaggedMessages(d), RequiredRole: RoleCompliance,
+				Summary: "put rules " + plan.Hash + ": " + d.Summary()})
+		}
+	}
+	out, err := s.storeRules(r.Context(), data)
+	if err != nil {
 		return err
 	}
-	// The source validates again and audits the change exactly as it does
-	// for an edit of the file.
-	if err := s.c.Rules.Reload(r.Context()); err != nil {
-		return err
+	out["diagnostics"] = diagViews(diags)
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// storeRules writes a validated rule file and has the source load it;
+// the source validates again and audits the change exactly as it does
+// for an edit of the file.
+func (s *Server) storeRules(ctx context.Context, data []byte) (map[string]any, error) {
+	if s.c.RulesFile == nil {
+		return nil, &apiError{http.StatusConflict, "not_allowed", "this sidecar's rules cannot be written through the API"}
+	}
+	if err := s.c.RulesFile.WriteRules(ctx, data); err != nil {
+		return nil, err
+	}
+	if err := s.c.Rules.Reload(ctx); err != nil {
+		return nil, err
 	}
 	cur := s.c.Rules.Current()
-	writeJSON(w, http.StatusOK, map[string]any{"hash": cur.Hash, "applied": cur.Hash == plan.Hash, "diagnostics": diagViews(diags)})
-	return nil
+	return map[string]any{"hash": cur.Hash, "applied": cur.Hash == rules.HashBytes(data)}, nil
 }
 
 type diagView struct {
@@ -578,40 +704,6 @@ func diagViews(ds []rules.Diagnostic) []diagView {
 		out = append(out, diagView{Line: d.Line, Col: d.Col, Severity: fmt.Sprint(d.Severity), Message: d.Message, Hint: d.Hint})
 	}
 	return out
-}
-
-// FileRulesWriter writes a rule file atomically (temp file, fsync,
-// rename), so that a reader never sees half a file.
-type FileRulesWriter string
-
-// WriteRules implements RulesWriter.
-func (path FileRulesWriter) WriteRules(_ context.Context, data []byte) error {
-	p := string(path)
-	mode := os.FileMode(0o644)
-	if st, err := os.Stat(p); err == nil {
-		mode = st.Mode().Perm()
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(p), ".rules-*")
-	if err != nil {
-		return fmt.Errorf("admin: write rules: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err == nil {
-		err = tmp.Chmod(mode)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), p)
-	}
-	if err != nil {
-		return fmt.Errorf("admin: write rules %s: %w", p, err)
-	}
-	return nil
 }
 
 // --- audit ---
@@ -633,6 +725,23 @@ func (s *Server) auditTail(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"entries": entries})
+	return nil
+}
+
+// auditVerify checks the audit log as `sidecrypt audit verify` does,
+// with the HSM's key and the witness when configured.
+func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request) error {
+	if s.c.AuditLog == "" {
+		return &apiError{http.StatusNotFound, "not_found", "no audit log configured"}
+	}
+	res, err := audit.VerifyFile(r.Context(), s.c.AuditLog, audit.VerifyOptions{Signer: s.c.Signer, Witness: s.c.AuditWitness})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, struct {
+		audit.Result
+		Clean bool `json:"clean"`
+	}{res, res.Clean()})
 	return nil
 }
 

@@ -2,7 +2,7 @@
 // (prefix SIDECRYPT_) through github.com/caarlos0/env/v11, and binds a
 // command-line flag to each setting where a flag helps.
 //
-// Secrets (the HSM PIN, the master passphrase, the admin token) come only
+// Secrets (the HSM PIN, the master passphrase, admin tokens) come only
 // from the environment or from a file named by the matching _FILE variable,
 // never from a flag: command lines are visible to every user of the host
 // through /proc and ps.
@@ -60,17 +60,65 @@ type Config struct {
 	// SIDECRYPT_MASTER_PASSPHRASE or SIDECRYPT_MASTER_PASSPHRASE_FILE.
 	MasterPassphrase     Secret `env:"MASTER_PASSPHRASE"`
 	MasterPassphraseFile string `env:"MASTER_PASSPHRASE_FILE"`
-	// AdminListen is the admin API listener (metrics, health, key and rule
-	// operations). SIDECRYPT_ADMIN_LISTEN, default 127.0.0.1:8081; "off"
-	// disables it.
+	// AdminListen is the admin TCP listener: /healthz, /readyz and
+	// /metrics for anyone, the key and rule API only with credentials.
+	// SIDECRYPT_ADMIN_LISTEN, default 127.0.0.1:8081; "off" disables it.
 	AdminListen string `env:"ADMIN_LISTEN" envDefault:"127.0.0.1:8081"`
-	// AdminToken authenticates mutating admin calls (Bearer).
+	// AdminSocket is the Unix socket of the admin API (mode 0600; the
+	// caller's uid is its credential), which the CLI uses by default.
+	// SIDECRYPT_ADMIN_SOCKET, default admin.sock next to the keystore
+	// file; "off" disables it.
+	AdminSocket string `env:"ADMIN_SOCKET"`
+	// AdminToken is the legacy single admin credential: principal
+	// "admin" with every role, warned about at start-up.
 	// SIDECRYPT_ADMIN_TOKEN or SIDECRYPT_ADMIN_TOKEN_FILE.
 	AdminToken     Secret `env:"ADMIN_TOKEN"`
 	AdminTokenFile string `env:"ADMIN_TOKEN_FILE"`
-	// AuditLog is the hash-chained audit log file. SIDECRYPT_AUDIT_LOG,
-	// default audit.log next to the keystore file.
+	// AdminTokensFile lists the admin principals: their roles and
+	// credentials (token hashes, socket uids, certificate names).
+	// SIDECRYPT_ADMIN_TOKENS_FILE; see docs/OPERATIONS.md, "Access model".
+	AdminTokensFile string `env:"ADMIN_TOKENS_FILE"`
+	// AdminHosts are extra names the Host header of an admin API request
+	// may carry on TCP besides the listener's address (and localhost on
+	// loopback). SIDECRYPT_ADMIN_HOSTS, comma-separated, host or
+	// host:port.
+	AdminHosts []string `env:"ADMIN_HOSTS" envSeparator:","`
+	// AdminTLSCert and AdminTLSKey serve the TCP admin listener over TLS;
+	// AdminClientCA verifies client certificates (mTLS principals).
+	// SIDECRYPT_ADMIN_TLS_CERT, SIDECRYPT_ADMIN_TLS_KEY,
+	// SIDECRYPT_ADMIN_CLIENT_CA.
+	AdminTLSCert  string `env:"ADMIN_TLS_CERT"`
+	AdminTLSKey   string `env:"ADMIN_TLS_KEY"`
+	AdminClientCA string `env:"ADMIN_CLIENT_CA"`
+	// AdminApprovalTTL is how long a dual-control request waits for its
+	// second principal. SIDECRYPT_ADMIN_APPROVAL_TTL, default 1h, at
+	// most 7 days.
+	AdminApprovalTTL time.Duration `env:"ADMIN_APPROVAL_TTL" envDefault:"1h"`
+	// AdminApprovals keeps pending dual-control requests.
+	// SIDECRYPT_ADMIN_APPROVALS, default the audit log's name +
+	// ".approvals".
+	AdminApprovals string `env:"ADMIN_APPROVALS"`
+	// The CLI's side (approvals, admin whoami/call): AdminURL reaches the
+	// API over TCP instead of the socket (SIDECRYPT_ADMIN_URL, e.g.
+	// https://sidecar:8081), with the bearer token AdminClientToken
+	// (SIDECRYPT_ADMIN_CLIENT_TOKEN or _FILE; on the socket it names a
+	// principal other than the caller's uid's), a client certificate
+	// (SIDECRYPT_ADMIN_CLIENT_CERT and _KEY), and the CA that verifies an
+	// https server (SIDECRYPT_ADMIN_SERVER_CA).
+	AdminURL             string `env:"ADMIN_URL"`
+	AdminClientToken     Secret `env:"ADMIN_CLIENT_TOKEN"`
+	AdminClientTokenFile string `env:"ADMIN_CLIENT_TOKEN_FILE"`
+	AdminClientCert      string `env:"ADMIN_CLIENT_CERT"`
+	AdminClientKey       string `env:"ADMIN_CLIENT_KEY"`
+	AdminServerCA        string `env:"ADMIN_SERVER_CA"`
+	// AuditLog is the audit log file (a keyed chain, see internal/audit).
+	// SIDECRYPT_AUDIT_LOG, default audit.log next to the keystore file.
 	AuditLog string `env:"AUDIT_LOG"`
+	// AuditWitness is where the audit log's head is published, outside
+	// the log's host: "file:/path", "syslog:" (local),
+	// "syslog:udp://host:514", "syslog:tcp://host:514", or "etcd" (the
+	// etcd keystore's cluster). SIDECRYPT_AUDIT_WITNESS, default none.
+	AuditWitness string `env:"AUDIT_WITNESS"`
 	// CacheTTL is how long an unwrapped data key stays cached.
 	// SIDECRYPT_CACHE_TTL, default 5m.
 	CacheTTL time.Duration `env:"CACHE_TTL" envDefault:"5m"`
@@ -155,6 +203,7 @@ func (c *Config) resolve() error {
 		{"SIDECRYPT_HSM_PIN", &c.HSMPIN, c.HSMPINFile},
 		{"SIDECRYPT_MASTER_PASSPHRASE", &c.MasterPassphrase, c.MasterPassphraseFile},
 		{"SIDECRYPT_ADMIN_TOKEN", &c.AdminToken, c.AdminTokenFile},
+		{"SIDECRYPT_ADMIN_CLIENT_TOKEN", &c.AdminClientToken, c.AdminClientTokenFile},
 	} {
 		if s.file == "" {
 			continue
@@ -178,6 +227,12 @@ func (c *Config) resolve() error {
 	if c.CADir == "" {
 		c.CADir = filepath.Join(dir, "ca")
 	}
+	if c.AdminSocket == "" {
+		c.AdminSocket = c.DefaultAdminSocket()
+	}
+	if c.AdminApprovals == "" {
+		c.AdminApprovals = c.AuditLog + ".approvals"
+	}
 	return nil
 }
 
@@ -189,6 +244,10 @@ func (c *Config) DataDir() string {
 	}
 	return filepath.Dir(c.Keystore)
 }
+
+// DefaultAdminSocket is where the admin socket goes when
+// SIDECRYPT_ADMIN_SOCKET is not set: admin.sock next to the keystore.
+func (c *Config) DefaultAdminSocket() string { return filepath.Join(c.DataDir(), "admin.sock") }
 
 // KeystoreIsEtcd reports whether the keystore is an etcd:// (or, with
 // TLS, etcds://) URL.
@@ -211,6 +270,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s=%q: want host:port", a.name, a.addr))
 		}
 	}
+	errs = append(errs, c.validateAdmin()...)
 	if c.CacheTTL <= 0 {
 		errs = append(errs, fmt.Errorf("SIDECRYPT_CACHE_TTL must be positive"))
 	}
@@ -251,6 +311,38 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// validateAdmin checks the admin and audit settings. The one it refuses
+// outright: bearer tokens on a TCP listener that is not loopback, without
+// TLS, where they would cross the network in clear. (An open admin API is
+// not a setting at all: on TCP the API needs credentials always.)
+func (c *Config) validateAdmin() []error {
+	var errs []error
+	if (c.AdminTLSCert == "") != (c.AdminTLSKey == "") {
+		errs = append(errs, fmt.Errorf("SIDECRYPT_ADMIN_TLS_CERT and SIDECRYPT_ADMIN_TLS_KEY go together"))
+	}
+	if c.AdminClientCA != "" && c.AdminTLSCert == "" {
+		errs = append(errs, fmt.Errorf("SIDECRYPT_ADMIN_CLIENT_CA needs TLS on the admin listener (SIDECRYPT_ADMIN_TLS_CERT and _KEY)"))
+	}
+	tokens := c.AdminToken != "" || c.AdminTokensFile != ""
+	if c.AdminListen != "off" && !c.AdminIsLoopback() && tokens && c.AdminTLSCert == "" {
+		errs = append(errs, fmt.Errorf("SIDECRYPT_ADMIN_LISTEN=%s is not loopback and has no TLS: admin bearer tokens would cross the network in clear; set SIDECRYPT_ADMIN_TLS_CERT and _KEY, or bind it to loopback (the CLI uses SIDECRYPT_ADMIN_SOCKET; health probes need no token)", c.AdminListen))
+	}
+	if c.AdminApprovalTTL < time.Minute || c.AdminApprovalTTL > 7*24*time.Hour {
+		errs = append(errs, fmt.Errorf("SIDECRYPT_ADMIN_APPROVAL_TTL must be between 1m and 168h"))
+	}
+	if w := c.AuditWitness; w != "" {
+		kind, _, _ := strings.Cut(w, ":")
+		switch {
+		case w == "etcd" && !c.KeystoreIsEtcd():
+			errs = append(errs, fmt.Errorf("SIDECRYPT_AUDIT_WITNESS=etcd needs an etcd keystore (SIDECRYPT_KEYSTORE=etcd://...)"))
+		case w == "etcd", kind == "file" && len(w) > len("file:"), kind == "syslog":
+		default:
+			errs = append(errs, fmt.Errorf("SIDECRYPT_AUDIT_WITNESS=%q: want file:PATH, syslog:, syslog:udp://HOST:PORT, syslog:tcp://HOST:PORT or etcd", w))
+		}
+	}
+	return errs
+}
+
 // AdminIsLoopback reports whether the admin listener binds only loopback.
 func (c *Config) AdminIsLoopback() bool {
 	host, _, err := net.SplitHostPort(c.AdminListen)
@@ -274,6 +366,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Keystore, "keystore", c.Keystore, "key store file or etcd:// URL (SIDECRYPT_KEYSTORE)")
 	fs.StringVar(&c.HSM, "hsm", c.HSM, "\"software\" or a pkcs11: URI (SIDECRYPT_HSM)")
 	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "admin listen address or \"off\" (SIDECRYPT_ADMIN_LISTEN)")
+	fs.StringVar(&c.AdminSocket, "admin-socket", c.AdminSocket, "admin API Unix socket or \"off\" (SIDECRYPT_ADMIN_SOCKET)")
 	fs.StringVar(&c.AuditLog, "audit-log", c.AuditLog, "audit log file (SIDECRYPT_AUDIT_LOG)")
 	fs.Var(&c.MaxBody, "max-body", "largest body transformed, e.g. 16MiB (SIDECRYPT_MAX_BODY)")
 }

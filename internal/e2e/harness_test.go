@@ -267,10 +267,11 @@ func errorCode(body []byte) string {
 	return e.Error.Code
 }
 
-// isToken reports whether v is a sidecrypt field token.
+// isToken reports whether v is a sidecrypt field token (format 1, sc1.,
+// or format 2, sc2.).
 func isToken(v any) bool {
 	s, ok := v.(string)
-	return ok && strings.HasPrefix(s, "sc1.")
+	return ok && (strings.HasPrefix(s, "sc1.") || strings.HasPrefix(s, "sc2."))
 }
 
 // storeDoc reads a document from the store directly.
@@ -296,4 +297,6 @@ func assertSealed(t *testing.T, doc map[string]any, fields ...string) {
 }
 
 // countTokens counts field tokens in a blob.
-func countTokens(b []byte) int { return bytes.Count(b, []byte(`"sc1.`)) }
+func countTokens(b []byte) int {
+	return bytes.Count(b, []byte(`"sc1.`)) + bytes.Count(b, []byte(`"sc2.`))
+}
