@@ -320,6 +320,42 @@ type Operation struct {
 	// them before it reads the body, so that a key outage is refused
 	// before the client sends it.
 	Keys []string
+	// Preserve, when set, runs on a document write before Encryptor, if
+	// this sidecar shows some key masked: a masked value that the app
+	// writes back unchanged (a read-modify-write of a record it was shown
+	// masked) is replaced by the stored token it stands for, instead of
+	// being encrypted as if "***1111" were the new card number. See
+	// PreserveMasked. It returns the body to encrypt, or a *Refusal (409
+	// masked_value_write) when the stored value cannot be established.
+	Preserve func(ctx context.Context, body []byte, env *WriteEnv) ([]byte, error)
+}
+
+// WriteEnv is what a Preserve hook gets from the proxy.
+type WriteEnv struct {
+	// Keys opens stored tokens to compute what the app was shown.
+	Keys fieldcrypt.Keyring
+	// Masked reports whether this sidecar shows tokens of key masked.
+	Masked func(key string) bool
+	// Candidate reports whether a JSON value the app sent in a field of a
+	// masked key could be what the mask shows ("***1111" for last4): only
+	// writes that carry such a value need the stored document.
+	Candidate func(key string, jsonText []byte) bool
+	// Shown returns the JSON text the app is shown for a stored token
+	// (its mask), or ok false when the token cannot be opened.
+	Shown func(ctx context.Context, token []byte) (shown []byte, ok bool)
+	// Fetch sends a request straight to the datastore, with the app's
+	// credentials, and returns the status and body (bounded in size).
+	// Nothing in it passes through the rules.
+	Fetch func(ctx context.Context, method, path, rawQuery string, body []byte) (status int, resp []byte, err error)
+}
+
+// CodeMaskedWrite (409): a write carries a masked value whose stored value
+// cannot be established, so it can be neither kept nor taken as new data.
+const CodeMaskedWrite = "masked_value_write"
+
+// MaskedWrite builds a 409 masked_value_write refusal.
+func MaskedWrite(format string, args ...any) *Refusal {
+	return &Refusal{Status: http.StatusConflict, Code: CodeMaskedWrite, Message: fmt.Sprintf(format, args...)}
 }
 
 // Protected reports whether the operation reaches a protected collection

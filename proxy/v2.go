@@ -158,6 +158,15 @@ func (p *Proxy) rewriteBodyV2(ctx context.Context, r *http.Request, ex *exchange
 		// Forward the bytes exactly as they came, encoding included.
 		return bytes.Clone(raw.Bytes()), nil
 	case datastore.BodyEncrypt:
+		if op.Preserve != nil && len(ex.plan.MaskKeys) > 0 {
+			// Masked values written back keep their stored tokens
+			// (masked.go).
+			kept, err := op.Preserve(ctx, plain, p.writeEnv(r, ex))
+			if err != nil {
+				return nil, p.transformRefusal(ctx, ex, err, refInvalidJSON)
+			}
+			plain = kept
+		}
 		sealed, rep, err := op.Encryptor.EncryptBytes(ctx, plain, p.keys, &p.encOpts)
 		if err != nil {
 			return nil, p.transformRefusal(ctx, ex, err, refInvalidJSON)

@@ -365,7 +365,8 @@ func (p *Profile) database(r *datastore.Request, c *collection, rest []segment) 
 		return q.local("_local/"+sub[0].name, sub[1:])
 	case "_bulk_docs":
 		if len(sub) == 0 && q.m == "POST" {
-			return &datastore.Operation{Collection: c.Collection, Endpoint: EpBulkDocs, Body: datastore.BodyEncrypt, Encryptor: c.bulk, Keys: c.keys}
+			return &datastore.Operation{Collection: c.Collection, Endpoint: EpBulkDocs, Body: datastore.BodyEncrypt, Encryptor: c.bulk, Keys: c.keys,
+				Preserve: preserveBulk(c.Collection, r)}
 		}
 		return q.unknown(EpBulkDocs, "/{db}/_bulk_docs")
 	case "_all_docs", "_design_docs", "_local_docs":
@@ -484,7 +485,12 @@ func (q *req) docWrite(ep string, queryID bool) *datastore.Operation {
 			}
 		}
 	}
-	return &datastore.Operation{Collection: q.c.Collection, Endpoint: ep, Body: datastore.BodyEncrypt, Encryptor: q.c.doc, Keys: q.c.keys}
+	docURL := ""
+	if queryID {
+		docURL = q.r.Path // PUT /{db}/{docid}: the document's own URL
+	}
+	return &datastore.Operation{Collection: q.c.Collection, Endpoint: ep, Body: datastore.BodyEncrypt, Encryptor: q.c.doc, Keys: q.c.keys,
+		Preserve: preserveDoc(q.c.Collection, q.r, docURL)}
 }
 
 // doc handles /{db}/{docid} and its attachments.
