@@ -6,7 +6,32 @@
 //
 // # The file
 //
-// A YAML document, version 1:
+// A YAML document. Version 2 names data: the datastore whose API the
+// sidecar reads, its collections and the fields of their documents.
+//
+//	version: 2
+//	datastore: couchdb
+//	collections:
+//	  - name: clinic              # a database, or a pattern: "tenant-*"
+//	    fields:
+//	      ssn:         {key: pii}                   # at any depth
+//	      card.number: {key: card}                  # exactly this path
+//	      email:       {key: contact, searchable: true}
+//	    attachments: refuse       # or allow
+//	    views: {patients/by_email: {key: email}}
+//	allow: [replicate]            # server-wide operations the profile refuses
+//	decrypt:
+//	  keys: [pii, contact]
+//	  mask: {card: last4}
+//
+// It compiles into a datastore.Schema (Plan.Schema) and the datastore's
+// profile (Plan.Profile, built by datastore.New), which the proxy asks to
+// classify every request: the profile applies the fields wherever its API
+// carries documents or compared values, and refuses what it does not know
+// to be safe. Profiles register themselves; this package imports the ones
+// the build carries (profiles.go).
+//
+// Version 1 names routes and JSONPath selectors, and loads unchanged:
 //
 //	version: 1
 //	routes:
@@ -25,20 +50,23 @@
 //	  keys: [pii]                 # opened in responses
 //	  mask: {card: last4}         # opened, then masked: full, last4, hash or a literal
 //
-// It is read through gopkg.in/yaml.v3 nodes so that every problem can be
-// reported as FILE:LINE:COL with a hint (Diagnostic). All problems are
-// reported at once. Errors refuse the file; warnings (a route that can
-// match nothing or is shadowed by an earlier one, a key no rule uses,
-// overlapping selectors with different keys, ...) do not. YAML anchors,
-// aliases and merge keys are refused, so that every route can be read and
-// reviewed on its own.
+// Either is read through gopkg.in/yaml.v3 nodes so that every problem can
+// be reported as FILE:LINE:COL with a hint (Diagnostic). All problems are
+// reported at once. Errors refuse the file; warnings (a route or
+// collection that is shadowed, a field that lies inside another sealed
+// whole, a view keyed on a field that cannot be compared, a key no rule
+// uses, ...) do not. YAML anchors, aliases and merge keys are refused, so
+// that every part can be read and reviewed on its own.
 //
-// # Matching
+// # Matching (version 1)
 //
 // Plan.Match picks the first route, in file order, whose methods, path
 // patterns and hosts fit the request. It does not allocate for clean
-// paths. Paths are cleaned before matching ("//db/./x/" is "/db/x") so no
-// spelling of a protected resource escapes its route; methods are
+// paths. The proxy hands it the path as the datastore reads it: split at
+// '/' before unescaping, a "%2F" inside a segment kept in that segment
+// ("/clinic/a%2Fb" is one document, matched by "/clinic/*"), "." and ".."
+// segments refused before matching. Paths are cleaned too ("//db/x/" is
+// "/db/x") so no spelling of a protected resource escapes its route; methods are
 // compared without regard to case, and GET also covers HEAD. Content type
 // does not select routes: Route.AcceptsContentType tells the proxy whether
 // a body may go through the route's body rules, and the proxy refuses the
@@ -58,13 +86,20 @@
 // reversible). When version 1 cannot be opened, a hash mask shows the full
 // mask instead and Stats.HashMaskFallbacks counts it.
 //
-// # Reviewing changes
+// # Reviewing, reporting, converting
 //
-// Compare describes what changes in protection between two plans: routes
-// added or removed, fields newly protected or no longer protected, key and
-// mode changes (existing data keeps its old tokens), where routes apply,
-// and the decrypt policy. Changes that weaken protection or reveal more
-// are flagged for the reviewer.
+// Compare describes what changes in protection between two plans, of
+// either version: collections, routes and fields added or removed, key
+// and mode changes (existing data keeps its old tokens), attachments,
+// design documents and server-wide operations allowed, hosts, views and
+// the decrypt policy. Where a rule is removed it decides, with the
+// selectors' automata (coveredBy), whether the remaining rules still
+// protect every value it protected, and says so. Changes that weaken
+// protection or reveal more are flagged for the reviewer (Diff.Flagged).
+//
+// Plan.WriteReport writes the data-protection inventory (Markdown or a
+// self-contained HTML page). Convert writes the version 2 equivalent of a
+// version 1 plan and lists what it cannot carry.
 //
 // # Hot reload
 //
