@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/sidecrypt/sidecrypt/datastore"
@@ -54,5 +55,29 @@ func TestCoveredBy(t *testing.T) {
 				t.Errorf("coveredBy = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestGlobCovers(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want bool
+	}{
+		{"tenant-*", "tenant-a", true},
+		{"tenant-*", "tenant-*-archive", true},
+		{"tenant-*-archive", "tenant-*", false},
+		{"*", "anything*", true},
+		{"clinic", "clinic", true},
+		{"clinic", "clinic*", false},
+		{"a*b", "a*", false},
+		{"a*b*", "a*b", true},
+		{"a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b", strings.Repeat("a", 60), false},
+	} {
+		if got := globCovers(tc.a, tc.b); got != tc.want {
+			t.Errorf("globCovers(%q, %q) = %v, want %v", tc.a, tc.b, got, tc.want)
+		}
+		if tc.want && !datastore.Glob(tc.a, tc.b) {
+			t.Errorf("datastore.Glob(%q, %q) disagrees", tc.a, tc.b)
+		}
 	}
 }

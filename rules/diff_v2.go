@@ -129,6 +129,34 @@ func globsIntersect(a, b string) bool {
 	return walk(0, 0)
 }
 
+// globCovers reports whether every name that pattern b matches is matched
+// by pattern a: whether a matches b's own text, b's '*'s taken as
+// characters that only a's '*'s can absorb (no database name holds a '*').
+// It is datastore.Glob's matching with memory, so that patterns full of
+// '*'s cost O(len(a)·len(b)), not exponential time.
+func globCovers(a, b string) bool {
+	memo := map[[2]int]bool{}
+	var walk func(i, j int) bool
+	walk = func(i, j int) bool {
+		k := [2]int{i, j}
+		if v, ok := memo[k]; ok {
+			return v
+		}
+		var r bool
+		switch {
+		case i == len(a):
+			r = j == len(b)
+		case a[i] == '*':
+			r = walk(i+1, j) || j < len(b) && walk(i, j+1)
+		default:
+			r = j < len(b) && b[j] != '*' && a[i] == b[j] && walk(i+1, j+1)
+		}
+		memo[k] = r
+		return r
+	}
+	return walk(0, 0)
+}
+
 // resolveCollection finds the collection of s that applies to the
 // databases name (a name or pattern) stands for: the first that can match
 // one of them. whole is false when that collection matches only some of
@@ -136,7 +164,7 @@ func globsIntersect(a, b string) bool {
 func resolveCollection(s *datastore.Schema, name string) (c *datastore.Collection, whole bool) {
 	for _, nc := range s.Collections {
 		if globsIntersect(nc.Name, name) {
-			return nc, datastore.Glob(nc.Name, name)
+			return nc, globCovers(nc.Name, name)
 		}
 	}
 	return nil, false

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/sidecrypt/sidecrypt/datastore"
 	"github.com/sidecrypt/sidecrypt/fieldcrypt"
 	"github.com/sidecrypt/sidecrypt/rules"
 )
@@ -98,4 +99,62 @@ func ExampleNewFileSource() {
 	// src.Reload(ctx) on SIGHUP.
 	// Output:
 	// patients-write
+}
+
+func ExampleCompile_version2() {
+	src := `version: 2
+datastore: couchdb
+collections:
+  - name: clinic
+    fields:
+      ssn:         {key: pii}
+      card.number: {key: card}
+      email:       {key: contact, searchable: true}
+decrypt:
+  keys: [pii, contact]
+  mask: {card: last4}
+`
+	plan, _, err := rules.Compile("clinic.yaml", []byte(src))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	c := plan.Schema.Match("clinic")
+	for _, f := range c.Fields {
+		fmt.Println(f.Name, f.AnyDepth, f.Key, f.Mode)
+	}
+	// The proxy asks the profile about every request.
+	op := plan.Profile.Classify(&datastore.Request{Method: "PUT", Path: "/clinic/_design%2Fapp", HasBody: true})
+	fmt.Println(op.Endpoint, op.Refusal.Code)
+	// Output:
+	// ssn true pii random
+	// card.number false card random
+	// email true contact deterministic
+	// couchdb.design unprotected_operation
+}
+
+func ExampleConvert() {
+	v1, _, _ := rules.Compile("old.yaml", []byte(`version: 1
+routes:
+  - name: write
+    match: {methods: [POST, PUT], paths: ["/clinic/*", "/clinic/_bulk_docs"]}
+    encrypt:
+      - fields: ["$.ssn", "$.docs[*].ssn"]
+        key: pii
+`))
+	conv, _ := rules.Convert(v1, rules.ConvertOptions{})
+	for _, line := range strings.Split(string(conv.YAML), "\n") {
+		if !strings.HasPrefix(line, "#") && line != "" {
+			fmt.Println(line)
+		}
+	}
+	fmt.Println(conv.Complete())
+	// Output:
+	// version: 2
+	// datastore: couchdb
+	// collections:
+	//   - name: clinic
+	//     fields:
+	//       ssn: {key: pii}
+	// true
 }

@@ -48,6 +48,9 @@ func FuzzCompile(f *testing.F) {
 		if errs != 0 || plan == nil || plan.Decryptor == nil {
 			t.Fatalf("accepted with %d errors", errs)
 		}
+		if (plan.Version == 2) != (plan.Schema != nil && plan.Profile != nil) || plan.Version == 2 && len(plan.Routes) > 0 {
+			t.Fatalf("version %d plan with schema %v, profile %v, %d routes", plan.Version, plan.Schema != nil, plan.Profile != nil, len(plan.Routes))
+		}
 		for _, r := range plan.Routes {
 			if (len(r.Fields) > 0) != r.HasBodyRules() || len(r.ContentTypes) == 0 {
 				t.Fatalf("route %q incomplete", r.Name)

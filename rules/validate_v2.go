@@ -208,7 +208,7 @@ func (p *parser) validateCollectionName(c *CollectionSpec, names map[string]Pos,
 		// one exactly when the earlier matches the later pattern's own
 		// text, its '*'s taken as characters (no database name holds a
 		// '*', so they stand for any text the earlier '*'s absorb).
-		if datastore.Glob(e.Name.Value, it.Value) {
+		if globCovers(e.Name.Value, it.Value) {
 			p.warnf(it.Pos, fmt.Sprintf("the first matching collection applies: move %q above %q, or narrow %q", it.Value, e.Name.Value, e.Name.Value),
 				"collection %q is shadowed by %q (line %d): every database it names is matched there first, so its fields never apply", it.Value, e.Name.Value, e.Name.Pos.Line)
 			break
