@@ -161,7 +161,7 @@ type FieldEvent struct {
 	Key     string
 	Version uint32
 	Mode    Mode
-	Type    Type
+	Type    Type   // the value's type; TypeHidden for a format 2 token left closed or failed
 	Action  string // "encrypted", "already-token", "decrypted", "masked", "left", "failed"
 }
 

@@ -890,6 +890,9 @@ func (m *machine) existingToken(content []byte) (*DataKey, error) {
 // look up (Limits.MaxKeyVersions).
 var errTooManyKeys = &detailError{ErrTooManyKeys, "the key version is past Limits.MaxKeyVersions distinct versions in this document, and was not looked up"}
 
+// errNoKeyring: a call that needs a key was given no Keyring.
+var errNoKeyring = errors.New("fieldcrypt: no keyring")
+
 // sealKey resolves the primary version of key i once per call.
 func (m *machine) sealKey(i int) (*DataKey, error) {
 	if k := m.sealKeys[i]; k != nil {
@@ -900,7 +903,7 @@ func (m *machine) sealKey(i int) (*DataKey, error) {
 	}
 	name := m.enc.keyNames[i]
 	if m.keys == nil {
-		return nil, errors.New("fieldcrypt: no keyring")
+		return nil, errNoKeyring
 	}
 	k, err := m.keys.SealKey(m.ctx, name)
 	if err == nil && k == nil {
@@ -939,7 +942,7 @@ func (m *machine) openKey(name []byte, version uint32) *openEntry {
 	}
 	n := string(name)
 	var k *DataKey
-	err := errors.New("fieldcrypt: no keyring")
+	err := errNoKeyring
 	if m.keys != nil {
 		k, err = m.keys.OpenKey(m.ctx, n, version)
 		if err == nil && k == nil {
