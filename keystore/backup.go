@@ -244,11 +244,13 @@ func (m *Manager) BackupSigner(ctx context.Context) (*BackupSigner, error) {
 // is not one restore was told to trust.
 var ErrBackupSignature = errors.New("backup signature does not verify, or its signer is not trusted")
 
-// backupEnvelope is the file: the payload's exact bytes and a signature
-// over them. See docs/KEYS.md, "Backup file format".
+// backupEnvelope is the file: the payload, a JSON text carried as a JSON
+// string (so that its exact bytes survive any reformatting of the
+// envelope, and `jq -r .payload` shows it), and a signature over those
+// bytes. See docs/KEYS.md, "Backup file format".
 type backupEnvelope struct {
 	Format    string          `json:"format"`
-	Payload   []byte          `json:"payload"`
+	Payload   string          `json:"payload"`
 	Signature backupSignature `json:"signature"`
 }
 
@@ -430,7 +432,7 @@ func (m *Manager) Backup(ctx context.Context, w io.Writer, rcpt *RecoveryRecipie
 	if !verifyBackupSig(signer.pub, payload, sig) {
 		return BackupResult{}, m.finish(ctx, action, "", 0, "", nil, fmt.Errorf("keystore: backup: %w: the provider's signature does not verify under its own public key", ErrBackupSignature))
 	}
-	env := backupEnvelope{Format: backupFormat, Payload: payload, Signature: backupSignature{
+	env := backupEnvelope{Format: backupFormat, Payload: string(payload), Signature: backupSignature{
 		Alg: backupSigAlg, Signer: res.Signer, PublicKey: signer.point(), Value: sig,
 	}}
 	enc := json.NewEncoder(w)
@@ -552,12 +554,13 @@ func (m *Manager) OpenBackup(ctx context.Context, r io.Reader, id *RecoveryIdent
 	if !ok {
 		return nil, fmt.Errorf("keystore: %w: it is signed by %s, and the trusted signers are %s (name the old HSM's signer when restoring into a new one)", ErrBackupSignature, signer.Fingerprint(), strings.Join(names, ", "))
 	}
-	if !verifyBackupSig(pub, env.Payload, sig.Value) {
+	payload := []byte(env.Payload)
+	if !verifyBackupSig(pub, payload, sig.Value) {
 		return nil, fmt.Errorf("keystore: %w: the signature by %s does not verify: the file was changed after it was signed", ErrBackupSignature, signer.Fingerprint())
 	}
 	// Signed: now the payload may be read.
 	var p backupPayload
-	if err := json.Unmarshal(env.Payload, &p); err != nil {
+	if err := json.Unmarshal(payload, &p); err != nil {
 		return nil, fmt.Errorf("keystore: %w: payload: %v", ErrBackup, err)
 	}
 	switch {

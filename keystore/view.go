@@ -29,6 +29,32 @@ type VersionView struct {
 	Destroyed     time.Time `json:"destroyed,omitzero"`
 	Reason        string    `json:"reason,omitempty"`
 	OverrideUntil time.Time `json:"override_until,omitzero"`
+	// Seals is the version's seal count, when the caller read it
+	// (ViewWithSeals): for active and pre-active versions.
+	Seals *SealsView `json:"seals,omitempty"`
+}
+
+// SealsView is a version's seal budget: how many values it has reserved
+// for sealing across every sidecar, the limit, and what is left.
+type SealsView struct {
+	Reserved  uint64 `json:"reserved"`
+	Limit     uint64 `json:"limit"`
+	Remaining uint64 `json:"remaining"`
+}
+
+// ViewWithSeals is View with each active or pre-active version's seal
+// count from us (Manager.Usages).
+func (k *Key) ViewWithSeals(us map[string]Usage, limit uint64) KeyView {
+	kv := k.View()
+	for i := range kv.Versions {
+		v := &kv.Versions[i]
+		if v.State != string(StateActive) && v.State != string(StatePreActive) {
+			continue
+		}
+		u := UsageOf(us, k.Name, v.Version, limit)
+		v.Seals = &SealsView{Reserved: u.Reserved, Limit: limit, Remaining: limit - min(u.Reserved, limit)}
+	}
+	return kv
 }
 
 // View returns k without its wrapped material.
