@@ -55,7 +55,7 @@ func openKeyEnv(ctx context.Context, cfg config.Config, log *slog.Logger, create
 		e.Close()
 		return nil, err
 	}
-	if e.manager, err = keystore.NewManager(keystore.Config{Store: e.store, KEK: p, Audit: e.audit}); err != nil {
+	if e.manager, err = keystore.NewManager(keystore.Config{Store: e.store, KEK: p, Audit: e.audit, Logger: log, SealLimit: cfg.SealLimit}); err != nil {
 		e.Close()
 		return nil, err
 	}

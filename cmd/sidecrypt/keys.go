@@ -43,6 +43,9 @@ func cmdKeys(a *app, args []string) int {
 		{"backup", "write every data key, sealed to a recovery key, to a file", cmdKeysBackup},
 		{"restore", "restore data keys from a backup into this keystore and HSM", cmdKeysRestore},
 		{"recovery-keygen", "make a recovery key pair for backups", cmdKeysRecoveryKeygen},
+		{"backup-signer", "print the HSM's backup signing public key, for restores into a new HSM", cmdKeysBackupSigner},
+		{"verify", "check every keystore record's integrity (HSM record MAC, generations, head record)", cmdKeysVerify},
+		{"seal-records", "seal the records of a keystore from before record integrity (one-time migration)", cmdKeysSealRecords},
 	}, args)
 }
 
@@ -176,12 +179,19 @@ func (a *app) versionFlag(fs *flag.FlagSet, v uint) (uint32, bool) {
 // --- keys list ---
 
 func cmdKeysList(a *app, args []string) int {
-	fs := a.flags("keys list", `sidecrypt keys list [--json]
+	fs := a.flags("keys list", `sidecrypt keys list [--json] [--no-verify]
 
 Lists every key version: its state, whether it is the primary (the one
-that seals new values), the KEK version that wraps it, and its fingerprint.
-Reads only the keystore; the HSM is not needed.`+envHelp)
+that seals new values), the KEK version that wraps it, its seal budget
+(values sealed so far across every sidecar, of the per-version limit),
+and its fingerprint. Keys without a cryptoperiod are warned about.
+
+Each record's integrity is checked with the HSM's record key, so the HSM
+(or the software provider's passphrase) is needed. A record that fails is
+named on stderr and the command exits 1. --no-verify reads the records
+as they are, without the HSM, marked UNVERIFIED: for an HSM outage.`+envHelp)
 	asJSON := fs.Bool("json", false, "print {\"keys\": [...]} as JSON")
+	noVerify := fs.Bool("no-verify", false, "read the records without checking their integrity (no HSM needed)")
 	pos, code, ok := a.parseInterspersed(fs, args)
 	if !ok {
 		return code
@@ -189,6 +199,24 @@ Reads only the keystore; the HSM is not needed.`+envHelp)
 	if len(pos) != 0 {
 		return a.usageError(fs, "keys list takes no arguments")
 	}
+	if *noVerify {
+		cfg, err := a.config()
+		if err != nil {
+			return a.fail(err)
+		}
+		st, err := openStore(a.ctx, cfg)
+		if err != nil {
+			return a.fail(err)
+		}
+		defer st.Close()
+		keys, err := st.List(a.ctx)
+		if err != nil {
+			return a.fail(err)
+		}
+		fmt.Fprintln(a.stderr, "UNVERIFIED: these records were read without checking their integrity (--no-verify); do not act on them without 'sidecrypt keys verify'")
+		return a.printKeys(keys, nil, 0, *asJSON, nil)
+	}
+	// An empty keystore needs no HSM to say so (nor a KEK file yet).
 	cfg, err := a.config()
 	if err != nil {
 		return a.fail(err)
@@ -197,45 +225,105 @@ Reads only the keystore; the HSM is not needed.`+envHelp)
 	if err != nil {
 		return a.fail(err)
 	}
-	defer st.Close()
-	keys, err := st.List(a.ctx)
+	raw, err := st.List(a.ctx)
+	st.Close()
 	if err != nil {
 		return a.fail(err)
 	}
-	if *asJSON {
+	if len(raw) == 0 {
+		return a.printKeys(nil, nil, 0, *asJSON, nil)
+	}
+	return a.withSession(false, func(s *keysSession) error {
+		keys, lerr := s.m.List(s.ctx)
+		if keys == nil && lerr != nil {
+			return lerr
+		}
+		us, uerr := s.m.Usages(s.ctx, keys)
+		if code := a.printKeys(keys, us, s.m.SealLimit(), *asJSON, errors.Join(lerr, uerr)); code != exitOK {
+			return errors.New("some keystore records failed their integrity check (above); they are not used. Restore them from a backup (docs/KEYS.md, \"Record integrity\")")
+		}
+		return nil
+	})
+}
+
+// printKeys prints keys as a table or JSON; bad names the records that
+// failed their check, printed on stderr. It returns exitFail when any did.
+func (a *app) printKeys(keys []*keystore.Key, us map[string]keystore.Usage, limit uint64, asJSON bool, bad error) int {
+	code := exitOK
+	if bad != nil {
+		for _, line := range strings.Split(bad.Error(), "\n") {
+			fmt.Fprintf(a.stderr, "INTEGRITY FAILURE: %s\n", line)
+		}
+		code = exitFail
+	}
+	if asJSON {
 		out := struct {
 			Keys []keystore.KeyView `json:"keys"`
 		}{Keys: []keystore.KeyView{}}
 		for _, k := range keys {
-			out.Keys = append(out.Keys, k.View())
+			if us != nil {
+				out.Keys = append(out.Keys, k.ViewWithSeals(us, limit))
+			} else {
+				out.Keys = append(out.Keys, k.View())
+			}
 		}
-		return a.printJSON(out)
+		if c := a.printJSON(out); c != exitOK {
+			return c
+		}
+		return code
 	}
 	if len(keys) == 0 {
-		fmt.Fprintln(a.stdout, "no keys yet; create one with: sidecrypt keys create NAME")
-		return exitOK
+		if code == exitOK {
+			fmt.Fprintln(a.stdout, "no keys yet; create one with: sidecrypt keys create NAME")
+		}
+		return code
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tVERSION\tSTATE\tPRIMARY\tKEK\tCRYPTOPERIOD\tCREATED\tFINGERPRINT\tNOTE")
+	fmt.Fprintln(tw, "NAME\tVERSION\tSTATE\tPRIMARY\tKEK\tCRYPTOPERIOD\tCREATED\tFINGERPRINT\tSEALED\tNOTE")
+	var noPeriod []string
 	for _, k := range keys {
+		if k.Cryptoperiod == 0 && k.Primary != 0 {
+			noPeriod = append(noPeriod, k.Name)
+		}
 		for _, v := range k.Versions {
-			primary, kek := "", "-"
+			primary, kek, sealed := "", "-", "-"
 			if v.Version == k.Primary {
 				primary = "*"
 			}
 			if v.KEKVersion != 0 {
 				kek = "v" + strconv.FormatUint(uint64(v.KEKVersion), 10)
 			}
+			if us != nil && (v.State == keystore.StateActive || v.State == keystore.StatePreActive) {
+				u := keystore.UsageOf(us, k.Name, v.Version, limit)
+				sealed = fmt.Sprintf("%s/%s", formatCount(u.Reserved), formatCount(limit))
+			}
 			note := v.Reason
 			if v.State == keystore.StateCompromised && v.OverrideUntil.After(time.Now()) {
 				note = strings.TrimSpace("override until " + formatTime(v.OverrideUntil) + " " + note)
 			}
-			fmt.Fprintf(tw, "%s\tv%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Name, v.Version, v.State, primary, kek,
-				formatPeriod(k.Cryptoperiod), formatTime(v.Created), v.Fingerprint, note)
+			fmt.Fprintf(tw, "%s\tv%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Name, v.Version, v.State, primary, kek,
+				formatPeriod(k.Cryptoperiod), formatTime(v.Created), v.Fingerprint, sealed, note)
 		}
 	}
 	tw.Flush()
-	return exitOK
+	for _, n := range noPeriod {
+		fmt.Fprintf(a.stderr, "warning: key %s has no cryptoperiod: only its seal limit rotates it; give it one (NIST SP 800-57: e.g. 90d for random-mode keys) with 'sidecrypt keys create' or the admin API, unless it is deterministic-only and must keep its tokens comparable\n", n)
+	}
+	return code
+}
+
+// formatCount prints a count with a binary unit when it is round: 2^30 is
+// "1Gi".
+func formatCount(n uint64) string {
+	for _, u := range []struct {
+		suffix string
+		size   uint64
+	}{{"Gi", 1 << 30}, {"Mi", 1 << 20}, {"Ki", 1 << 10}} {
+		if n >= u.size && n%u.size == 0 {
+			return strconv.FormatUint(n/u.size, 10) + u.suffix
+		}
+	}
+	return strconv.FormatUint(n, 10)
 }
 
 func (a *app) printJSON(v any) int {
@@ -255,8 +343,11 @@ func cmdKeysCreate(a *app, args []string) int {
 Creates key NAME with version 1, generated from the system CSPRNG and stored
 only wrapped by the HSM's current KEK. Version 1 is active and primary at
 once, unless --pre-active (then activate it with 'keys activate').
+The cryptoperiod defaults to SIDECRYPT_DEFAULT_CRYPTOPERIOD (90 days);
+--cryptoperiod 0 means no scheduled rotation, for a deterministic-only key
+whose tokens must stay comparable (its seal limit still rotates it).
 With the software provider, the KEK file is created on first use.`+envHelp)
-	period := fs.String("cryptoperiod", "0", "how long a version seals before scheduled rotation: 90d, 12w, 720h; 0 for never")
+	period := fs.String("cryptoperiod", "", "how long a version seals before scheduled rotation: 90d, 12w, 720h; 0 for never (default SIDECRYPT_DEFAULT_CRYPTOPERIOD, 90d)")
 	preActive := fs.Bool("pre-active", false, "create version 1 pre-active (usable only after 'keys activate')")
 	pos, code, ok := a.parseInterspersed(fs, args)
 	if !ok {
@@ -271,6 +362,12 @@ With the software provider, the KEK file is created on first use.`+envHelp)
 		return a.usageError(fs, "--cryptoperiod: "+err.Error())
 	}
 	return a.withSession(true, func(s *keysSession) error {
+		if strings.TrimSpace(*period) == "" {
+			cp = s.cfg.DefaultCryptoperiod
+		}
+		if cp == 0 {
+			fmt.Fprintf(a.stderr, "warning: %s has no cryptoperiod: only its seal limit will rotate it\n", name)
+		}
 		k, err := s.m.Create(s.ctx, name, cp, *preActive)
 		if err != nil {
 			return err
@@ -660,8 +757,10 @@ Writes every key, with each data key version that still has material sealed
 to the recovery public key PUBKEY (a file from 'keys recovery-keygen', or
 the armored text itself), to FILE (mode 0600). The backup opens only with
 the recovery private key; it does not need this HSM, so it can restore keys
-into a new one. It is all or nothing: if any key cannot be unwrapped,
-nothing is written.`+envHelp)
+into a new one. It is signed by this HSM's backup signing key, which restore
+checks before anything else: keep its public half ('keys backup-signer')
+with the recovery public key. It is all or nothing: if any record fails its
+integrity check or any key cannot be unwrapped, nothing is written.`+envHelp)
 	out := fs.String("out", "", "the backup file to write (must not exist)")
 	rcptArg := fs.String("recipient", "", "recovery public key: a file, or the armored text")
 	pos, code, ok := a.parseInterspersed(fs, args)
@@ -687,30 +786,64 @@ nothing is written.`+envHelp)
 		if err := writeNewFile(*out, []byte(buf.String()), 0o600); err != nil {
 			return err
 		}
-		fmt.Fprintf(a.stdout, "backed up %d key(s), %d version(s) with material (%d destroyed, metadata only) to %s, sealed to recovery key %s\n",
-			res.Keys, res.Versions, res.Destroyed, *out, res.Recipient)
+		fmt.Fprintf(a.stdout, "backed up %d key(s), %d version(s) with material (%d destroyed, metadata only) to %s, sealed to recovery key %s, signed by %s\n",
+			res.Keys, res.Versions, res.Destroyed, *out, res.Recipient, res.Signer)
 		return nil
 	})
 }
 
-func cmdKeysRestore(a *app, args []string) int {
-	fs := a.flags("keys restore", `sidecrypt keys restore FILE --identity KEYFILE [--force]
+// signerList collects --signer flags.
+type signerList []*keystore.BackupSigner
 
-Restores the keys in backup FILE into this keystore, each data key opened
-with the recovery private key KEYFILE, checked against its fingerprint, and
-wrapped under the current KEK of this HSM (which may be new: with the
-software provider, the KEK file is created if absent). Everything is
-checked before anything is written. A version that exists here with other
-material is refused unless --force; a version destroyed here is never
-brought back. Running it again is harmless.`+envHelp)
+func (l *signerList) String() string { return "" }
+func (l *signerList) Set(v string) error {
+	text, err := os.ReadFile(v)
+	if err != nil {
+		return err
+	}
+	s, err := keystore.ParseBackupSigner(text)
+	if err != nil {
+		return err
+	}
+	*l = append(*l, s)
+	return nil
+}
+
+func cmdKeysRestore(a *app, args []string) int {
+	fs := a.flags("keys restore", `sidecrypt keys restore FILE --identity KEYFILE [--signer PEM]... [--force] [--yes]
+
+Restores the keys in backup FILE into this keystore. First the backup's
+signature is checked, before anything else is read: against --signer (the
+old HSM's public key from 'keys backup-signer', when restoring into a new
+HSM), or against this HSM's own signing key. Then each data key is opened
+with the recovery private key KEYFILE and checked against its fingerprint.
+
+Then every difference from this keystore is shown: keys and versions
+added, states moved forward, material replaced, primaries changed. A
+restore never moves a version back in its lifecycle (a version revoked
+here stays revoked; a compromised one is never made primary) and never
+brings back a version destroyed here: such a backup is refused. A version
+that exists here with other material, or a record that failed its
+integrity check, is refused unless --force.
+
+It asks before applying; --yes applies without asking (scripts), and
+without a terminal --yes is required. New keys are wrapped under this
+HSM's current KEK. Running it again is harmless.`+envHelp)
 	identity := fs.String("identity", "", "the recovery private key file")
-	force := fs.Bool("force", false, "replace versions that exist here with different material")
+	var signers signerList
+	fs.Var(&signers, "signer", "a trusted backup signer public key file (repeatable; default: this HSM's own)")
+	force := fs.Bool("force", false, "replace versions that exist here with different material, and records that failed their integrity check")
+	yes := fs.Bool("yes", false, "apply without asking")
+	allowUnsigned := fs.Bool("allow-unsigned", false, "accept an unsigned backup from before backups were signed (only for a file whose history you know)")
 	pos, code, ok := a.parseInterspersed(fs, args)
 	if !ok {
 		return code
 	}
 	if len(pos) != 1 || *identity == "" {
 		return a.usageError(fs, "name one backup FILE, and --identity KEYFILE")
+	}
+	if !*yes && !stdinIsTerminal(a.stdin) {
+		return a.fail(errors.New("refusing to restore without confirmation: standard input is not a terminal; review the changes with a terminal, or pass --yes from a script"))
 	}
 	idText, err := os.ReadFile(*identity)
 	if err != nil {
@@ -726,8 +859,50 @@ brought back. Running it again is harmless.`+envHelp)
 		return a.fail(err)
 	}
 	defer f.Close()
+	opts := keystore.RestoreOptions{Force: *force, Signers: signers, AllowUnsigned: *allowUnsigned}
 	return a.withSession(true, func(s *keysSession) error {
-		res, err := s.m.Restore(s.ctx, f, id, keystore.RestoreOptions{Force: *force})
+		b, err := s.m.OpenBackup(s.ctx, f, id, opts)
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		if b.Signer != "" {
+			fmt.Fprintf(a.stdout, "backup of %s, signed by %s (verified), sealed to recovery key %s\n", formatTime(b.Created), b.Signer, b.Recipient)
+		} else {
+			fmt.Fprintf(a.stdout, "UNSIGNED backup of %s (--allow-unsigned), sealed to recovery key %s\n", formatTime(b.Created), b.Recipient)
+		}
+		plan, err := s.m.PlanRestore(s.ctx, b, opts)
+		if err != nil {
+			return err
+		}
+		for _, c := range plan.Changes {
+			fmt.Fprintf(a.stdout, "  change: %s\n", c)
+		}
+		for _, n := range plan.Notes {
+			fmt.Fprintf(a.stdout, "  kept:   %s\n", n)
+		}
+		for _, r := range plan.Refusals {
+			fmt.Fprintf(a.stdout, "  REFUSED: %s\n", r)
+		}
+		if len(plan.Refusals) > 0 {
+			_, err := s.m.ApplyRestore(s.ctx, plan) // refuses, and audits the refusal
+			return err
+		}
+		if len(plan.Changes) == 0 {
+			fmt.Fprintf(a.stdout, "nothing to change: %d version(s) already present\n", plan.Unchanged)
+			return nil
+		}
+		if !*yes {
+			fmt.Fprintf(a.stderr, "Apply these %d change(s) to this keystore? Type 'restore' to confirm: ", len(plan.Changes))
+			line, err := bufio.NewReader(a.stdin).ReadString('\n')
+			if err != nil && !errors.Is(err, io.EOF) {
+				return err
+			}
+			if strings.TrimSpace(line) != "restore" {
+				return errors.New("not confirmed: nothing was restored")
+			}
+		}
+		res, err := s.m.ApplyRestore(s.ctx, plan)
 		if err != nil {
 			return err
 		}
