@@ -88,6 +88,10 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	cache := keycache.New(env.manager, keycache.OptionsFromConfig(cfg))
 	defer cache.Close()
 	m.RegisterKeyCache(cache.Stats)
+	m.RegisterKeystore(env.manager.IntegrityFailures)
+	if n, err := env.manager.Verify(ctx); err != nil {
+		log.Error("keystore records failed their integrity check: the keys they hold are refused (503) until restored; unsealed records need 'sidecrypt keys seal-records' (docs/KEYS.md)", "keys_ok", n, "err", err)
+	}
 
 	// A rule file, or (etcd://) one rule file that every sidecar watches.
 	src, rulesWriter, closeRules, err := openRuleSource(ctx, cfg, env.store, log, auditLog, rules.Hooks{

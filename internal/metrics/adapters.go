@@ -72,11 +72,18 @@ var (
 	descCachePurges    = prometheus.NewDesc(ns+"_keycache_purges_total", "Cached keys purged and zeroed (revoke, destroy, key change).", nil, nil)
 	descCacheEntries   = prometheus.NewDesc(ns+"_keycache_entries", "Data key versions cached now.", nil, nil)
 	descCacheLatency   = prometheus.NewDesc(ns+"_keycache_unwrap_duration_seconds", "Time to fetch and unwrap a data key on a cache miss.", nil, nil)
+
+	descSealReservations = prometheus.NewDesc(ns+"_keycache_seal_reservations_total", "Blocks of seals reserved from the keystore's per-version counters.", nil, nil)
+	descSealReserveErr   = prometheus.NewDesc(ns+"_keycache_seal_reserve_errors_total", "Seal reservations that failed because the keystore or HSM failed.", nil, nil)
+	descSealLimit        = prometheus.NewDesc(ns+"_keycache_seal_limit_reached_total", "Key versions found at their seal limit (NIST SP 800-38D).", nil, nil)
+	descSealRotations    = prometheus.NewDesc(ns+"_keycache_seal_limit_rotations_total", "Keys rotated because their primary version neared its seal limit.", nil, nil)
+	descSealRefusals     = prometheus.NewDesc(ns+"_keycache_seal_refusals_total", "Requests refused because a version at its seal limit could not be rotated.", nil, nil)
 )
 
 func (c *cacheCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descCacheHits, descCacheMisses, descCacheUnwraps, descCacheUnwrapErr,
-		descCacheEvictions, descCacheLimit, descCachePurges, descCacheEntries, descCacheLatency} {
+		descCacheEvictions, descCacheLimit, descCachePurges, descCacheEntries, descCacheLatency,
+		descSealReservations, descSealReserveErr, descSealLimit, descSealRotations, descSealRefusals} {
 		ch <- d
 	}
 }
@@ -93,6 +100,11 @@ func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descCacheEvictions, s.Evictions)
 	counter(descCacheLimit, s.LimitDrops)
 	counter(descCachePurges, s.Purges)
+	counter(descSealReservations, s.SealReservations)
+	counter(descSealReserveErr, s.SealReserveErrors)
+	counter(descSealLimit, s.SealLimitReached)
+	counter(descSealRotations, s.SealLimitRotations)
+	counter(descSealRefusals, s.SealRefusals)
 	ch <- prometheus.MustNewConstMetric(descCacheEntries, prometheus.GaugeValue, float64(s.Entries))
 	buckets := make(map[float64]uint64, len(s.UnwrapLatencyBuckets))
 	for _, b := range s.UnwrapLatencyBuckets {
@@ -101,4 +113,15 @@ func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstHistogram(descCacheLatency, s.UnwrapLatencyCount, s.UnwrapLatencySum.Seconds(), buckets)
+}
+
+// RegisterKeystore exports the count of keystore records that failed
+// their integrity check (keystore.Manager.IntegrityFailures), read at
+// scrape time. Alert on any increase: a record was changed, replayed or
+// deleted outside sidecrypt (docs/KEYS.md, "Record integrity").
+func (m *Metrics) RegisterKeystore(integrityFailures func() uint64) {
+	m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: ns, Name: "keystore_integrity_failures_total",
+		Help: "Keystore record reads refused because the record failed its HSM MAC, generation or head-record check.",
+	}, func() float64 { return float64(integrityFailures()) }))
 }
