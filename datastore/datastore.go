@@ -138,28 +138,32 @@ func (s *Schema) Allows(op string) bool {
 // Glob matches name against a pattern in which '*' stands for any run of
 // characters, including none and including '/'. Everything else is
 // compared byte for byte (datastores compare collection names exactly).
+// It runs in O(len(pattern)·len(name)) at worst: on a mismatch it only
+// ever backs up to the last '*' seen, never further, so patterns with many
+// stars cannot make a request path expensive.
 func Glob(pattern, name string) bool {
-	for {
-		star := strings.IndexByte(pattern, '*')
-		if star < 0 {
-			return pattern == name
-		}
-		if !strings.HasPrefix(name, pattern[:star]) {
+	p, n := 0, 0
+	star, mark := -1, 0
+	for n < len(name) {
+		switch {
+		case p < len(pattern) && pattern[p] == '*':
+			star, mark = p, n
+			p++
+		case p < len(pattern) && pattern[p] == name[n]:
+			p++
+			n++
+		case star >= 0:
+			p = star + 1
+			mark++
+			n = mark
+		default:
 			return false
 		}
-		name = name[star:]
-		pattern = pattern[star+1:]
-		if pattern == "" {
-			return true
-		}
-		// Try every place the rest could start; patterns are short.
-		for i := 0; i <= len(name); i++ {
-			if Glob(pattern, name[i:]) {
-				return true
-			}
-		}
-		return false
 	}
+	for p < len(pattern) && pattern[p] == '*' {
+		p++
+	}
+	return p == len(pattern)
 }
 
 // FieldAt returns the field that protects the value at path (member names

@@ -23,10 +23,28 @@ func TestGlob(t *testing.T) {
 		{"t-*-r", "t-x-y-r", true},
 		{"t-*-r", "t-x-y-rr", false},
 		{"*", "", true},
+		{"**", "x", true},
+		{"a*b*c", "abc", true},
+		{"a*b*c", "aXbYc", true},
+		{"a*b*c", "aXbY", false},
+		{"*a", "ba", true},
+		{"*a", "ab", false},
+		{"", "", true},
+		{"", "a", false},
 	} {
 		if got := Glob(c.pat, c.name); got != c.want {
 			t.Errorf("Glob(%q, %q) = %v", c.pat, c.name, got)
 		}
+	}
+}
+
+// A pattern with many stars against a long name that almost matches must
+// not take exponential time (a request path chooses the name).
+func TestGlobIsNotExponential(t *testing.T) {
+	pat := strings.Repeat("a*", 30) + "b"
+	name := strings.Repeat("a", 5000)
+	if Glob(pat, name) {
+		t.Fatal("matched")
 	}
 }
 

@@ -211,9 +211,10 @@ func datastoreNames(plan *rules.Plan) (names []hostPort, wildcards []string, any
 		return nil, nil, false
 	}
 	if plan.Schema != nil {
-		if len(plan.Schema.Hosts) == 0 {
-			return nil, nil, true
-		}
+		// A version 2 file that names no hosts names no datastore for
+		// forward mode: nothing is intercepted, and only what
+		// SIDECRYPT_PASSTHROUGH lists is reached. serve refuses to start
+		// so; a reload to such a file fails closed.
 		for _, h := range plan.Schema.Hosts {
 			host, port := h, ""
 			if hh, pp, err := net.SplitHostPort(h); err == nil {

@@ -434,7 +434,18 @@ func TestServeForwardMode(t *testing.T) {
 		t.Skip("starts pouchdb-server and the sidecar")
 	}
 	db := testenv.StartPouchDB(t)
-	rulesFile := filepath.Join(testenv.RepoRoot(), "examples", "rules", "clinic.yaml")
+	// Forward mode must be told which host is the datastore: the clinic
+	// rules plus hosts.
+	clinic, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "examples", "rules", "clinic.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbURL, _ := url.Parse(db.URL)
+	rulesFile := filepath.Join(t.TempDir(), "clinic-forward.yaml")
+	withHosts := strings.Replace(string(clinic), "datastore: couchdb\n", "datastore: couchdb\nhosts: [\""+dbURL.Host+"\"]\n", 1)
+	if err := os.WriteFile(rulesFile, []byte(withHosts), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	s := newSidecar(t, "", rulesFile)
 	s.cli("ca", "init")
 	s.start()

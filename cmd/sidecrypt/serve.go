@@ -107,6 +107,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	defer closeRules()
 	m.RegisterMaskFallbacks(src.Stats().HashMaskFallbacks)
 	checkRuleKeys(ctx, log, env.manager, src.Current())
+	if plan := src.Current(); cfg.Upstream == "" && plan != nil && plan.Schema != nil && len(plan.Schema.Hosts) == 0 {
+		return fmt.Errorf("forward mode (SIDECRYPT_UPSTREAM is empty) needs the datastore named in the rule file: add hosts: [\"host:port\"] to %s, so that the sidecar recognises the datastore by every name and address and refuses everything else", cfg.Rules)
+	}
 
 	pcfg := proxy.Config{
 		Rules: src, Keys: cache, Audit: auditLog, Observer: m.ProxyObserver(), Logger: log,
