@@ -11,8 +11,6 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf16"
-
-	"github.com/sidecrypt/sidecrypt/internal/testenv"
 )
 
 // TestAttacks is the attacker's suite (issue 11, item 9): one subtest per
@@ -548,5 +546,3 @@ func testTokenOracle(t *testing.T, st *stack) {
 		})
 	}
 }
-
-var _ = testenv.Mark{}

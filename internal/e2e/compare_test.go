@@ -52,6 +52,10 @@ type options struct {
 	// status only: the body is not compared (an error text that names
 	// a server-side detail).
 	statusOnly bool
+	// fails: the request is expected to fail (status 400 or more) on
+	// both stores; every other one must succeed, so that two equal
+	// errors do not pass for a working endpoint.
+	fails bool
 }
 
 type option func(*options)
@@ -63,6 +67,7 @@ func unordered(members ...string) option {
 	return func(o *options) { o.unordered = append(o.unordered, members...) }
 }
 func statusOnly() option { return func(o *options) { o.statusOnly = true } }
+func fails() option      { return func(o *options) { o.fails = true } }
 
 // do sends a request and records the answer under label. It learns the
 // revisions in the answer.
@@ -380,6 +385,9 @@ func (st *stack) compare(t *testing.T, scenario func(tg *target), literalRevs ..
 		a, b := via.answers[i], direct.answers[i]
 		if os.Getenv("SIDECRYPT_TEST_E2E_DUMP") != "" {
 			t.Logf("%s (%s)\n  sidecar %d: %s\n  direct  %d: %s", a.label, a.request, a.status, clip(a.body), b.status, clip(b.body))
+		}
+		if ok := a.status < 400; ok == a.opt.fails {
+			t.Errorf("%s (%s): status %d through the sidecar (expected to %s)\n  %s", a.label, a.request, a.status, map[bool]string{true: "fail", false: "succeed"}[a.opt.fails], clip(a.body))
 		}
 		if a.status != b.status {
 			t.Errorf("%s (%s): status %d through the sidecar, %d directly\n  sidecar: %s\n  direct:  %s", a.label, a.request, a.status, b.status, clip(a.body), clip(b.body))

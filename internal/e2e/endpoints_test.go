@@ -2,13 +2,10 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/sidecrypt/sidecrypt/internal/testenv"
 )
 
 // TestEndpoints exercises every endpoint of the CouchDB profile through
@@ -35,7 +32,7 @@ func TestEndpoints(t *testing.T) {
 
 			rev1 := tg.rev("p-ann")
 			tg.do("update", "PUT", db+"/p-ann", withRev(strings.Replace(annDoc, "J45.909 asthma", "J45.909 asthma, controlled", 1), rev1))
-			tg.do("stale update", "PUT", db+"/p-ann", withRev(annDoc, rev1))
+			tg.do("stale update", "PUT", db+"/p-ann", withRev(annDoc, rev1), fails())
 			tg.do("earlier revision", "GET", db+"/p-ann?rev="+rev1, "")
 			tg.do("revision history", "GET", db+"/p-ann?revs=true&revs_info=true", "")
 			tg.do("meta", "GET", db+"/p-ann?conflicts=true&deleted_conflicts=true&local_seq=true", "")
@@ -45,11 +42,11 @@ func TestEndpoints(t *testing.T) {
 			tg.do("copy over", "COPY", db+"/p-bob", "", header("Destination", "p-ann-copy?rev="+copyRev))
 			deleted := tg.readRev(db + "/p-ann-copy")
 			tg.do("delete", "DELETE", db+"/p-ann-copy?rev="+deleted, "")
-			tg.do("get deleted", "GET", db+"/p-ann-copy", "")
+			tg.do("get deleted", "GET", db+"/p-ann-copy", "", fails())
 			tg.do("get deleted revision's parent", "GET", db+"/p-ann-copy?rev="+deleted, "")
 			tg.do("put with rev in query", "PUT", db+"/p-cy?rev="+tg.rev("p-cy"), strings.Replace(cyDoc, `"ward":"B"`, `"ward":"D"`, 1))
 			tg.do("get p-cy", "GET", db+"/p-cy", "")
-			tg.do("missing", "GET", db+"/nope", "")
+			tg.do("missing", "GET", db+"/nope", "", fails())
 			tg.do("database info", "GET", db, "")
 		})
 		ann := storeDoc(t, st.store.URL, db[1:], "p-ann")
@@ -101,7 +98,7 @@ func TestEndpoints(t *testing.T) {
 			tg.do("open_revs list", "GET", db+"/p-conf?open_revs="+jsonQuery(`["`+revA+`","1-99999999999999999999999999999999"]`), "")
 			tg.do("open_revs latest with history", "GET", db+"/p-hist?open_revs=all&revs=true&latest=true", "")
 			tg.do("history", "GET", db+"/p-hist?revs=true&revs_info=true", "")
-			tg.do("deleted", "GET", db+"/p-bob", "")
+			tg.do("deleted", "GET", db+"/p-bob", "", fails())
 			tg.do("deleted leaf", "GET", db+"/p-bob?open_revs=all", "")
 			tg.do("all", "GET", db+"/_all_docs?include_docs=true&conflicts=true", "")
 		}, revA, revB, revH3, revH2, revH1, "1-ffffffffffffffffffffffffffffffff")
@@ -125,8 +122,9 @@ func TestEndpoints(t *testing.T) {
 			tg.do("start_key spelling", "GET", db+"/_all_docs?include_docs=true&start_key="+jsonQuery(`"p-bob"`), "")
 			tg.do("POST keys", "POST", db+"/_all_docs?include_docs=true", `{"keys":["p-cy","p-ann"]}`)
 			tg.do("POST keys, options in body", "POST", db+"/_all_docs", `{"keys":["p-bob"],"include_docs":true}`)
-			tg.do("_design_docs", "GET", db+"/_design_docs", "")
-			tg.do("_local_docs", "GET", db+"/_local_docs", "")
+			// pouchdb-server serves neither.
+			tg.do("_design_docs", "GET", db+"/_design_docs", "", fails())
+			tg.do("_local_docs", "GET", db+"/_local_docs", "", fails())
 		})
 		st.checkNoLeaks(t, m, nil, patientSecrets)
 	})
@@ -202,10 +200,11 @@ func TestEndpoints(t *testing.T) {
 		st.compare(t, func(tg *target) {
 			seed(tg, db[1:])
 			tg.do("revs_diff", "POST", db+"/_revs_diff", `{"p-ann":["`+tg.rev("p-ann")+`","9-99999999999999999999999999999999"],"nope":["1-11111111111111111111111111111111"]}`)
-			tg.do("missing_revs", "POST", db+"/_missing_revs", `{"p-ann":["9-99999999999999999999999999999999"]}`)
-			// pouchdb-server has no _purge; whatever it answers, the
-			// application must get the same answer through the sidecar.
-			tg.do("purge", "POST", db+"/_purge", `{"p-bob":["`+tg.rev("p-bob")+`"]}`)
+			// pouchdb-server has neither _missing_revs nor _purge; whatever
+			// it answers, the application must get the same answer through
+			// the sidecar.
+			tg.do("missing_revs", "POST", db+"/_missing_revs", `{"p-ann":["9-99999999999999999999999999999999"]}`, fails())
+			tg.do("purge", "POST", db+"/_purge", `{"p-bob":["`+tg.rev("p-bob")+`"]}`, fails())
 			tg.do("after purge", "GET", db+"/p-bob", "")
 		}, "9-99999999999999999999999999999999", "1-11111111111111111111111111111111")
 		st.checkNoLeaks(t, m, nil, patientSecrets)
@@ -258,13 +257,14 @@ func testFind(t *testing.T, st *stack) {
 		`{"$or":[{"email":"ann@example.com"},{"email":"bob@example.org"}]}`,
 		`{"$nor":[{"email":"ann@example.com"},{"ward":"C"}]}`,
 		`{"$not":{"email":"ann@example.com"}}`,
-		`{"email":{"$not":{"$eq":"cy@example.net"}}}`,
-		`{"$and":[{"$or":[{"$nor":[{"email":{"$ne":"bob@example.org"}}]}]},{"age":{"$gt":18}}]}`,
+		`{"$not":{"email":{"$eq":"cy@example.net"}}}`,
+		`{"$and":[{"$or":[{"email":"ann@example.com"},{"$and":[{"email":{"$in":["bob@example.org"]}},{"ward":"C"}]}]},{"age":{"$gt":18}}]}`,
+		`{"$and":[{"$nor":[{"email":"ann@example.com"}]},{"$or":[{"$not":{"ward":"B"}},{"email":{"$in":["cy@example.net"]}}]}]}`,
+		`{"$nor":[{"$or":[{"email":"ann@example.com"}]}]}`,
 		`{"contact":{"email":"kin@example.net"}}`,
 		`{"contact.email":"kin@example.net"}`,
 		`{"aliases":{"$elemMatch":{"email":"ann.alias@example.com"}}}`,
 		`{"aliases":{"$allMatch":{"email":{"$in":["ann.alias@example.com"]}}}}`,
-		`{"ward":{"$in":["B","C"]},"email":{"$or":[{"$eq":"ann@example.com"},{"$eq":"bob@example.org"}]}}`,
 		`{"$or":[{"ward":"C"},{"email":"cy@example.net"}],"age":{"$lt":50}}`,
 		`{"type":"patient","name":{"$exists":true}}`,
 		`{"diagnosis":{"$exists":true}}`,
@@ -273,6 +273,14 @@ func testFind(t *testing.T, st *stack) {
 		seed(tg, db[1:])
 		for _, sel := range selectors {
 			tg.do("_find "+sel, "POST", db+"/_find", `{"selector":`+sel+`}`, unordered("docs"))
+		}
+		// Operators inside a field that CouchDB knows and pouchdb-find
+		// does not: sealed and forwarded, refused by the store alike.
+		for _, sel := range []string{
+			`{"email":{"$not":{"$eq":"cy@example.net"}}}`,
+			`{"ward":{"$in":["B","C"]},"email":{"$or":[{"$eq":"ann@example.com"},{"$eq":"bob@example.org"}]}}`,
+		} {
+			tg.do("_find "+sel, "POST", db+"/_find", `{"selector":`+sel+`}`, fails())
 		}
 		tg.do("_find with fields", "POST", db+"/_find", `{"selector":{"email":"ann@example.com"},"fields":["_id","name","email","card.number","contact"]}`)
 		tg.do("_find with sort, limit, skip", "POST", db+"/_find", `{"selector":{"_id":{"$gt":null}},"sort":[{"_id":"desc"}],"limit":2,"skip":1}`)
@@ -324,7 +332,9 @@ func testIndex(t *testing.T, st *stack) {
 		tg.do("find using it", "POST", db+"/_find", `{"selector":{"email":"bob@example.org"},"use_index":"`+ddoc+`"}`)
 		tg.do("explain using it", "POST", db+"/_explain", `{"selector":{"email":"bob@example.org"},"use_index":"`+ddoc+`"}`)
 		tg.do("find by ward and email", "POST", db+"/_find", `{"selector":{"ward":"B","email":"ann@example.com"},"use_index":["patients-idx","by-ward-email"]}`)
-		tg.do("delete", "DELETE", db+"/_index/_design/patients-idx/json/by-ward-email", "")
+		// pouchdb-server fails to delete an index by either spelling.
+		tg.do("delete", "DELETE", db+"/_index/patients-idx/json/by-ward-email", "", fails())
+		tg.do("delete, design spelling", "DELETE", db+"/_index/_design/patients-idx/json/by-ward-email", "", fails())
 		tg.do("list after delete", "GET", db+"/_index", "")
 	})
 	st.checkNoLeaks(t, m, nil, patientSecrets)
@@ -393,6 +403,3 @@ func testViews(t *testing.T, st *stack) {
 	}
 	st.checkNoLeaks(t, m, nil, patientSecrets)
 }
-
-var _ = fmt.Sprint
-var _ testenv.Mark

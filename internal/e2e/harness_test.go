@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -294,9 +293,4 @@ func assertSealed(t *testing.T, doc map[string]any, fields ...string) {
 			t.Errorf("stored %v: %s is %v, want a token", doc["_id"], f, v)
 		}
 	}
-}
-
-// countTokens counts field tokens in a blob.
-func countTokens(b []byte) int {
-	return bytes.Count(b, []byte(`"sc1.`)) + bytes.Count(b, []byte(`"sc2.`))
 }
