@@ -57,6 +57,20 @@
 // non-extractable generic secret "<object>-audit" on a token (created on
 // first use), or a random 32-byte key sealed in the software key file.
 //
+// # Record MACs and backup signatures
+//
+// RecordMAC and VerifyRecordMAC are HMAC-SHA256 under a third key, for the
+// integrity of keystore records (package keystore, seal.go): on a token the
+// non-extractable generic secret "<object>-records" (C_Sign and C_Verify
+// with CKM_SHA256_HMAC); in the software provider, HKDF-SHA256 of the key
+// file's sealed master secret under its own label. BackupPublicKey and
+// SignBackup are an ECDSA P-256 key pair for signing backups: on a token
+// "<object>-backup-signing", generated inside it (CKM_EC_KEY_PAIR_GEN,
+// signing with CKM_ECDSA over a SHA-256 digest); in the software provider,
+// derived from the master secret. Signatures are r || s (64 bytes). None of
+// these keys is a KEK, so KEK rotation leaves records and backups valid.
+// A software key file that group or others can read is refused at Open.
+//
 // # Errors
 //
 // Every error wraps one of the sentinels (ErrUnavailable, ErrUnknownKEK,

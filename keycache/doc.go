@@ -13,8 +13,19 @@
 // SIDECRYPT_CACHE_MAX_BYTES bytes, SealKey drops it and unwraps a fresh
 // copy. The limits bound how much data one long-lived copy of a key in
 // memory seals, and so how much an attacker who reads this process's
-// memory at one moment gains. They are not the key's cryptographic limits
-// (those are fieldcrypt's, per key version, and are met by rotation).
+// memory at one moment gains. They are not the key's cryptographic limits:
+// those are the next section's.
+//
+// # Seal limits
+//
+// With a Source that reserves seals (keystore.Manager, see Reserver), every
+// seal is charged to its version's counter in the keystore, which every
+// sidecar shares and which survives restarts (budget.go): a block of seals
+// (Options.SealBlock, 65536) is reserved at a time, charged with atomics
+// once per SealKey call, refilled in the background when a quarter is
+// left. Near the version's limit the key is rotated in the background; at
+// the limit SealKey rotates it in the request and returns the new primary;
+// if that fails, SealKey fails with keystore.ErrSealLimit (503: closed).
 //
 // The primary version of each key is cached for a second (Options.PrimaryTTL),
 // and so is a refusal (destroyed, compromised, pre-active, unknown), so

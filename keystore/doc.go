@@ -87,6 +87,36 @@
 // without a live override ErrCompromised, pre-active ErrPreActive, unknown
 // ErrNotFound. Every unwrapped DEK is checked against its fingerprint.
 //
+// # Record integrity
+//
+// The store is not trusted with the records' content. Every record the
+// Manager writes (key records, the head record, seal counters) carries a
+// Seal: an HMAC-SHA256 by the HSM's record key (hsm.Provider.RecordMAC)
+// over a canonical, versioned, length-prefixed encoding of all its fields
+// and of a generation, which must equal the store's own count of writes of
+// the record (Key.Writes), and from generation 2 on the record's
+// incarnation (Key.Incarnation; etcd's Version and CreateRevision, which
+// no client can set). Generation 1 is an empty placeholder. The head
+// record holds each key's generation and every version ever compromised or
+// destroyed; a key record must be at that generation or one ahead, and no
+// less revoked. Every read checks all of this (Get, List, Primary,
+// UnwrapMaterial, and everything built on them); a record that fails is
+// refused with ErrIntegrity (ErrUnsealed for a record from before seals),
+// logged at ERROR, counted (Config.OnIntegrityFailure, IntegrityFailures)
+// and audited (key.integrity), never used. SealRecords is the one-time
+// migration of an unsealed store; Verify checks everything. docs/KEYS.md,
+// "Record integrity", states what this stops and what a rollback of the
+// whole store can still do.
+//
+// # Seal counters
+//
+// Each version that may seal has a counter record shared by every process
+// on the store. ReserveSeals hands out blocks of seals with
+// compare-and-swap, up to Config.SealLimit (DefaultSealLimit, 2^30: NIST
+// SP 800-38D 8.3 with a margin), audited (key.seals.reserve);
+// RotateExhausted rotates a key whose primary is at its limit. The key
+// cache (package keycache) does the counting.
+//
 // Every operation and every refusal is written to the audit log, with the
 // actor from audit.WithActor, the key, the version, the outcome ("ok",
 // "denied", "error") and the reason; never key bytes. Routine unwraps are
@@ -121,12 +151,17 @@
 //
 // Backup writes every key's metadata and each non-destroyed DEK sealed on
 // its own with HPKE (RFC 9180, crypto/hpke) to a recovery public key:
-// KEM ML-KEM-768+X25519 (post-quantum hybrid), KDF HKDF-SHA256, AEAD
-// AES-256-GCM, info "sidecrypt backup v1" || 0x00 || name || 0x00 ||
-// version. Restore opens each with the recovery private key, checks it
-// against its fingerprint, wraps it under the current KEK of whatever
-// provider it is given (a new HSM), and stores it. It checks everything
-// before writing anything, never replaces a version with other material
-// unless forced, and never undoes a destroy. The recovery key armor and the
-// backup file are described in docs/KEYS.md.
+// KEM X-Wing (ML-KEM-768 + X25519, post-quantum hybrid), KDF HKDF-SHA256,
+// AEAD AES-256-GCM, info "sidecrypt backup v2" || 0x00 || name || 0x00 ||
+// version || 0x00 || fingerprint; the whole payload is signed by the
+// provider's backup signing key (ECDSA P-256). OpenBackup checks the
+// signature, against the trusted signers, before it decodes anything else,
+// then opens each key with the recovery private key and checks it against
+// its fingerprint; PlanRestore lists every difference from the store;
+// ApplyRestore wraps each new key under the current KEK of whatever
+// provider it is given (a new HSM) and writes it. A restore never moves a
+// version back in its lifecycle, never makes a compromised version
+// primary, never replaces a version with other material unless forced,
+// and refuses outright to bring back a destroyed one. docs/KEYS.md,
+// "Backup file format", specifies every byte.
 package keystore

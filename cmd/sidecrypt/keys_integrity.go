@@ -38,6 +38,15 @@ Restore them from a backup (docs/KEYS.md, "Record integrity").`+envHelp)
 			return errors.New("keystore records failed their integrity check (above)")
 		}
 		fmt.Fprintf(a.stdout, "OK: %d key record(s), the head record and the seal counters verify under the HSM's record key\n", n)
+		// Each key's generation, to compare with the last one the audit
+		// log recorded (docs/KEYS.md, "Record integrity").
+		keys, err := s.m.List(s.ctx)
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			fmt.Fprintf(a.stdout, "%s: generation %d\n", k.Name, k.Seal.Generation)
+		}
 		return nil
 	})
 }
