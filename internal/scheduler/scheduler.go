@@ -194,13 +194,18 @@ func (s *Scheduler) RunOnce(ctx context.Context) error {
 }
 
 // rotateDue rotates every key whose primary has outlived its cryptoperiod.
+// Keys whose records fail their integrity check are left out by List (and
+// reported); the others are still rotated on time.
 func (s *Scheduler) rotateDue(ctx context.Context) error {
 	keys, err := s.m.List(ctx)
-	if err != nil {
+	if keys == nil && err != nil {
 		return fmt.Errorf("scheduler: list keys: %w", err)
 	}
 	now := s.opts.Now()
 	var errs []error
+	if err != nil {
+		errs = append(errs, fmt.Errorf("scheduler: list keys: %w", err))
+	}
 	for _, k := range keys {
 		if k.Cryptoperiod <= 0 || k.Primary == 0 {
 			continue

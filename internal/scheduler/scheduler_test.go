@@ -1,12 +1,16 @@
 package scheduler
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/sidecrypt/sidecrypt/keystore"
 	"github.com/sidecrypt/sidecrypt/keystore/keystoretest"
@@ -29,11 +33,13 @@ type fixture struct {
 	m     *keystore.Manager
 	kek   *keystoretest.FakeKEK
 	clock *clock
+	path  string
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	store, err := keystore.OpenBolt(filepath.Join(t.TempDir(), "keys.db"), keystore.BoltOptions{})
+	path := filepath.Join(t.TempDir(), "keys.db")
+	store, err := keystore.OpenBolt(path, keystore.BoltOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +50,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{m: m, kek: kek, clock: c}
+	return &fixture{m: m, kek: kek, clock: c, path: path}
 }
 
 func (f *fixture) scheduler(opts Options) *Scheduler {
@@ -103,6 +109,39 @@ func TestRotatesWhenCryptoperiodEnds(t *testing.T) {
 	}
 	if len(rotated) != 1 || rotated[0] != "pii:schedule" {
 		t.Fatalf("hooks saw %v", rotated)
+	}
+}
+
+// A key whose record fails its integrity check (edited in the file) is
+// reported, and the other keys are still rotated on time.
+func TestRotatesOthersWhenARecordFailsIntegrity(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	for _, n := range []string{"pii", "tampered"} {
+		if _, err := f.m.Create(ctx, n, 24*time.Hour, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db, err := bolt.Open(f.path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("sidecrypt-keys"))
+		v := bytes.Replace(b.Get([]byte("tampered")), []byte(`"cryptoperiod":86400000000000`), []byte(`"cryptoperiod":1`), 1)
+		return b.Put([]byte("tampered"), v)
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Advance(25 * time.Hour)
+	err = f.scheduler(Options{}).RunOnce(ctx)
+	if !errors.Is(err, keystore.ErrIntegrity) {
+		t.Fatalf("RunOnce = %v; want the integrity failure reported", err)
+	}
+	if k, _ := f.m.Get(ctx, "pii"); k.Primary != 2 {
+		t.Fatalf("the good key was not rotated: primary v%d", k.Primary)
 	}
 }
 
