@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"reflect"
 	"strconv"
@@ -88,8 +89,9 @@ func integrityFixture(t *testing.T) (*fixture, *atomic.Int64) {
 	t.Helper()
 	f := newFixture(t)
 	var fails atomic.Int64
+	f.logs = &testenv.SyncBuffer{}
 	m, err := keystore.NewManager(keystore.Config{Store: f.store, KEK: f.kek, Audit: f.rec, Now: f.clock.Now,
-		OnIntegrityFailure: func(string) { fails.Add(1) }})
+		Logger: slog.New(slog.NewTextHandler(f.logs, nil)), OnIntegrityFailure: func(string) { fails.Add(1) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,6 +141,9 @@ func mustRefuse(t *testing.T, f *fixture, fails *atomic.Int64, name string) {
 	e := f.lastEvent(t, "key.integrity")
 	if e.Outcome != "denied" || e.Key != name {
 		t.Fatalf("integrity failure audited as %+v", e)
+	}
+	if logs := f.logs.String(); !strings.Contains(logs, "level=ERROR") || !strings.Contains(logs, "key="+name) {
+		t.Fatalf("integrity failure not logged at ERROR:\n%s", logs)
 	}
 	// The proxy's path: a key cache refuses to seal (503) with it.
 	c := keycache.New(f.m, keycache.Options{ZeroGrace: -1})

@@ -16,6 +16,7 @@ import (
 	"github.com/sidecrypt/sidecrypt/fieldcrypt"
 	"github.com/sidecrypt/sidecrypt/hsm"
 	"github.com/sidecrypt/sidecrypt/internal/audit"
+	"github.com/sidecrypt/sidecrypt/internal/testenv"
 	"github.com/sidecrypt/sidecrypt/keystore"
 	"github.com/sidecrypt/sidecrypt/keystore/keystoretest"
 )
@@ -48,6 +49,7 @@ type fixture struct {
 	clock *clock
 	path  string
 	ctx   context.Context
+	logs  *testenv.SyncBuffer // set by tests that give the Manager a logger
 }
 
 func newFixture(t *testing.T) *fixture {
