@@ -43,6 +43,7 @@ func TestAttacks(t *testing.T) {
 	t.Run("framing", func(t *testing.T) { st.runAttacks(t, framingAttacks) })
 	t.Run("aliases", func(t *testing.T) { st.runAttacks(t, aliasAttacks) })
 	t.Run("token pasted into a field", func(t *testing.T) { testTokenOracle(t, st) })
+	t.Run("forward mode", func(t *testing.T) { testForward(t, st) })
 }
 
 // attackRules protect the database clinic, by its exact name: aliases

@@ -20,7 +20,8 @@ import (
 // Unmodified real clients, driven from node scripts in testdata/clients:
 // the official CouchDB client (nano) and PouchDB replication. Each runs
 // once through the sidecar and once against a second store directly;
-// the two runs must give the application the same answers.
+// the two runs must give the application the same answers. They run in
+// TestEndpoints, on its stores and sidecar.
 
 // runNode runs a script from testdata/clients with the npm packages that
 // scripts/deps.sh installs (scripts/pouchdb/package.json) and returns its
@@ -71,12 +72,11 @@ func sameOutput(t *testing.T, what string, viaSidecar, direct []byte) {
 var nanoSecrets = []string{"Nano Ann", "555-12-3456", "nano.ann@example.com", "R05 nano cough",
 	"Nano Bob", "555-98-7654", "nano.bob@example.com", "Nano Cy", "nano.cy@example.com"}
 
-// TestNano: the official CouchDB client, unmodified: insert, get, bulk,
+// testNano: the official CouchDB client, unmodified: insert, get, bulk,
 // view with {key} and {keys} (nano JSON-encodes them; the encoded key
 // must find the document), createIndex twice (one index: its name and
 // fields reach the store as written), find by the searchable field.
-func TestNano(t *testing.T) {
-	st := newStack(t, sidecarConfig{rules: clinicRules, keys: clinicKeys}, true)
+func testNano(t *testing.T, st *stack) {
 	const db = "clinic-nano"
 	m := st.relay.Mark()
 	must(t, 201, "PUT", st.sc.url+"/"+db, "")
@@ -102,14 +102,13 @@ var replicationSecrets = []string{"Rep Ann", "600-11-2222", "rep.ann@example.com
 	"Rep Ann Dx v2", "Rep Ann Dx v3", "Rep Conflict A", "rep.conf.a@example.com", "Rep Conflict B",
 	"rep.conf.b@example.com", "Rep Phone 0199", "Rep Live", "600-77-8888", "rep.live@example.com"}
 
-// TestPouchDBReplication: PouchDB (core, memory and http adapters,
+// testReplication: PouchDB (core, memory and http adapters,
 // replication), unmodified, replicates a local database with plaintext
 // documents up through the sidecar into a protected database and down
 // again. The store holds ciphertext, the copy that came down plaintext
 // equal to the one that went up (revisions, history and conflicts
 // included), and a live pull works through the sidecar.
-func TestPouchDBReplication(t *testing.T) {
-	st := newStack(t, sidecarConfig{rules: clinicRules, keys: clinicKeys}, true)
+func testReplication(t *testing.T, st *stack) {
 	const db = "clinic-rep"
 	m := st.relay.Mark()
 	via := runNode(t, "replicate.js", "COUCH_URL="+st.sc.url, "COUCH_DB="+db)

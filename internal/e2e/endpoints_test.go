@@ -10,9 +10,10 @@ import (
 
 // TestEndpoints exercises every endpoint of the CouchDB profile through
 // the sidecar (KEK on SoftHSM2) and against a second pouchdb-server
-// directly. For each group of endpoints: the application gets the same
-// answers both ways, the relay saw no protected value, and the store,
-// read directly, holds none. Each group works in a database of its own.
+// directly, then the real clients (clients_test.go) on the same stores.
+// For each group of endpoints: the application gets the same answers
+// both ways, the relay saw no protected value, and the store, read
+// directly, holds none. Each group works in a database of its own.
 func TestEndpoints(t *testing.T) {
 	st := newStack(t, sidecarConfig{rules: clinicRules, softHSM: true, keys: clinicKeys}, true)
 
@@ -209,6 +210,9 @@ func TestEndpoints(t *testing.T) {
 		}, "9-99999999999999999999999999999999", "1-11111111111111111111111111111111")
 		st.checkNoLeaks(t, m, nil, patientSecrets)
 	})
+
+	t.Run("client nano", func(t *testing.T) { testNano(t, st) })
+	t.Run("client PouchDB replication", func(t *testing.T) { testReplication(t, st) })
 }
 
 // idOf returns the id in a write answer.

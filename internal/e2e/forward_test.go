@@ -15,22 +15,17 @@ import (
 	"github.com/sidecrypt/sidecrypt/internal/testenv"
 )
 
-// TestAttacksForward: forward mode (the application sets HTTP_PROXY). The
-// rules name the datastore as localhost:PORT; it must be recognised by
-// every name and address that reaches it, and nothing else may be
-// reached: not another local service, not a blind CONNECT tunnel.
-func TestAttacksForward(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts pouchdb-server and the sidecar")
-	}
-	store := testenv.StartPouchDB(t)
-	relay := testenv.StartRelay(t, store.URL)
+// testForward: forward mode (the application sets HTTP_PROXY), a second
+// sidecar in front of TestAttacks' relay and store. The rules name the
+// datastore as localhost:PORT; it must be recognised by every name and
+// address that reaches it, and nothing else may be reached: not another
+// local service, not a blind CONNECT tunnel.
+func testForward(t *testing.T, reverse *stack) {
+	store, relay := reverse.store, reverse.relay
 	_, port, _ := net.SplitHostPort(relay.Addr)
 	rules := strings.Replace(attackRules, "datastore: couchdb\n", "datastore: couchdb\nhosts: [\"localhost:"+port+"\"]\n", 1)
 	sc := startSidecar(t, sidecarConfig{rules: rules, keys: clinicKeys})
 	st := &stack{store: store, relay: relay, sc: sc}
-	must(t, 201, "PUT", store.URL+"/clinic", "")
-	must(t, 201, "PUT", store.URL+"/public", "")
 
 	// Another local service the sidecar must not reach (a cloud metadata
 	// service, an admin API...): it records what it gets.
