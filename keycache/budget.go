@@ -203,12 +203,18 @@ func (c *Cache) rotate(ctx context.Context, r ref, b *budget) error {
 	}
 	c.st.limitRotations.Add(1)
 	// Ask the keystore for the primary again; the watch purges the rest.
+	c.forgetPrimary(r)
+	return nil
+}
+
+// forgetPrimary drops the cached primary of r.name if it is still r's
+// version.
+func (c *Cache) forgetPrimary(r ref) {
 	c.mu.Lock()
 	if p, ok := c.primaries[r.name]; ok && p.version == r.version {
 		delete(c.primaries, r.name)
 	}
 	c.mu.Unlock()
-	return nil
 }
 
 // sealLimited runs the seal accounting for SealKey: nil when k may seal.
@@ -217,6 +223,13 @@ func (c *Cache) rotate(ctx context.Context, r ref, b *budget) error {
 // primary; when rotation fails, sealing is refused (fail closed).
 func (c *Cache) sealLimited(ctx context.Context, r ref, k *fieldcrypt.DataKey) error {
 	err := c.charge(ctx, r, k)
+	if errors.Is(err, keystore.ErrNoPrimary) {
+		// Another process rotated (or revoked) the key since the primary
+		// was cached, and the keystore reserves only for the primary: ask
+		// for the primary again.
+		c.forgetPrimary(r)
+		return errRotated
+	}
 	if !errors.Is(err, keystore.ErrSealLimit) {
 		return err
 	}

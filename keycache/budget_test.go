@@ -230,3 +230,22 @@ func TestSealCountSharedOnEtcd(t *testing.T) {
 		t.Fatalf("count %d < 1400", got)
 	}
 }
+
+// A rotation by another process while this one's primary is still cached
+// and its budget empty: the reservation for the old primary is refused,
+// and SealKey asks for the new primary instead of failing the request.
+func TestSealAfterAnotherProcessRotated(t *testing.T) {
+	f := newFixture(t, keycache.Options{SealBlock: 10, PrimaryTTL: time.Hour})
+	seal(t, f.ctx, f.c, "pii", 10, 10) // the first block, used up
+	m2, err := keystore.NewManager(keystore.Config{Store: f.store, KEK: f.kek, Audit: f.rec, Now: f.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m2.Rotate(f.ctx, "pii", 1); err != nil {
+		t.Fatal(err)
+	}
+	k, err := f.c.SealKey(f.ctx, "pii") // no watch running: v1 is still the cached primary
+	if err != nil || k.Version() != 2 {
+		t.Fatalf("SealKey after a rotation elsewhere = %v, %v; want v2", k, err)
+	}
+}

@@ -278,7 +278,7 @@ func (c *Cache) SealKey(ctx context.Context, name string) (*fieldcrypt.DataKey, 
 		}
 		if !errors.Is(err, errRotated) || attempt > 0 {
 			if errors.Is(err, errRotated) {
-				err = fmt.Errorf("keycache: key %q: %w: the new primary is at its limit too", name, keystore.ErrSealLimit)
+				err = fmt.Errorf("keycache: key %q: %w: its primary changed twice while sealing, or the new one is at its limit too", name, keystore.ErrSealLimit)
 			}
 			return nil, err
 		}
