@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"strings"
 	"sync"
 	"time"
@@ -87,7 +88,14 @@ type lineV2 struct {
 // its MAC field. Those bytes include prev, the MAC of the line before, so
 // each MAC covers the whole chain before it.
 func entryMAC(key, body []byte) []byte {
-	m := hmac.New(sha256.New, key)
+	return entryMACWith(hmac.New(sha256.New, key), body)
+}
+
+// entryMACWith computes entryMAC with m, an HMAC under the epoch key that
+// the writer keeps for the epoch (a new one per line costs more than the
+// MAC itself).
+func entryMACWith(m hash.Hash, body []byte) []byte {
+	m.Reset()
 	m.Write([]byte(entryContext))
 	m.Write(body)
 	return m.Sum(nil)
@@ -96,6 +104,11 @@ func entryMAC(key, body []byte) []byte {
 // encodeLine renders one event as a version 2 line ending in its MAC and
 // "\n", and returns the MAC's text (the next line's prev).
 func encodeLine(seq uint64, e Event, epoch string, key []byte, prev string) (b []byte, mac string, err error) {
+	return encodeLineWith(seq, e, epoch, hmac.New(sha256.New, key), prev)
+}
+
+// encodeLineWith is encodeLine with the epoch's HMAC (see entryMACWith).
+func encodeLineWith(seq uint64, e Event, epoch string, m hash.Hash, prev string) (b []byte, mac string, err error) {
 	body, err := json.Marshal(lineV2{
 		V: formatV2, Seq: seq, Time: e.Time.UTC().Format(time.RFC3339Nano), Actor: e.Actor, Action: e.Action,
 		Key: e.Key, Version: e.Version, Rules: e.Rules, Outcome: e.Outcome, Reason: e.Reason,
@@ -104,7 +117,7 @@ func encodeLine(seq uint64, e Event, epoch string, key []byte, prev string) (b [
 	if err != nil {
 		return nil, "", fmt.Errorf("audit: encode: %w", err)
 	}
-	mac = base64.RawURLEncoding.EncodeToString(entryMAC(key, body))
+	mac = base64.RawURLEncoding.EncodeToString(entryMACWith(m, body))
 	out := make([]byte, 0, len(body)+macSuffixLen+1)
 	out = append(out, body[:len(body)-1]...)
 	out = append(out, `,"mac":"`...)

@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"os"
@@ -67,6 +69,7 @@ type Log struct {
 	ch       chain // the chain up to size
 	epoch    string
 	epochKey []byte
+	epochMAC hash.Hash // HMAC under epochKey, reused for every line
 	epochAt  time.Time
 	headSeq  uint64 // the seq FILE.checkpoint names
 	needHead bool   // FILE.checkpoint is missing or older than the format
@@ -188,6 +191,7 @@ func (l *Log) stop() error {
 	}
 	l.keys.zero()
 	clear(l.epochKey)
+	l.epochMAC = nil
 	return l.f.Close()
 }
 
@@ -281,7 +285,7 @@ func (l *Log) writeBatch(batch []*recordReq) error {
 // appendEvents encodes events after the chain's last line, appends them
 // in one write and fsyncs. The file lock is held.
 func (l *Log) appendEvents(evs []Event) error {
-	epoch, key, err := l.currentEpoch()
+	epoch, _, err := l.currentEpoch()
 	if err != nil {
 		return err
 	}
@@ -290,7 +294,7 @@ func (l *Log) appendEvents(evs []Event) error {
 	var first string
 	for _, e := range evs {
 		seq++
-		line, mac, err := encodeLine(seq, e, epoch, key, prev)
+		line, mac, err := encodeLineWith(seq, e, epoch, l.epochMAC, prev)
 		if err != nil {
 			return err
 		}
@@ -341,6 +345,7 @@ func (l *Log) currentEpoch() (string, []byte, error) {
 		l.keys.forget(l.epoch)
 	}
 	l.epoch, l.epochKey, l.epochAt = id, key, now
+	l.epochMAC = hmac.New(sha256.New, key)
 	return id, key, nil
 }
 
