@@ -332,6 +332,8 @@ type Operation struct {
 	// PreserveMasked. It returns the body to encrypt, or a *Refusal (409
 	// masked_value_write) when the stored value cannot be established.
 	Preserve func(ctx context.Context, body []byte, env *WriteEnv) ([]byte, error)
+	// Lines starts the line transformer of a BodyNDJSON body (ndjson.go).
+	Lines func(ctx context.Context, env *LinesEnv) LineTransformer
 }
 
 // WriteEnv is what a Preserve hook gets from the proxy.

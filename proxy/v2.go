@@ -73,7 +73,7 @@ func (p *Proxy) protectV2(r *http.Request, ex *exchange) *refusal {
 		if r.ContentLength > p.maxBody {
 			return refTooLarge
 		}
-		if !jsonMediaType(r.Header.Get("Content-Type")) {
+		if ct := r.Header.Get("Content-Type"); !jsonMediaType(ct) && !(body == datastore.BodyNDJSON && ndjsonMediaType(ct)) {
 			return refMediaV2
 		}
 		if _, ok := parseCoding(r.Header); !ok {
@@ -82,7 +82,7 @@ func (p *Proxy) protectV2(r *http.Request, ex *exchange) *refusal {
 	}
 	// Keys are resolved before the body is read: with the HSM down the
 	// request is refused before the client sends it.
-	if body == datastore.BodyEncrypt || body == datastore.BodyTransform {
+	if body == datastore.BodyEncrypt || body == datastore.BodyTransform || body == datastore.BodyNDJSON {
 		for _, name := range op.Keys {
 			if _, err := p.keys.SealKey(ctx, name); err != nil {
 				return p.keyRefusal(ctx, name, err)
@@ -103,6 +103,13 @@ func (p *Proxy) protectV2(r *http.Request, ex *exchange) *refusal {
 	switch body {
 	case datastore.BodyJSON, datastore.BodyEncrypt, datastore.BodyTransform:
 		out, ref := p.rewriteBodyV2(ctx, r, ex, op, body)
+		if ref != nil {
+			return ref
+		}
+		setBody(r, out)
+		ex.body = out
+	case datastore.BodyNDJSON:
+		out, ref := p.rewriteNDJSON(ctx, r, ex, op) // ndjson.go
 		if ref != nil {
 			return ref
 		}
