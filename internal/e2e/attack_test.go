@@ -44,6 +44,7 @@ func TestAttacks(t *testing.T) {
 	t.Run("aliases", func(t *testing.T) { st.runAttacks(t, aliasAttacks) })
 	t.Run("token pasted into a field", func(t *testing.T) { testTokenOracle(t, st) })
 	t.Run("forward mode", func(t *testing.T) { testForward(t, st) })
+	t.Run("version 1 rules", func(t *testing.T) { testVersion1(t, st) })
 }
 
 // attackRules protect the database clinic, by its exact name: aliases
@@ -551,4 +552,38 @@ func testTokenOracle(t *testing.T, st *stack) {
 			}
 		})
 	}
+}
+
+// v1Rules are version 1 rules (the escape hatch for custom APIs) on the
+// same database: routes by path, JSONPath selectors.
+const v1Rules = `version: 1
+routes:
+  - name: patients
+    match:
+      methods: [PUT, POST]
+      paths: ["/clinic/*", "/clinic/_bulk_docs"]
+    encrypt:
+      - fields: ["$..ssn", "$..name", "$..email", "$..diagnosis", "$..number"]
+        key: pii
+decrypt: {keys: [pii]}
+`
+
+// testVersion1: a version 1 file reads requests the way the datastore
+// does too: the escaped path (a %2F stays inside its segment), UTF-8
+// only, no byte-order mark, no method override, no dot segments.
+func testVersion1(t *testing.T, reverse *stack) {
+	sc := startSidecar(t, sidecarConfig{rules: v1Rules, upstream: reverse.relay.URL, keys: []string{"pii"}})
+	st := &stack{store: reverse.store, relay: reverse.relay, sc: sc}
+	st.runAttacks(t, []attack{
+		{name: "%2F in an id", method: "PUT", path: "/clinic/v1-a%2Fb", body: secretDoc, status: 201, forwarded: true, after: sealedAt("/clinic/v1-a%2Fb")},
+		{name: "_design%2Fx is a document on the route", method: "PUT", path: "/clinic/_design%2Fv1", body: `{"ssn":"123-45-6789"}`, status: 201, forwarded: true},
+		{name: "charset utf-7", method: "PUT", path: "/clinic/v1-c", body: utf7Doc, headers: []string{"Content-Type", "application/json; charset=utf-7"}, status: unsupported, code: "unsupported_charset"},
+		{name: "charset utf-16", method: "PUT", path: "/clinic/v1-d", body: utf16Body(secretDoc, false, false), headers: []string{"Content-Type", "application/json; charset=utf-16le"}, status: unsupported, code: "unsupported_charset"},
+		{name: "UTF-8 BOM", method: "PUT", path: "/clinic/v1-e", body: "\xef\xbb\xbf" + secretDoc, status: badRequest, code: "byte_order_mark"},
+		{name: "two Content-Type headers", method: "PUT", path: "/clinic/v1-f", body: utf7Doc, headers: []string{"Content-Type", "application/json", "Content-Type", "application/json; charset=utf-7"}, status: badRequest, code: "bad_content_type"},
+		{name: "X-HTTP-Method-Override", method: "POST", path: "/clinic/v1-g", body: secretDoc, headers: []string{"X-HTTP-Method-Override", "PATCH"}, status: forbidden, code: "unprotected_operation"},
+		{name: "text/plain is not JSON for a route", method: "PUT", path: "/clinic/v1-h", body: secretDoc, headers: []string{"Content-Type", "text/plain"}, status: unsupported, code: "unsupported_media_type"},
+		{name: "dot-dot from an unprotected database", raw: rawPut("/public/../clinic/v1-i", secretDoc), status: badRequest, code: "bad_path"},
+		{name: "double slash", raw: rawPut("/clinic//v1-j", secretDoc), status: badRequest, code: "bad_path"},
+	})
 }
