@@ -55,6 +55,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -491,8 +492,8 @@ func (s *Server) overrideVersion(w http.ResponseWriter, r *http.Request) error {
 }
 
 // checkVersion refuses, at request time, a destroy the keystore would
-// refuse anyway (no such version, still encrypting, destroyed already),
-// so that nobody is asked to approve it.
+// refuse anyway (no such version, still active, destroyed already), so
+// that nobody is asked to approve it.
 func (s *Server) checkVersion(ctx context.Context, name string, v uint32) error {
 	k, err := s.c.Keys.Get(ctx, name)
 	if err != nil {
@@ -502,10 +503,8 @@ func (s *Server) checkVersion(ctx context.Context, name string, v uint32) error 
 	switch {
 	case ver == nil:
 		return &apiError{http.StatusNotFound, "not_found", fmt.Sprintf("%s has no version %d", name, v)}
-	case ver.State == keystore.StateDestroyed:
-		return &apiError{http.StatusConflict, "not_allowed", fmt.Sprintf("%s v%d is destroyed already", name, v)}
-	case ver.State == keystore.StateActive || ver.State == keystore.StatePreActive:
-		return &apiError{http.StatusConflict, "not_allowed", fmt.Sprintf("%s v%d is %s: revoke it first (a version that may still encrypt is never destroyed)", name, v, ver.State)}
+	case !slices.Contains(keystore.AllowedTransitions(ver.State), keystore.StateDestroyed):
+		return &apiError{http.StatusConflict, "not_allowed", fmt.Sprintf("%s v%d is %s, which cannot be destroyed (revoke an active version first; a destroyed one is final)", name, v, ver.State)}
 	}
 	return nil
 }

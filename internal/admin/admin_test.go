@@ -865,3 +865,26 @@ func TestRulesFileShortWrite(t *testing.T) {
 }
 
 var _ = errors.New
+
+// TestApprovedOnce: two approvals of one request at the same moment do
+// it once; the other finds nothing pending.
+func TestApprovedOnce(t *testing.T) {
+	f := newFixture(t, fixtureOpts{})
+	f.createKey(t, "pii", 2)
+	id := f.call(t, "sofia", "POST", "/v1/keys/pii/versions/1/destroy", `{"confirm":"pii"}`, 202)["approval"].(map[string]any)["id"].(string)
+	statuses := make(chan int, 2)
+	for range 2 {
+		go func() {
+			status, _, _ := f.send(t, req{method: "POST", path: "/v1/approvals/" + id + "/approve", as: "sam"})
+			statuses <- status
+		}()
+	}
+	got := []int{<-statuses, <-statuses}
+	slices.Sort(got)
+	if got[0] != 200 || got[1] != 404 {
+		t.Fatalf("statuses %v, want one 200 and one 404", got)
+	}
+	if n := len(f.rec.Find("key.destroy")); n != 1 {
+		t.Fatalf("%d key.destroy events", n)
+	}
+}

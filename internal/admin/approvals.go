@@ -262,6 +262,41 @@ func (st *approvalStore) get(ctx context.Context, id string) (*Approval, error) 
 	return a, nil
 }
 
+// claim takes request id out of the pending set for the one caller that
+// passes check, so that two approvers at once cannot both apply it.
+func (st *approvalStore) claim(ctx context.Context, id string, check func(*Approval) error) (*Approval, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if n := st.expireLocked(ctx); n > 0 {
+		_ = st.saveLocked()
+	}
+	a := st.pending[id]
+	if a == nil {
+		return nil, &apiError{http.StatusNotFound, "not_found", fmt.Sprintf("no pending request %q (it may have expired, been approved or rejected: see the audit log)", id)}
+	}
+	if err := check(a); err != nil {
+		return nil, err
+	}
+	delete(st.pending, id)
+	if err := st.saveLocked(); err != nil {
+		st.pending[id] = a
+		return nil, err
+	}
+	return a, nil
+}
+
+// putBack returns a claimed request whose operation failed for a
+// passing reason (the HSM or keystore unavailable), so that it can be
+// approved again.
+func (st *approvalStore) putBack(a *Approval) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.pending[a.ID] = a
+	if err := st.saveLocked(); err != nil {
+		st.log.Error("admin: approvals", "err", err)
+	}
+}
+
 func (st *approvalStore) remove(id string) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -371,34 +406,34 @@ func (s *Server) approve(w http.ResponseWriter, r *http.Request) error {
 	if err := readJSON(r, &struct{}{}); err != nil {
 		return err
 	}
-	a, err := s.approvals.get(r.Context(), r.PathValue("id"))
+	a, err := s.approvals.claim(r.Context(), r.PathValue("id"), func(a *Approval) error {
+		if a.RequestedBy == p.Name {
+			return &apiError{http.StatusForbidden, "same_principal", fmt.Sprintf("dual control: %s requested %s and cannot also approve it; another principal with the role %s must", p.Name, a.ID, a.RequiredRole)}
+		}
+		if !p.Has(a.RequiredRole) {
+			return &apiError{http.StatusForbidden, "forbidden", fmt.Sprintf("approving %s needs the role %s; %s has %s", a.ID, a.RequiredRole, p.Name, rolesText(p.Roles))}
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	if a.RequestedBy == p.Name {
-		return &apiError{http.StatusForbidden, "same_principal", fmt.Sprintf("dual control: %s requested %s and cannot also approve it; another principal with the role %s must", p.Name, a.ID, a.RequiredRole)}
-	}
-	if !p.Has(a.RequiredRole) {
-		return &apiError{http.StatusForbidden, "forbidden", fmt.Sprintf("approving %s needs the role %s; %s has %s", a.ID, a.RequiredRole, p.Name, rolesText(p.Roles))}
-	}
 	details := map[string]string{"id": a.ID, "kind": a.Kind, "requested_by": a.RequestedBy}
 	if err := s.record(r.Context(), audit.Event{Action: "approval.approve", Key: a.Key, Version: a.Version, Rules: a.NewHash, Details: details}); err != nil {
+		s.approvals.putBack(a)
 		return fmt.Errorf("admin: the approval could not be audited, so nothing was done: %w", err)
 	}
 	// The operation is attributed to both.
 	ctx := audit.WithActor(r.Context(), "admin:"+a.RequestedBy+"+"+p.Name)
 	result, err := s.apply(ctx, a, p)
 	if err != nil {
-		if !errors.Is(err, hsm.ErrUnavailable) && !errors.Is(err, keystore.ErrUnavailable) {
-			_ = s.approvals.remove(a.ID)
-			details["removed"] = "true"
+		if errors.Is(err, hsm.ErrUnavailable) || errors.Is(err, keystore.ErrUnavailable) {
+			s.approvals.putBack(a)
+			details["kept"] = "true"
 		}
 		details["error"] = err.Error()
 		_ = s.record(r.Context(), audit.Event{Action: "approval.apply", Outcome: "error", Key: a.Key, Version: a.Version, Rules: a.NewHash, Reason: "approved, but the operation failed", Details: details})
 		return err
-	}
-	if err := s.approvals.remove(a.ID); err != nil {
-		s.log.Error("admin: an applied request stays in the approvals file", "id", a.ID, "err", err)
 	}
 	_ = s.record(ctx, audit.Event{Action: "approval.apply", Key: a.Key, Version: a.Version, Rules: a.NewHash, Details: details})
 	writeJSON(w, http.StatusOK, map[string]any{"approval": listView(a), "applied": true, "approved_by": p.Name, "result": result})
