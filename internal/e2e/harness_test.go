@@ -71,6 +71,13 @@ func startSidecar(t *testing.T, cfg sidecarConfig) *sidecar {
 	}
 	cmd := exec.Command(sidecryptBin, "serve")
 	cmd.Env = s.environ()
+	// Registered first, so it runs after the process has stopped: a
+	// sidecar built with -race reports data races on its stderr.
+	t.Cleanup(func() {
+		if s.proc != nil && strings.Contains(s.proc.Log.String(), "WARNING: DATA RACE") {
+			t.Errorf("the race detector found a data race in sidecrypt serve:\n%s", s.proc.Log.String())
+		}
+	})
 	s.proc = testenv.Start(t, "sidecrypt serve", cmd)
 	testenv.WaitHTTP(t, s.proc, s.adminURL+"/healthz", 60*time.Second)
 	for _, k := range cfg.keys {
