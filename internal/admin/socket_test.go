@@ -28,7 +28,7 @@ func TestListenUnix(t *testing.T) {
 		}
 	}
 	// A live socket is not taken over.
-	go func() {
+	go func(ln net.Listener) {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
@@ -36,7 +36,7 @@ func TestListenUnix(t *testing.T) {
 			}
 			c.Close()
 		}
-	}()
+	}(ln)
 	if _, err := ListenUnix(path); err == nil || !strings.Contains(err.Error(), "already serves") {
 		t.Fatalf("second listener on a live socket: %v", err)
 	}

@@ -63,18 +63,23 @@ func Follow(ctx context.Context, path string, opts FollowOptions, fn func(Follow
 	}
 	off := st.Size()
 	var partial []byte
-	// The last complete line shown and where it ends: if those bytes
-	// change, the file was rewritten under us (a writer moved foreign
-	// lines aside, or someone edited it), and it is read again from the
-	// start, showing only what was not shown yet.
-	var lastLine []byte
-	lastEnd := int64(-1)
-	var shownSeq uint64
+	// The lines shown, with where they end. When bytes already shown
+	// change under the view (a writer moved foreign lines aside, or
+	// someone edited or cut the file), reading resumes after the last
+	// shown line that is still there unchanged, so that nothing new or
+	// changed is ever skipped; if none is, from the start.
+	var shown shownRing
 	if prev != nil {
-		shownSeq = prev.Seq
 		if b, end, err := lastLineOf(f, off); err == nil {
-			lastLine, lastEnd = b, end
+			shown.add(b, end)
 		}
+	}
+	resume := func(note string) error {
+		off, partial, prev = shown.lastIntact(f), nil, nil
+		if off > 0 {
+			prev = shown.entryAt(off)
+		}
+		return fn(FollowEvent{Note: note})
 	}
 	tick := time.NewTicker(opts.Poll)
 	defer tick.Stop()
@@ -85,14 +90,14 @@ func Follow(ctx context.Context, path string, opts FollowOptions, fn func(Follow
 		case <-tick.C:
 		}
 		// A replaced file (rotation, or a rewrite by rename) has a new
-		// inode under the same name; a truncated one got smaller.
+		// inode under the same name: followed from its start.
 		if nst, err := os.Stat(path); err == nil && !os.SameFile(st, nst) {
 			nf, err := os.Open(path)
 			if err != nil {
 				continue
 			}
 			f.Close()
-			f, st, off, partial, prev = nf, nst, 0, nil, nil
+			f, st, off, partial, prev, shown = nf, nst, 0, nil, nil, shownRing{}
 			if err := fn(FollowEvent{Note: "the log file was replaced; following the new file from its start"}); err != nil {
 				return err
 			}
@@ -101,23 +106,18 @@ func Follow(ctx context.Context, path string, opts FollowOptions, fn func(Follow
 		if err != nil {
 			return fmt.Errorf("audit: %w", err)
 		}
-		if cur.Size() < off {
-			off, partial, prev = 0, nil, nil
-			if err := fn(FollowEvent{Note: fmt.Sprintf("the log file shrank to %d bytes (truncated); following it from its start", cur.Size())}); err != nil {
+		switch {
+		case cur.Size() < off:
+			if err := resume(fmt.Sprintf("the log file shrank to %d bytes (cut, or lines moved aside by a writer); following it from its last unchanged line", cur.Size())); err != nil {
+				return err
+			}
+		case cur.Size() > off && !shown.lastStillThere(f):
+			if err := resume("the log was rewritten under this view (lines moved aside by a writer, or edited); following it from its last unchanged line"); err != nil {
 				return err
 			}
 		}
-		if cur.Size() == off {
+		if cur.Size() <= off {
 			continue
-		}
-		if lastEnd >= 0 && cur.Size() >= lastEnd {
-			b := make([]byte, len(lastLine))
-			if _, err := f.ReadAt(b, lastEnd-int64(len(lastLine))); err == nil && !bytesEqual(b, lastLine) {
-				off, partial, prev, lastEnd = 0, nil, nil, -1
-				if err := fn(FollowEvent{Note: "the log was rewritten under this view (lines moved aside by a writer, or edited); reading it again from the start"}); err != nil {
-					return err
-				}
-			}
 		}
 		chunk := make([]byte, cur.Size()-off)
 		n, err := f.ReadAt(chunk, off)
@@ -131,9 +131,10 @@ func Follow(ctx context.Context, path string, opts FollowOptions, fn func(Follow
 			if i < 0 {
 				break
 			}
-			line := append([]byte(nil), partial[:i]...)
+			line := append([]byte(nil), partial[:i+1]...)
 			partial = partial[i+1:]
-			lastLine, lastEnd = append(line, '\n'), off-int64(len(partial))
+			shown.add(line, off-int64(len(partial)))
+			line = line[:len(line)-1]
 			p, err := parseLine(line)
 			if err != nil {
 				if err := fn(FollowEvent{Line: line, Note: "not an audit line: " + err.Error()}); err != nil {
@@ -147,10 +148,6 @@ func Follow(ctx context.Context, path string, opts FollowOptions, fn func(Follow
 			}
 			e := p.Entry
 			prev = &e
-			if ev.Broken == "" && p.Seq <= shownSeq {
-				continue // shown before a re-read
-			}
-			shownSeq = max(shownSeq, p.Seq)
 			if err := fn(ev); err != nil {
 				return err
 			}
@@ -159,6 +156,62 @@ func Follow(ctx context.Context, path string, opts FollowOptions, fn func(Follow
 			partial = partial[:0]
 		}
 	}
+}
+
+// shownRing remembers the last lines Follow showed and where each ends.
+type shownRing struct {
+	lines []shownLine
+}
+
+type shownLine struct {
+	b   []byte // with its newline
+	end int64
+}
+
+// maxShown bounds how far back Follow looks for an unchanged line.
+const maxShown = 1000
+
+func (r *shownRing) add(b []byte, end int64) {
+	if len(r.lines) == maxShown {
+		r.lines = append(r.lines[:0], r.lines[1:]...)
+	}
+	r.lines = append(r.lines, shownLine{b: b, end: end})
+}
+
+func (l shownLine) intact(f *os.File) bool {
+	buf := make([]byte, len(l.b))
+	_, err := f.ReadAt(buf, l.end-int64(len(l.b)))
+	return err == nil && bytes.Equal(buf, l.b)
+}
+
+// lastStillThere reports whether the last shown line is unchanged.
+func (r *shownRing) lastStillThere(f *os.File) bool {
+	return len(r.lines) == 0 || r.lines[len(r.lines)-1].intact(f)
+}
+
+// lastIntact drops the shown lines that changed and returns where the
+// last unchanged one ends (0 when none is left).
+func (r *shownRing) lastIntact(f *os.File) int64 {
+	for len(r.lines) > 0 {
+		if l := r.lines[len(r.lines)-1]; l.intact(f) {
+			return l.end
+		}
+		r.lines = r.lines[:len(r.lines)-1]
+	}
+	return 0
+}
+
+// entryAt returns the entry of the shown line that ends at end.
+func (r *shownRing) entryAt(end int64) *Entry {
+	for i := len(r.lines) - 1; i >= 0; i-- {
+		if r.lines[i].end == end {
+			if p, err := parseLine(bytes.TrimSuffix(r.lines[i].b, []byte("\n"))); err == nil {
+				return &p.Entry
+			}
+			return nil
+		}
+	}
+	return nil
 }
 
 // lastLineOf returns the last complete line of f (of size size) with its
@@ -176,8 +229,6 @@ func lastLineOf(f *os.File, size int64) ([]byte, int64, error) {
 	start := bytes.LastIndexByte(buf[:end], '\n') + 1
 	return append([]byte(nil), buf[start:end+1]...), off + int64(end) + 1, nil
 }
-
-func bytesEqual(a, b []byte) bool { return bytes.Equal(a, b) }
 
 func indexNewline(b []byte) int {
 	for i, c := range b {
