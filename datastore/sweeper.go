@@ -76,11 +76,14 @@ type Sweeper interface {
 	//
 	//   - Completeness: a walk continued page by page until Done returns
 	//     every document that existed when the walk started (cursor "")
-	//     and still exists, at least once, in a version no older than
-	//     the one it had at that start. Documents created or changed
-	//     after the start may or may not be returned. A document with
-	//     several current versions (CouchDB conflicts) is returned once
-	//     per current version, each with its own Version.
+	//     and has not changed since, at least once. A document created,
+	//     changed or deleted after the start may be returned (in its
+	//     current version) or not: that change was written after the
+	//     sweep began, through the sidecar, under the rules and keys in
+	//     force then (the sweep's own writes are such changes, which is
+	//     why a walk need not chase them). A document with several
+	//     current versions (CouchDB conflicts) is returned once per
+	//     current version, each with its own Version.
 	//   - Resumability: the cursor is a printable string of at most
 	//     MaxCursorLen bytes that the engine stores durably; handed to
 	//     Scan again, in the same process or another one after a crash,
