@@ -784,3 +784,46 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// TestVerifyWhileWriting: verify reads a consistent snapshot (the log's
+// size and checkpoint file under a shared lock) while writers append.
+func TestVerifyWhileWriting(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	w := FileWitness{Path: filepath.Join(t.TempDir(), "heads")}
+	l := open(t, path, Options{CheckpointEvery: 2 * time.Millisecond, Witness: w})
+	record(t, l, 1)
+	for i := 0; ; i++ { // the witness takes heads in the background
+		if _, err := os.Stat(w.Path); err == nil {
+			break
+		}
+		if i > 1000 {
+			t.Fatal("no head reached the witness")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := l.Record(ctxActor(), Event{Action: "request.refused", Reason: "x"}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for i := range 30 {
+		res, err := VerifyFile(context.Background(), path, VerifyOptions{Signer: testSigner, Witness: w})
+		if err != nil || !res.Clean() {
+			t.Fatalf("verify %d while writing: %+v %v %v", i, res, res.Problem, err)
+		}
+	}
+	close(stop)
+	<-done
+	l.Close()
+}

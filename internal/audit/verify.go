@@ -8,6 +8,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -106,27 +107,9 @@ func VerifyFile(ctx context.Context, path string, opts VerifyOptions) (Result, e
 	v := newVerifier(opts.Signer)
 
 	// What must be looked up during the one pass: the checkpoint's line
-	// and the witness's heads, which need the log's name (line 1).
-	var cp *checkpointFile
-	cpPath := opts.CheckpointFile
-	if cpPath == "" {
-		cpPath = path + ".checkpoint"
-	}
-	cpStatus := "not checked"
-	if cpPath != "-" {
-		cp, err = readCheckpointFile(cpPath)
-		switch {
-		case errors.Is(err, os.ErrNotExist):
-			cp, cpStatus = nil, "missing"
-		case err != nil:
-			v.res.CheckpointFile = "invalid"
-			v.res.OK = false
-			v.res.Problem = &Problem{Reason: "checkpoint file: " + err.Error()}
-			return v.res, nil
-		default:
-			v.want[cp.Seq] = true
-		}
-	}
+	// and the witness's heads, which need the log's name (line 1). The
+	// witness first: a head it holds was written to the log before it was
+	// published, so the log as read afterwards holds it.
 	var heads []Head
 	if opts.Witness != nil {
 		first, ferr := readLineAt(f, 0)
@@ -140,10 +123,45 @@ func VerifyFile(ctx context.Context, path string, opts VerifyOptions) (Result, e
 			}
 		}
 	}
+	// Then, under a shared lock (writers append whole lines and replace
+	// the checkpoint file under an exclusive one), the log's size and
+	// its checkpoint file, consistent with each other; the log is read
+	// up to that size, so a writer appending meanwhile is no problem.
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH); err != nil {
+		return Result{}, fmt.Errorf("audit: lock %s: %w", path, err)
+	}
+	st, err := f.Stat()
+	var cp *checkpointFile
+	var cpErr error
+	cpPath := opts.CheckpointFile
+	if cpPath == "" {
+		cpPath = path + ".checkpoint"
+	}
+	if cpPath != "-" {
+		cp, cpErr = readCheckpointFile(cpPath)
+	}
+	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	if err != nil {
+		return Result{}, fmt.Errorf("audit: %w", err)
+	}
+	cpStatus := "not checked"
+	if cpPath != "-" {
+		switch {
+		case errors.Is(cpErr, os.ErrNotExist):
+			cp, cpStatus = nil, "missing"
+		case cpErr != nil:
+			v.res.CheckpointFile = "invalid"
+			v.res.OK = false
+			v.res.Problem = &Problem{Reason: "checkpoint file: " + cpErr.Error()}
+			return v.res, nil
+		default:
+			v.want[cp.Seq] = true
+		}
+	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return Result{}, fmt.Errorf("audit: %w", err)
 	}
-	if err := v.run(ctx, f); err != nil {
+	if err := v.run(ctx, io.LimitReader(f, st.Size())); err != nil {
 		return v.res, err
 	}
 	res := &v.res
