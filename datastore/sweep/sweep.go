@@ -306,7 +306,7 @@ func (r *Runner) claim(ctx context.Context, collection string, col *datastore.Co
 			}
 			run = cur
 			run.Options.Rate = req.Rate
-			resumed = cur.State != StateQueued
+			resumed = cur.Cursor != "" || cur.Counts.Documents > 0
 		} else {
 			run = &Run{ID: newID(), Options: spec, Started: now, Total: -1}
 			resumed = false
@@ -316,7 +316,7 @@ func (r *Runner) claim(ctx context.Context, collection string, col *datastore.Co
 				return err
 			}
 		}
-		if run.Actor == "" || !resumed {
+		if run.Actor == "" {
 			run.Actor = audit.ActorFrom(ctx)
 		}
 		run.Runner = req.Runner

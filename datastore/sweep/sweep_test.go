@@ -452,3 +452,71 @@ func TestNoteID(t *testing.T) {
 		}
 	}
 }
+
+func TestJobsStartPauseResume(t *testing.T) {
+	e := newEnv(t)
+	for i := range 30 {
+		e.store.put(fmt.Sprintf("d%02d", i), map[string]any{"ssn": fmt.Sprintf("plain %d", i)})
+	}
+	r := e.runner(Hooks{})
+	jobs := NewJobs(JobsConfig{Open: func() (*Runner, error) { return r, nil }, Notes: e.m, Interval: 20 * time.Millisecond})
+	paused := make(chan struct{})
+	writes := 0
+	e.store.beforeWrite = func(string) {
+		// Half way, an operator pauses it.
+		if writes++; writes == 10 {
+			if _, err := jobs.Pause(e.ctx, "clinic"); err != nil {
+				t.Error(err)
+			}
+			close(paused)
+		}
+	}
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- jobs.Run(ctx) }()
+	if _, err := jobs.Start(audit.WithActor(e.ctx, "admin:alice"), StartRequest{Collection: "clinic"}); err != nil {
+		t.Fatal(err)
+	}
+	<-paused
+	st := waitState(t, jobs, "clinic", func(st *State) bool { return st.Sweep.State == StatePaused })
+	if st.Sweep.Counts.Documents == 30 || st.Sweep.Counts.Documents == 0 {
+		t.Fatalf("paused after %d documents", st.Sweep.Counts.Documents)
+	}
+	// Starting another one while this is unfinished is refused.
+	if _, err := jobs.Start(e.ctx, StartRequest{Collection: "clinic"}); !errors.Is(err, ErrUnfinished) {
+		t.Fatalf("second start: %v", err)
+	}
+	if _, err := jobs.Resume(e.ctx, "clinic"); err != nil {
+		t.Fatal(err)
+	}
+	st = waitState(t, jobs, "clinic", func(st *State) bool { return st.Sweep.State == StateDone })
+	if c := st.Sweep.Counts; c.Documents != 30 || c.Encrypted != 30 || c.Rewritten != 30 {
+		t.Fatalf("counts = %+v", c)
+	}
+	for id, n := range e.store.writes {
+		if n != 1 {
+			t.Fatalf("%s written %d times", id, n)
+		}
+	}
+	if evs := e.rec.Find("sweep.start"); len(evs) != 1 || evs[0].Actor != "" && evs[0].Actor != "sweep:admin:alice" {
+		t.Fatalf("start events: %+v", evs)
+	}
+	cancel()
+	<-done
+}
+
+func waitState(t *testing.T, jobs *Jobs, col string, ok func(*State) bool) *State {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		st, err := jobs.Get(context.Background(), col)
+		if err == nil && st.Sweep != nil && ok(st) {
+			return st
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	st, err := jobs.Get(context.Background(), col)
+	t.Fatalf("state never reached: %+v %+v, %v", st, st.Sweep, err)
+	return nil
+}
