@@ -153,6 +153,9 @@ type Report struct {
 	Tokens   int       // encrypt: values left alone because they already were valid tokens
 	Masked   int       // decrypt: values masked instead of opened
 	Failures []Failure // decrypt, non-strict: tokens left as they were
+	// Misplaced (bound decrypt): tokens left closed because they stood
+	// where no field sealed under their key and mode is: copied there.
+	Misplaced int
 }
 
 // FieldEvent describes one transformed value, for `rules test --explain`.
@@ -250,6 +253,126 @@ type Decryptor struct {
 // NewDecryptor returns a Decryptor that applies policy to every token.
 func NewDecryptor(policy Policy, lim Limits) *Decryptor {
 	return &Decryptor{impl: newDecryptor(policy, lim)}
+}
+
+// NewBoundDecryptor returns a Decryptor that opens (or masks) a token only
+// at a place that one of places selects, and only if the token is of that
+// place's Key and Mode; every other token stays as it is and is counted in
+// Report.Misplaced. places are the fields of the documents a response
+// carries (a datastore profile knows where documents travel): a token
+// copied into another field, another document or another collection is
+// never opened, so nobody can have the sidecar reveal a token they found
+// by pasting it where they can read it back (docs/FORMAT.md §7). Only
+// Selector, Key and Mode of places are used.
+func NewBoundDecryptor(policy Policy, places []FieldRule, lim Limits) (*Decryptor, error) {
+	d := newDecryptor(policy, lim)
+	var sels []Selector
+	idx := map[string]int{}
+	for i, r := range places {
+		if r.Selector.IsZero() {
+			return nil, fmt.Errorf("fieldcrypt: place %d: no selector", i)
+		}
+		if !ValidKeyName(r.Key) {
+			return nil, fmt.Errorf("fieldcrypt: place %d (%s): invalid key name %q", i, r.Selector, r.Key)
+		}
+		if r.Mode != ModeRandom && r.Mode != ModeDeterministic {
+			return nil, fmt.Errorf("fieldcrypt: place %d (%s): invalid mode %d", i, r.Selector, r.Mode)
+		}
+		k, ok := idx[r.Key]
+		if !ok {
+			k = len(d.keyNames)
+			idx[r.Key] = k
+			d.keyNames = append(d.keyNames, r.Key)
+		}
+		d.rules = append(d.rules, compiledRule{text: r.Selector.String(), key: k, mode: r.Mode})
+		sels = append(sels, r.Selector)
+	}
+	d.auto = compileAutomaton(sels)
+	return &Decryptor{impl: d}, nil
+}
+
+// Token binding (docs/FORMAT.md §7). A request carries tokens only where
+// this sidecar itself would have put them; the token policy says what the
+// sidecar reveals of each key (the decrypt Policy of its rules: open,
+// mask, leave).
+
+type tokenPolicyKey struct{}
+
+// WithTokenPolicy returns a context under which Encrypt, EncryptBytes and
+// CheckToken bind tokens to their fields: in a selected field, a string
+// that is a token is kept only if it is of that field's key and mode and
+// the policy does not open its key (and it opens); a token of a key the
+// policy opens or masks is refused anywhere else with ErrTokenNotAllowed;
+// any other token-like string is sealed as data. Without a token policy
+// the encryptor keeps every string that opens as a token under any key.
+func WithTokenPolicy(ctx context.Context, p Policy) context.Context {
+	return context.WithValue(ctx, tokenPolicyKey{}, p)
+}
+
+// TokenPolicyFrom returns the context's token policy, or nil.
+func TokenPolicyFrom(ctx context.Context) Policy {
+	if ctx == nil {
+		return nil
+	}
+	p, _ := ctx.Value(tokenPolicyKey{}).(Policy)
+	return p
+}
+
+// CheckToken decides, like the encryptor under the context's token policy,
+// about a value a request compares with a field sealed under key and mode
+// (a query parameter, a compared value in a query document): keep it as
+// it is (keep true), seal it like any value (keep false), or refuse the
+// request (ErrTokenNotAllowed). value is the value's text, unescaped. A
+// value that does not look like a token is never kept.
+func CheckToken(ctx context.Context, keys Keyring, key string, mode Mode, value string) (keep bool, err error) {
+	if !HasTokenPrefix(value) {
+		return false, nil
+	}
+	tok := []byte(value)
+	info, err := ParseTokenInfo(tok)
+	if err != nil {
+		return false, nil
+	}
+	pol := TokenPolicyFrom(ctx)
+	if pol != nil {
+		act, _ := pol.Action(info.Key)
+		own := info.Key == key && info.Mode == mode
+		switch {
+		case act == ActionOpen, act == ActionMask && !own:
+			return false, fmt.Errorf("fieldcrypt: %w: a token of key %q", ErrTokenNotAllowed, info.Key)
+		case !own:
+			return false, nil
+		}
+	}
+	if keys == nil {
+		return false, nil
+	}
+	k, err := keys.OpenKey(ctx, info.Key, info.KeyVersion)
+	if err != nil || k == nil {
+		return false, nil
+	}
+	_, plain, err := OpenToken(k, tok)
+	clear(plain)
+	return err == nil, nil
+}
+
+// CheckLooseValue refuses (ErrTokenNotAllowed), under the context's token
+// policy, a value that no rule protects but that is a token of a key this
+// sidecar opens or masks: a query parameter or compared value the rules
+// leave alone. value is unescaped.
+func CheckLooseValue(ctx context.Context, value string) error {
+	pol := TokenPolicyFrom(ctx)
+	if pol == nil || !HasTokenPrefix(value) {
+		return nil
+	}
+	info, err := ParseTokenInfo([]byte(value))
+	if err != nil {
+		return nil
+	}
+	if act, _ := pol.Action(info.Key); act == ActionOpen || act == ActionMask {
+		return fmt.Errorf("fieldcrypt: %w: a token of key %q", ErrTokenNotAllowed, info.Key)
+	}
+	return nil
 }
 
 // Decrypt reads JSON from src and writes it to dst with every token that
@@ -374,6 +497,12 @@ var (
 	// one JSON value of the type its header declares. Only a holder of the
 	// key can produce such a token.
 	ErrTokenContent = errors.New("token content does not match its type")
+	// ErrTokenNotAllowed: under a token policy (WithTokenPolicy), a
+	// request carries a token of a key this sidecar opens or masks where
+	// the sidecar would not have put it. An application that only ever
+	// sees plaintext and masks never sends one; accepted, it would make
+	// the sidecar reveal a value to whoever pasted it (docs/FORMAT.md §7).
+	ErrTokenNotAllowed = errors.New("token not allowed here")
 	// ErrFieldRefused: a FieldRule.Check refused a value.
 	ErrFieldRefused = errors.New("field refused")
 	// ErrTooManyKeys: a document names more distinct key versions than

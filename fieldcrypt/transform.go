@@ -1,6 +1,7 @@
 package fieldcrypt
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -148,6 +149,12 @@ func (e *encryptor) runBytes(ctx context.Context, src []byte, keys Keyring, opt 
 type decryptor struct {
 	policy Policy
 	lim    Limits
+	// Bound decryptors (NewBoundDecryptor) open a token only where one of
+	// rules selects its place and names its key and mode; auto is nil
+	// for a decryptor that opens tokens wherever they are.
+	auto     *automaton
+	rules    []compiledRule
+	keyNames []string
 }
 
 func newDecryptor(p Policy, lim Limits) *decryptor {
@@ -237,6 +244,16 @@ type machine struct {
 	s    scanner
 	enc  *encryptor
 	dec  *decryptor
+	// auto is the automaton of the call's selectors: the encryptor's, or
+	// a bound decryptor's; nil for a decryptor that opens anywhere.
+	auto *automaton
+	// tokens is the request's token policy (WithTokenPolicy): what this
+	// sidecar reveals of each key. nil: tokens are not bound to fields.
+	tokens Policy
+	// tokScan: every string of the document is looked at for tokens,
+	// not only those the rules select (encrypt with a token policy, on a
+	// document that may hold tokens).
+	tokScan bool
 	ctx  context.Context
 	keys Keyring
 	opt  CallOptions
@@ -295,6 +312,7 @@ func putMachine(m *machine) {
 // prepare readies m for one call.
 func (m *machine) prepare(ctx context.Context, keys Keyring, opt *CallOptions) {
 	m.ctx, m.keys = ctx, keys
+	m.tokens = TokenPolicyFrom(ctx)
 	if opt != nil {
 		m.opt = *opt
 	} else {
@@ -307,6 +325,7 @@ func (m *machine) prepare(ctx context.Context, keys Keyring, opt *CallOptions) {
 // reset drops what m held for the call, keeping its reusable buffers.
 func (m *machine) reset() {
 	m.enc, m.dec, m.ctx, m.keys, m.opt = nil, nil, nil, nil, CallOptions{}
+	m.auto, m.tokens, m.tokScan = nil, nil, false
 	m.s.buf, m.s.r, m.s.w, m.s.out, m.s.ctx, m.s.flush = nil, nil, nil, nil, nil, nil
 	m.z.rand, m.z.v1 = nil, false
 	clear(m.sealKeys)
@@ -359,6 +378,9 @@ func depthFor(lim Limits, opt *CallOptions) int {
 
 func (m *machine) setEncrypt(e *encryptor, opt *CallOptions) {
 	m.enc = e
+	m.auto = e.auto
+	// Reading from a stream, the whole document is not there to pre-check.
+	m.tokScan = m.tokens != nil
 	m.maxDepth = depthFor(e.lim, opt)
 	m.maxKeys = e.lim.MaxKeyVersions
 	m.step.reset(e.auto)
@@ -372,11 +394,18 @@ func (m *machine) setEncrypt(e *encryptor, opt *CallOptions) {
 
 func (m *machine) setDecrypt(d *decryptor, opt *CallOptions) {
 	m.dec = d
+	m.auto = d.auto
+	if d.auto != nil {
+		m.step.reset(d.auto)
+	}
 	m.maxDepth = depthFor(d.lim, opt)
 	m.maxKeys = d.lim.MaxKeyVersions
 }
 
 func (m *machine) runBytes(src []byte, outCap int) ([]byte, Report, error) {
+	if m.tokScan && !mayHoldTokenSpelling(src) {
+		m.tokScan = false
+	}
 	m.s.initBytes(src)
 	m.s.w = nil
 	m.s.out = make([]byte, 0, outCap)
@@ -538,8 +567,8 @@ func (m *machine) value() error {
 		clear(m.trackMap)
 	}
 	m.pendMatch = -1
-	if m.enc != nil {
-		m.arena = append(m.arena, m.enc.auto.roots...)
+	if m.auto != nil {
+		m.arena = append(m.arena, m.auto.roots...)
 	}
 	st := stValue
 	for {
@@ -550,6 +579,25 @@ func (m *machine) value() error {
 			}
 			c := s.buf[s.pos]
 			leaf := int32(-1)
+			if m.pendMatch >= 0 && m.dec != nil {
+				// A bound decryptor at a protected field's place: a
+				// token there is opened (if its key and mode are the
+				// field's); a container is not a token, and nothing
+				// inside a protected value is a place of its own.
+				var err error
+				if c == '"' {
+					err = m.decryptString()
+				} else if c == '{' || c == '[' {
+					err = s.skipValue(len(m.frames), m.maxDepth)
+				} else {
+					_, err = s.scanScalar(c)
+				}
+				if err != nil {
+					return m.fail(err)
+				}
+				st = stAfter
+				continue
+			}
 			if m.pendMatch >= 0 {
 				if (c == '{' || c == '[') && m.enc.rules[m.pendMatch].leaves {
 					// Keep the container; seal each scalar inside.
@@ -568,8 +616,10 @@ func (m *machine) value() error {
 				}
 				pendOff := m.pendOff()
 				pendLen := len(m.arena) - pendOff
-				if m.enc != nil && pendLen == 0 && leaf < 0 {
-					// No selector reaches inside: validate and pass through.
+				if m.auto != nil && pendLen == 0 && leaf < 0 && !m.tokScan {
+					// No selector reaches inside: validate and pass
+					// through (a bound decryptor has nothing to open in
+					// there either).
 					if err := s.skipValue(len(m.frames), m.maxDepth); err != nil {
 						return m.fail(err)
 					}
@@ -603,9 +653,12 @@ func (m *machine) value() error {
 				continue
 			}
 			var err error
-			if c == '"' && m.dec != nil {
+			switch {
+			case c == '"' && m.dec != nil && m.dec.auto == nil:
 				err = m.decryptString()
-			} else {
+			case c == '"' && m.tokScan:
+				err = m.looseString()
+			default:
 				_, err = s.scanScalar(c)
 			}
 			if err != nil {
@@ -656,7 +709,7 @@ func (m *machine) value() error {
 // after the states of the innermost open container.
 func (m *machine) pendOff() int {
 	if len(m.frames) == 0 {
-		if m.enc != nil {
+		if m.auto != nil {
 			return 0
 		}
 		return len(m.arena)
@@ -684,7 +737,7 @@ func (m *machine) pop() {
 func (m *machine) element(i int) {
 	f := &m.frames[len(m.frames)-1]
 	f.elem, f.index = true, i
-	if m.enc == nil {
+	if m.auto == nil {
 		return
 	}
 	if f.leaf >= 0 {
@@ -709,8 +762,8 @@ func (m *machine) member() error {
 	// any selector could match is let go, so that it streams.
 	s.hold, s.holdDropped = s.pos, false
 	s.holdCap = 64 << 10
-	if m.enc != nil && 6*m.enc.auto.maxName+2 > s.holdCap {
-		s.holdCap = 6*m.enc.auto.maxName + 2
+	if m.auto != nil && 6*m.auto.maxName+2 > s.holdCap {
+		s.holdCap = 6*m.auto.maxName + 2
 	}
 	escaped, err := s.scanString()
 	start := s.hold
@@ -728,7 +781,7 @@ func (m *machine) member() error {
 	f.keyTrunc = dropped || len(raw) > maxPathName
 	f.elem = true
 
-	if m.enc != nil {
+	if m.auto != nil {
 		name := raw
 		if escaped && !dropped {
 			m.keyDec = decodeString(m.keyDec[:0], raw)
@@ -743,7 +796,7 @@ func (m *machine) member() error {
 			off := int(f.stOff + f.stLen)
 			m.arena, m.pendMatch, advanced = m.step.next(m.arena[:off], m.arena[f.stOff:off], name, !dropped, 0, false)
 		}
-		if advanced && !dropped {
+		if advanced && !dropped && m.enc != nil {
 			if m.duplicate(f, name) {
 				return m.fail(&detailError{ErrDuplicateKey, "a selector applies to this member, which appears twice"})
 			}
@@ -828,7 +881,17 @@ func (m *machine) captureAndSeal(c byte) error {
 		m.event(rule, nil, typ, "left")
 		return nil
 	}
-	if typ == TypeString && !escaped && len(text) > len(TokenPrefix)+2 && tokenFormat(text[1:]) != 0 {
+	if typ == TypeString && m.tokens != nil {
+		k, err := m.boundToken(rule, text[1:len(text)-1], escaped)
+		if err != nil {
+			return &PathError{Path: m.path(), Offset: s.base + int64(start), Err: err}
+		}
+		if k != nil {
+			m.report.Tokens++
+			m.event(rule, k, typ, "already-token")
+			return nil
+		}
+	} else if typ == TypeString && !escaped && len(text) > len(TokenPrefix)+2 && tokenFormat(text[1:]) != 0 {
 		k, err := m.existingToken(text[1 : len(text)-1])
 		if err != nil {
 			return &PathError{Path: m.path(), Offset: s.base + int64(start), Err: err}
@@ -885,6 +948,100 @@ func (m *machine) existingToken(content []byte) (*DataKey, error) {
 	}
 	return e.key, nil
 }
+
+// boundToken decides about a string that a request puts where rule seals,
+// under the call's token policy (WithTokenPolicy, docs/FORMAT.md §7). It
+// returns the key to keep the string as the token it is, nil to seal it as
+// data, or ErrTokenNotAllowed. content is the string's text between the
+// quotes, escaped as written.
+//
+// Kept is only a token of this very field (its key and mode, spelled
+// without escapes) that this sidecar does not open, and that opens: the
+// application saw it as a token (a key it may not open) or the sidecar put
+// it back itself (a masked value written back), and it round-trips. A
+// token of a key this sidecar opens or masks anywhere else never comes
+// from an application that only ever sees plaintext and masks: it is
+// refused. Anything else that looks like a token is sealed as data, so it
+// comes back as the text it was, never opened.
+func (m *machine) boundToken(rule *compiledRule, content []byte, escaped bool) (*DataKey, error) {
+	text := content
+	if escaped {
+		m.keyDec = decodeString(m.keyDec[:0], content)
+		text = m.keyDec
+	}
+	if len(text) < len(TokenPrefix) || tokenFormat(text) == 0 {
+		return nil, nil
+	}
+	p, buf, err := decodeToken(m.z.body, text)
+	m.z.body = buf
+	if err != nil {
+		return nil, nil
+	}
+	pe := m.policy(p.name)
+	own := !escaped && pe.name == m.enc.keyNames[rule.key] && p.mode == rule.mode
+	switch {
+	case pe.action == ActionOpen:
+		return nil, errTokenNotAllowed
+	case pe.action == ActionMask && !own:
+		return nil, errTokenNotAllowed
+	case !own:
+		return nil, nil
+	}
+	e := m.openKey(p.name, p.version)
+	if e == nil {
+		return nil, errTooManyKeys
+	}
+	if e.err != nil {
+		return nil, nil
+	}
+	m.plain, _, err = m.z.openParsed(m.plain[:0], e.key, &p)
+	clear(m.plain)
+	if err != nil {
+		return nil, nil
+	}
+	return e.key, nil
+}
+
+// looseString scans a string no rule selects, in a request under a token
+// policy: a token of a key this sidecar opens or masks is refused there,
+// however it is spelled; any other string passes as it is.
+func (m *machine) looseString() error {
+	s := &m.s
+	s.hold = s.pos
+	escaped, err := s.scanString()
+	start, end := s.hold, s.pos
+	s.hold = -1
+	if err != nil {
+		return err
+	}
+	text := s.buf[start+1 : end-1]
+	if escaped {
+		m.keyDec = decodeString(m.keyDec[:0], text)
+		text = m.keyDec
+	}
+	if len(text) < len(TokenPrefix) || tokenFormat(text) == 0 {
+		return nil
+	}
+	p, buf, err := decodeToken(m.z.body, text)
+	m.z.body = buf
+	if err != nil {
+		return nil
+	}
+	if pe := m.policy(p.name); pe.action == ActionOpen || pe.action == ActionMask {
+		return &PathError{Path: m.path(), Offset: s.base + int64(start), Err: errTokenNotAllowed}
+	}
+	return nil
+}
+
+// mayHoldTokenSpelling reports whether doc could hold a string that is a
+// token once its escapes are decoded: a raw "sc1." or "sc2.", or any \u
+// escape (the short escapes \n, \/ ... spell none of "sc", the digits and
+// ".", so a token spelled with escapes has a \u in it).
+func mayHoldTokenSpelling(doc []byte) bool {
+	return MayHoldTokens(doc) || bytes.Contains(doc, []byte(`\u`))
+}
+
+var errTokenNotAllowed = &detailError{ErrTokenNotAllowed, "a token of a key this sidecar reveals, where this sidecar would not have put it"}
 
 // errTooManyKeys: the call met more distinct key versions than it may
 // look up (Limits.MaxKeyVersions).
@@ -977,8 +1134,12 @@ func (m *machine) policy(name []byte) policyEntry {
 		return m.policyCache[i]
 	}
 	e := policyEntry{name: string(name)}
-	if m.dec.policy != nil {
-		e.action, e.masker = m.dec.policy.Action(e.name)
+	pol := m.tokens
+	if m.dec != nil {
+		pol = m.dec.policy
+	}
+	if pol != nil {
+		e.action, e.masker = pol.Action(e.name)
 	}
 	if len(m.policyCache) >= maxPolicyCache {
 		return e
@@ -1089,6 +1250,19 @@ func (m *machine) openAt(start, end int) error {
 		return m.tokenFailure(off, "", 0, 0, 0, err)
 	}
 	pe := m.policy(p.name)
+	if m.dec.auto != nil {
+		// A bound decryptor opens a token only at a place of a field
+		// sealed under the token's own key and mode: anywhere else it is
+		// a value somebody copied there, and stays closed.
+		rule := &m.dec.rules[m.pendMatch]
+		if pe.name != m.dec.keyNames[rule.key] || p.mode != rule.mode {
+			m.report.Misplaced++
+			if m.opt.OnField != nil {
+				m.decEvent(pe.name, &p, p.typ, "misplaced")
+			}
+			return nil
+		}
+	}
 	if pe.action != ActionOpen && pe.action != ActionMask {
 		if m.opt.OnField != nil {
 			m.decEvent(pe.name, &p, p.typ, "left")
