@@ -241,9 +241,9 @@ const (
 // machine is the state of one Encrypt or Decrypt call. Machines are pooled,
 // so that a call allocates a fixed number of times, whatever the document.
 type machine struct {
-	s    scanner
-	enc  *encryptor
-	dec  *decryptor
+	s   scanner
+	enc *encryptor
+	dec *decryptor
 	// auto is the automaton of the call's selectors: the encryptor's, or
 	// a bound decryptor's; nil for a decryptor that opens anywhere.
 	auto *automaton
@@ -254,9 +254,9 @@ type machine struct {
 	// not only those the rules select (encrypt with a token policy, on a
 	// document that may hold tokens).
 	tokScan bool
-	ctx  context.Context
-	keys Keyring
-	opt  CallOptions
+	ctx     context.Context
+	keys    Keyring
+	opt     CallOptions
 
 	maxDepth  int
 	frames    []frame
