@@ -291,8 +291,18 @@ func formatEntry(e *audit.Entry, broken string) string {
 		fmt.Fprintf(&b, "          %s\n", line)
 	case e.Action == "audit.tampering":
 		fmt.Fprintf(&b, "          ! %s lines moved to %s: %s\n", d["lines"], d["moved_to"], d["problem"])
-	case e.Action == "admin.denied":
-		fmt.Fprintf(&b, "          %s %s via %s: %s\n", d["method"], d["endpoint"], d["via"], d["code"])
+	case e.Action == "admin.denied" || e.Action == "admin.call":
+		via := d["via"]
+		if d["uid"] != "" {
+			via += " uid " + d["uid"]
+		} else if d["remote"] != "" {
+			via += " from " + d["remote"]
+		}
+		result := d["code"]
+		if result == "" {
+			result = d["status"]
+		}
+		fmt.Fprintf(&b, "          %s %s via %s: %s\n", d["method"], d["endpoint"], via, result)
 	}
 	return b.String()
 }
