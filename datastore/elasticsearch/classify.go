@@ -8,34 +8,34 @@ import (
 
 // Endpoint names (Operation.Endpoint), stable for logs, metrics and audit.
 const (
-	EpPath         = "elasticsearch.path"           // a path the profile cannot read unambiguously
-	EpServer       = "elasticsearch.server"         // server-wide endpoints that carry no document
-	EpUnknown      = "elasticsearch.unknown"        // an endpoint the profile does not know
-	EpOptions      = "elasticsearch.options"        // OPTIONS without a body (CORS preflight)
-	EpIndex        = "elasticsearch.index"          // /{index}: create, read, delete
-	EpDoc          = "elasticsearch.doc"            // /{index}/_doc/{id}, _create, _source
-	EpUpdate       = "elasticsearch.update"         // /{index}/_update/{id}
-	EpBulk         = "elasticsearch.bulk"           // _bulk
-	EpMget         = "elasticsearch.mget"           // _mget
-	EpSearch       = "elasticsearch.search"         // _search, _count, _explain, _validate, _field_caps, ...
-	EpMsearch      = "elasticsearch.msearch"        // _msearch
-	EpTemplate     = "elasticsearch.search_template" // _search/template, _msearch/template, _render/template
-	EpScroll       = "elasticsearch.scroll"         // _search/scroll, _pit, point in time
-	EpAdmin        = "elasticsearch.admin"          // _refresh, _stats, _mapping, ... (no document)
-	EpSettings     = "elasticsearch.settings"       // /{index}/_settings, /_settings
-	EpAlias        = "elasticsearch.alias"          // _alias, _aliases
-	EpCopy         = "elasticsearch.copy"           // _clone, _split, _shrink, _rollover
-	EpAnalyze      = "elasticsearch.analyze"        // _analyze
-	EpTermVectors  = "elasticsearch.termvectors"    // _termvectors, _mtermvectors
-	EpQueryText    = "elasticsearch.query_text"     // _eql, _graph, _rank_eval: queries the sidecar cannot read
-	EpReindex      = "elasticsearch.reindex"        // _reindex
-	EpByQuery      = "elasticsearch.by_query"       // _update_by_query, _delete_by_query
-	EpPipeline     = "elasticsearch.pipeline"       // ?pipeline=, /_ingest
-	EpScript       = "elasticsearch.script"         // /_scripts
-	EpTemplates    = "elasticsearch.templates"      // /_index_template, /_template, /_component_template
-	EpSnapshot     = "elasticsearch.snapshot"       // /_snapshot/.../_restore, _mount, /_dangling
-	EpJobs         = "elasticsearch.jobs"           // transforms, rollups, CCR, watcher, enrich, ML
-	EpSQL          = "elasticsearch.sql"            // /_sql, /_query
+	EpPath        = "elasticsearch.path"            // a path the profile cannot read unambiguously
+	EpServer      = "elasticsearch.server"          // server-wide endpoints that carry no document
+	EpUnknown     = "elasticsearch.unknown"         // an endpoint the profile does not know
+	EpOptions     = "elasticsearch.options"         // OPTIONS without a body (CORS preflight)
+	EpIndex       = "elasticsearch.index"           // /{index}: create, read, delete
+	EpDoc         = "elasticsearch.doc"             // /{index}/_doc/{id}, _create, _source
+	EpUpdate      = "elasticsearch.update"          // /{index}/_update/{id}
+	EpBulk        = "elasticsearch.bulk"            // _bulk
+	EpMget        = "elasticsearch.mget"            // _mget
+	EpSearch      = "elasticsearch.search"          // _search, _count, _explain, _validate, _field_caps, ...
+	EpMsearch     = "elasticsearch.msearch"         // _msearch
+	EpTemplate    = "elasticsearch.search_template" // _search/template, _msearch/template, _render/template
+	EpScroll      = "elasticsearch.scroll"          // _search/scroll, _pit, point in time
+	EpAdmin       = "elasticsearch.admin"           // _refresh, _stats, _mapping, ... (no document)
+	EpSettings    = "elasticsearch.settings"        // /{index}/_settings, /_settings
+	EpAlias       = "elasticsearch.alias"           // _alias, _aliases
+	EpCopy        = "elasticsearch.copy"            // _clone, _split, _shrink, _rollover
+	EpAnalyze     = "elasticsearch.analyze"         // _analyze
+	EpTermVectors = "elasticsearch.termvectors"     // _termvectors, _mtermvectors
+	EpQueryText   = "elasticsearch.query_text"      // _eql, _graph, _rank_eval: queries the sidecar cannot read
+	EpReindex     = "elasticsearch.reindex"         // _reindex
+	EpByQuery     = "elasticsearch.by_query"        // _update_by_query, _delete_by_query
+	EpPipeline    = "elasticsearch.pipeline"        // ?pipeline=, /_ingest
+	EpScript      = "elasticsearch.script"          // /_scripts
+	EpTemplates   = "elasticsearch.templates"       // /_index_template, /_template, /_component_template
+	EpSnapshot    = "elasticsearch.snapshot"        // /_snapshot/.../_restore, _mount, /_dangling
+	EpJobs        = "elasticsearch.jobs"            // transforms, rollups, CCR, watcher, enrich, ML
+	EpSQL         = "elasticsearch.sql"             // /_sql, /_query
 )
 
 // Classify implements datastore.Profile. It reads the method, the escaped
