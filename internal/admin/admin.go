@@ -35,6 +35,10 @@
 //	PUT  /v1/rules                            compliance; dual control when the diff is flagged
 //	GET  /v1/audit?n=50                       auditor
 //	GET  /v1/audit/verify                     auditor
+//	GET  /v1/sweeps, /v1/sweeps/{collection}  any role (the store sweep: state and inventory, sweeps.go)
+//	POST /v1/sweeps                           operator; decrypt_removed under dual control (security-officer)
+//	POST /v1/sweeps/inventory                 operator, auditor: a dry run
+//	POST /v1/sweeps/{collection}/pause|resume operator
 //	GET  /v1/approvals, /v1/approvals/{id}    any role
 //	POST /v1/approvals/{id}/approve           a principal other than the requester, with the request's role
 //	POST /v1/approvals/{id}/reject            the requester, or the request's role
@@ -129,6 +133,10 @@ type Config struct {
 	CachedEnough func(keys []string) bool
 	Logger       *slog.Logger
 	Now          func() time.Time
+
+	// Sweeps is the store sweep's background jobs; nil when this
+	// sidecar cannot sweep (version 1 rules, forward mode).
+	Sweeps Sweeps
 }
 
 // Server is the admin API handler.
@@ -227,6 +235,12 @@ func (s *Server) routeTable() []route {
 		{pattern: "PUT /v1/rules", roles: compliance, bodyTypes: ruleTypes, h: s.putRules},
 		{pattern: "GET /v1/audit", roles: auditor, h: s.auditTail},
 		{pattern: "GET /v1/audit/verify", roles: auditor, h: s.auditVerify},
+		{pattern: "GET /v1/sweeps", roles: anyRole, h: s.listSweeps},
+		{pattern: "GET /v1/sweeps/{collection}", roles: anyRole, h: s.getSweep},
+		{pattern: "POST /v1/sweeps", roles: operator, h: s.startSweep},
+		{pattern: "POST /v1/sweeps/inventory", roles: []Role{RoleOperator, RoleAuditor}, h: s.startInventory},
+		{pattern: "POST /v1/sweeps/{collection}/pause", roles: operator, h: s.pauseSweep},
+		{pattern: "POST /v1/sweeps/{collection}/resume", roles: operator, h: s.resumeSweep},
 		{pattern: "GET /v1/approvals", roles: anyRole, h: s.listApprovals},
 		{pattern: "GET /v1/approvals/{id}", roles: anyRole, h: s.getApproval},
 		// Who may approve or reject depends on the request: checked

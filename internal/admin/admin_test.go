@@ -399,6 +399,14 @@ var policy = map[string][]Role{
 	"GET /debug/pprof/profile":        {RoleOperator},
 	"GET /debug/pprof/symbol":         {RoleOperator},
 	"GET /debug/pprof/trace":          {RoleOperator},
+
+	// The store sweep (sweeps.go): an inventory is for auditors too.
+	"GET /v1/sweeps":                      AllRoles,
+	"GET /v1/sweeps/{collection}":         AllRoles,
+	"POST /v1/sweeps":                     {RoleOperator},
+	"POST /v1/sweeps/inventory":           {RoleOperator, RoleAuditor},
+	"POST /v1/sweeps/{collection}/pause":  {RoleOperator},
+	"POST /v1/sweeps/{collection}/resume": {RoleOperator},
 }
 
 // TestRouteRoles calls every route as a principal holding each role

@@ -42,7 +42,7 @@ import (
 // Approval is a request for an operation under dual control.
 type Approval struct {
 	ID   string `json:"id"`
-	Kind string `json:"kind"` // "key.destroy", "key.override", "rules.put"
+	Kind string `json:"kind"` // "key.destroy", "key.override", "rules.put", "sweep.decrypt_removed"
 	// Key operations.
 	Key     string `json:"key,omitempty"`
 	Version uint32 `json:"version,omitempty"`
@@ -54,6 +54,8 @@ type Approval struct {
 	BaseHash string   `json:"base_hash,omitempty"`
 	NewHash  string   `json:"new_hash,omitempty"`
 	Changes  []string `json:"changes,omitempty"` // the flagged changes, in words
+	// Sweep is a request to decrypt removed fields ("sweep.decrypt_removed").
+	Sweep *SweepApproval `json:"sweep,omitempty"`
 	// Summary says in one line what approving does.
 	Summary      string    `json:"summary"`
 	RequiredRole Role      `json:"required_role"`
@@ -495,6 +497,8 @@ func (s *Server) apply(ctx context.Context, a *Approval, approver *Principal) (a
 			return nil, &apiError{http.StatusConflict, "rules_changed", "the rules in force changed since this request was made, so the reviewed diff no longer describes what it would do; request it again"}
 		}
 		return s.storeRules(ctx, []byte(a.Rules))
+	case "sweep.decrypt_removed":
+		return s.applyDecryptRemoved(ctx, a, approver)
 	}
 	return nil, fmt.Errorf("admin: unknown request kind %q", a.Kind)
 }
