@@ -31,7 +31,7 @@ func (p *parser) validateV2(doc *Document) {
 	names := map[string]Pos{}
 	for i, c := range doc.Collections {
 		before := p.errorCount()
-		p.validateCollectionName(c, names, doc.Collections[:i])
+		p.validateCollectionName(doc.Datastore.Value, c, names, doc.Collections[:i])
 		p.validateDocFields(c, usedKeys)
 		p.validatePolicy(c.Attachments, "attachments", "attachments are refuse (the default) or allow (opaque and unprotected: the sidecar cannot see into them)")
 		p.validatePolicy(c.DesignDocs, "design_docs", "design_docs are refuse (the default) or allow (design documents carry code that runs inside the datastore)")
@@ -186,12 +186,12 @@ func collectionNameProblem(s string) (msg string, off int, hint string) {
 	return "", 0, ""
 }
 
-func (p *parser) validateCollectionName(c *CollectionSpec, names map[string]Pos, earlier []*CollectionSpec) {
+func (p *parser) validateCollectionName(ds string, c *CollectionSpec, names map[string]Pos, earlier []*CollectionSpec) {
 	it := c.Name
 	if it.Pos.Line == 0 {
 		return
 	}
-	if msg, off, hint := collectionNameProblem(it.Value); msg != "" {
+	if msg, off, hint := collectionNameProblemFor(ds, it.Value); msg != "" { // collection_names.go
 		p.errorf(Pos{it.Pos.Line, p.scalarColumn(it.Pos, it.style, it.Value, off)}, hint, "collection %q: %s", it.Value, msg)
 		return
 	}
