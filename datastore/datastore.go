@@ -29,6 +29,11 @@ type Schema struct {
 	// reaches the datastore. Reverse mode ignores them: every request goes
 	// to the one upstream.
 	Hosts []string
+	// Reveal is the file's decrypt section as a policy: which keys this
+	// sidecar opens, masks or leaves in responses. Profiles build their
+	// bound response decryptors with it (Operation.Decryptor). nil
+	// leaves every token closed.
+	Reveal fieldcrypt.Policy
 }
 
 // Collection is one protected collection: a CouchDB database, an
@@ -334,6 +339,47 @@ type Operation struct {
 	Preserve func(ctx context.Context, body []byte, env *WriteEnv) ([]byte, error)
 	// Lines starts the line transformer of a BodyNDJSON body (ndjson.go).
 	Lines func(ctx context.Context, env *LinesEnv) LineTransformer
+	// Response says how tokens in the response are opened, and
+	// Decryptor does it for ResponseBound.
+	Response  ResponseRule
+	Decryptor *fieldcrypt.Decryptor
+}
+
+// ResponseRule says how a response's tokens are opened.
+type ResponseRule uint8
+
+const (
+	// ResponseAnywhere: the rule file's decryptor opens tokens wherever
+	// they appear, as version 1 does. For profiles that do not (yet)
+	// know their responses' shapes.
+	ResponseAnywhere ResponseRule = iota
+	// ResponseBound: Operation.Decryptor opens a token only in a
+	// protected field of a document the response carries, and only if
+	// it is of that field's key and mode (fieldcrypt.NewBoundDecryptor).
+	// A token copied anywhere else stays closed: no decryption oracle.
+	ResponseBound
+	// ResponseNone: nothing in the response is opened (no protected
+	// document travels in it, or it comes from outside every protected
+	// collection, where a token can only have been copied).
+	ResponseNone
+)
+
+// ResponseDecryptor builds a bound decryptor for responses that carry the
+// collection's documents at the given places (each a list of steps from
+// the response's root to a document: none for a response that is one
+// document), plus extra places that are not documents (a view's key
+// positions). reveal is Schema.Reveal.
+func (c *Collection) ResponseDecryptor(reveal fieldcrypt.Policy, docs [][]fieldcrypt.Step, extra []fieldcrypt.FieldRule) (*fieldcrypt.Decryptor, error) {
+	var places []fieldcrypt.FieldRule
+	for _, prefix := range docs {
+		rules, err := c.DocumentRules(prefix...)
+		if err != nil {
+			return nil, err
+		}
+		places = append(places, rules...)
+	}
+	places = append(places, extra...)
+	return fieldcrypt.NewBoundDecryptor(reveal, places, fieldcrypt.Limits{})
 }
 
 // WriteEnv is what a Preserve hook gets from the proxy.

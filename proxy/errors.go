@@ -54,6 +54,7 @@ const (
 	CodeUnsupportedQuery     = datastore.CodeUnsupportedQuery
 	CodeBadRequest           = datastore.CodeBadRequest
 	CodeEgressRefused        = "egress_refused"
+	CodeTokenNotAllowed      = "token_not_allowed"
 	// CodeCanceled is counted but never seen: the client has gone.
 	CodeCanceled = "client_closed_request"
 )

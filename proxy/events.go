@@ -84,7 +84,7 @@ func (p *Proxy) copyEvents(req *http.Request, ex *exchange, dst io.Writer, src i
 				if len(body) > 0 && body[0] == ' ' {
 					lead = 1
 				}
-				plain, rep, derr := ex.plan.Decryptor.DecryptBytes(req.Context(), body[lead:], p.keys, &opts)
+				plain, rep, derr := ex.dec.DecryptBytes(req.Context(), body[lead:], p.keys, &opts)
 				if derr == nil {
 					out = make([]byte, 0, len(line)+len(plain)-len(body))
 					out = append(out, "data:"...)

@@ -229,8 +229,12 @@ type exchange struct {
 	// committed: response headers may have been written, so a panic can
 	// no longer become a JSON error.
 	committed bool
-	// decrypt: responses are run through plan.Decryptor.
+	// decrypt: responses are run through dec: the plan's decryptor
+	// (version 1: tokens opened wherever they are), or the profile's bound
+	// one for the operation (version 2: only in the protected fields of
+	// the documents the response carries).
 	decrypt bool
+	dec     *fieldcrypt.Decryptor
 	// body is the request body when it is in memory (sealed, or a small
 	// unmatched body): the transport sends it with the headers in one
 	// write. nil when the body streams.
@@ -263,6 +267,7 @@ func (p *Proxy) pipeline(w http.ResponseWriter, r *http.Request, m mode, host st
 		// A plan that neither opens nor masks any key would leave every
 		// token as it is: skip the decrypter altogether.
 		ex.decrypt = ex.plan.Decryptor != nil && (len(ex.plan.DecryptKeys) > 0 || len(ex.plan.MaskKeys) > 0)
+		ex.dec = ex.plan.Decryptor
 	}
 	if m != modeReverse {
 		hostport, defPort := r.URL.Host, "80"
@@ -281,7 +286,13 @@ func (p *Proxy) pipeline(w http.ResponseWriter, r *http.Request, m mode, host st
 			host = d.name
 		}
 	}
-	out := r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex))
+	ctx := context.WithValue(r.Context(), exchangeKey{}, ex)
+	if ex.plan != nil {
+		// A request carries a token only where these rules would have put
+		// it (fieldcrypt.WithTokenPolicy, docs/FORMAT.md section 7).
+		ctx = fieldcrypt.WithTokenPolicy(ctx, ex.plan.TokenPolicy())
+	}
+	out := r.WithContext(ctx)
 	var ref *refusal
 	switch {
 	case ex.plan == nil:
@@ -292,6 +303,9 @@ func (p *Proxy) pipeline(w http.ResponseWriter, r *http.Request, m mode, host st
 		if m == modeReverse || ex.dest.datastore {
 			ref = p.protectV2(out, ex)
 		} else {
+			// Not the datastore: nothing in its answers is a token the
+			// rules put there.
+			ex.decrypt = false
 			ref = readSmallBody(out, ex)
 		}
 	default:

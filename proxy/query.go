@@ -24,7 +24,12 @@ import (
 // holding the same text would be, so a deterministic token in a query
 // matches the one stored in a document. A value that already is a token
 // is left alone only if it opens, as the body transformer does: plaintext
-// dressed up as a token is still encrypted.
+// dressed up as a token is still encrypted. Which tokens a query may carry
+// is fieldcrypt.CheckToken's decision under the request's token policy: a
+// token of this parameter's own key and mode that this sidecar does not
+// open is left (the app saw it as a token); a token of a key the sidecar
+// opens or masks is refused (token_not_allowed), here or in any other
+// parameter; anything else is sealed as data.
 func sealQuery(ctx context.Context, raw string, qrules []rules.QueryRule, keys fieldcrypt.Keyring, counts map[string]int) (string, *refusal) {
 	var out []byte // allocated on the first protected parameter
 	copied := 0    // raw[:copied] is already in out
@@ -41,12 +46,24 @@ func sealQuery(ctx context.Context, raw string, qrules []rules.QueryRule, keys f
 		if err != nil {
 			return "", refBadQuery
 		}
-		if rule := findQueryRule(qrules, name); rule != nil && hasValue {
+		rule := findQueryRule(qrules, name)
+		if rule == nil && hasValue {
+			// Not protected, but a token of a key this sidecar reveals
+			// has no business in a request (docs/FORMAT.md section 7).
+			if value, err := url.QueryUnescape(rawValue); err == nil && fieldcrypt.CheckLooseValue(ctx, value) != nil {
+				return "", refTokenNotAllowed
+			}
+		}
+		if rule != nil && hasValue {
 			value, err := url.QueryUnescape(rawValue)
 			if err != nil {
 				return "", refBadQuery
 			}
-			if !opensAsToken(ctx, keys, value) {
+			keep, err := fieldcrypt.CheckToken(ctx, keys, rule.Key, rule.Mode, value)
+			if err != nil {
+				return "", refTokenNotAllowed
+			}
+			if !keep {
 				k, err := keys.SealKey(ctx, rule.Key)
 				if err != nil {
 					if ctx.Err() != nil {
@@ -90,23 +107,4 @@ func findQueryRule(qrules []rules.QueryRule, name string) *rules.QueryRule {
 		}
 	}
 	return nil
-}
-
-// opensAsToken reports whether s is a token that opens with its key.
-func opensAsToken(ctx context.Context, keys fieldcrypt.Keyring, s string) bool {
-	if !fieldcrypt.HasTokenPrefix(s) {
-		return false
-	}
-	tok := []byte(s)
-	info, err := fieldcrypt.ParseTokenInfo(tok)
-	if err != nil {
-		return false
-	}
-	k, err := keys.OpenKey(ctx, info.Key, info.KeyVersion)
-	if err != nil {
-		return false
-	}
-	_, plain, err := fieldcrypt.OpenToken(k, tok)
-	clear(plain)
-	return err == nil
 }

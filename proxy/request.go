@@ -174,6 +174,8 @@ func (p *Proxy) encryptRefusal(ctx context.Context, ex *exchange, err error) *re
 		return refTooDeep
 	case errors.Is(err, fieldcrypt.ErrDuplicateKey):
 		return refDuplicateKey
+	case errors.Is(err, fieldcrypt.ErrTokenNotAllowed):
+		return refTokenNotAllowed
 	case errors.Is(err, fieldcrypt.ErrInvalidUTF8):
 		return refInvalidUTF8
 	case ctx.Err() != nil:

@@ -97,7 +97,7 @@ func (p *Proxy) decryptBuffered(resp *http.Response, ex *exchange) error {
 	var rep fieldcrypt.Report
 	if fieldcrypt.MayHoldTokens(in) {
 		opts := decryptOptions
-		out, rep, err = ex.plan.Decryptor.DecryptBytes(resp.Request.Context(), in, p.keys, &opts)
+		out, rep, err = ex.dec.DecryptBytes(resp.Request.Context(), in, p.keys, &opts)
 		if err != nil {
 			// Lenient decryption fails only when the request is gone or
 			// the decrypter broke; the untouched bytes hold tokens, not
@@ -156,7 +156,7 @@ func (p *Proxy) decryptStream(req *http.Request, ex *exchange, src io.ReadCloser
 	cw := &countingWriter{w: pw}
 	opts := decryptOptions
 	opts.Flush = flushNothing
-	rep, err := ex.plan.Decryptor.Decrypt(req.Context(), cw, dec, p.keys, &opts)
+	rep, err := ex.dec.Decrypt(req.Context(), cw, dec, p.keys, &opts)
 	// Counted and audited before the response ends, so that a client that
 	// has read it to the end finds any failure on record.
 	p.reportDecrypt(req, ex, rep, cw.n)

@@ -22,12 +22,13 @@ import (
 // Content-Type, UTF-8 only, no byte-order mark, no method override.
 
 var (
-	refUnexpectedBody = &refusal{http.StatusBadRequest, CodeUnexpectedBody, "this request must not carry a body on a protected collection; nothing was forwarded"}
-	refCharset        = &refusal{http.StatusUnsupportedMediaType, CodeUnsupportedCharset, "a protected collection accepts JSON in UTF-8 only: remove the charset parameter or set it to utf-8"}
-	refBOM            = &refusal{http.StatusBadRequest, CodeByteOrderMark, "request body starts with a byte-order mark: send plain UTF-8 JSON without one"}
-	refContentType    = &refusal{http.StatusBadRequest, CodeBadContentType, "the request's Content-Type is malformed or given more than once"}
-	refMediaV2        = &refusal{http.StatusUnsupportedMediaType, CodeUnsupportedMedia, "a protected collection accepts JSON bodies only (application/json, a +json type or text/plain); multipart bodies carry attachments the sidecar cannot read"}
-	refMethodOverride = &refusal{http.StatusForbidden, CodeUnprotectedOperation, "method override (X-HTTP-Method-Override and similar headers, or a _method parameter) is refused on protected collections: the datastore could apply another method than the one the sidecar checked"}
+	refUnexpectedBody  = &refusal{http.StatusBadRequest, CodeUnexpectedBody, "this request must not carry a body on a protected collection; nothing was forwarded"}
+	refCharset         = &refusal{http.StatusUnsupportedMediaType, CodeUnsupportedCharset, "a protected collection accepts JSON in UTF-8 only: remove the charset parameter or set it to utf-8"}
+	refBOM             = &refusal{http.StatusBadRequest, CodeByteOrderMark, "request body starts with a byte-order mark: send plain UTF-8 JSON without one"}
+	refContentType     = &refusal{http.StatusBadRequest, CodeBadContentType, "the request's Content-Type is malformed or given more than once"}
+	refMediaV2         = &refusal{http.StatusUnsupportedMediaType, CodeUnsupportedMedia, "a protected collection accepts JSON bodies only (application/json, a +json type or text/plain); multipart bodies carry attachments the sidecar cannot read"}
+	refTokenNotAllowed = &refusal{http.StatusForbidden, CodeTokenNotAllowed, "the request carries a sidecrypt token where this sidecar would not have put it, of a key it opens or masks: an application that sees only plaintext never sends one; nothing was forwarded (docs/FORMAT.md, section 7)"}
+	refMethodOverride  = &refusal{http.StatusForbidden, CodeUnprotectedOperation, "method override (X-HTTP-Method-Override and similar headers, or a _method parameter) is refused on protected collections: the datastore could apply another method than the one the sidecar checked"}
 )
 
 // methodOverrideHeaders are the headers frameworks read to replace the
@@ -46,6 +47,13 @@ func (p *Proxy) protectV2(r *http.Request, ex *exchange) *refusal {
 		HasBody:  declaresBody(r),
 	})
 	ex.routeName = op.Endpoint
+	switch op.Response {
+	case datastore.ResponseNone:
+		ex.decrypt = false
+	case datastore.ResponseBound:
+		ex.dec = op.Decryptor
+		ex.decrypt = ex.decrypt && op.Decryptor != nil
+	}
 	if op.Refusal != nil {
 		return profileRefusal(op.Refusal)
 	}
@@ -236,6 +244,8 @@ func (p *Proxy) transformRefusal(ctx context.Context, ex *exchange, err error, f
 		return refTooDeep
 	case errors.Is(err, fieldcrypt.ErrDuplicateKey):
 		return refDuplicateKey
+	case errors.Is(err, fieldcrypt.ErrTokenNotAllowed):
+		return refTokenNotAllowed
 	case errors.Is(err, fieldcrypt.ErrInvalidUTF8):
 		if fallback == refBadQuery {
 			return refBadQuery

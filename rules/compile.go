@@ -196,6 +196,12 @@ func (plan *Plan) buildDecrypt(dec DecryptSpec) {
 	slices.Sort(plan.DecryptKeys)
 	slices.Sort(plan.MaskKeys)
 	plan.Decryptor = fieldcrypt.NewDecryptor(pol, fieldcrypt.Limits{})
+	plan.policy = pol
+	if plan.doc != nil && plan.doc.schema != nil {
+		if ref, ok := plan.doc.schema.Reveal.(*policyRef); ok {
+			ref.p = pol
+		}
+	}
 }
 
 // modeOf maps a validated mode name ("" is the default) to its Mode.

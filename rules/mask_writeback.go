@@ -73,3 +73,26 @@ func (p *Plan) ShownFor(ctx context.Context, token []byte, keys fieldcrypt.Keyri
 	}
 	return bytes.Clone(out), true
 }
+
+// TokenPolicy returns the decrypt section as a fieldcrypt.Policy: what this
+// sidecar reveals of each key. The proxy puts it on every request's
+// context (fieldcrypt.WithTokenPolicy), so that a request can carry a
+// token only where the rules would have put it (docs/FORMAT.md §7).
+func (p *Plan) TokenPolicy() fieldcrypt.Policy {
+	if p == nil || p.policy == nil {
+		return nil
+	}
+	return p.policy
+}
+
+// policyRef is Schema.Reveal: the profile is built before the decrypt
+// section is compiled, so it gets this reference, which buildDecrypt fills
+// in before the plan is used.
+type policyRef struct{ p *policy }
+
+func (r *policyRef) Action(key string) (fieldcrypt.Action, fieldcrypt.Masker) {
+	if r.p == nil {
+		return fieldcrypt.ActionLeave, nil
+	}
+	return r.p.Action(key)
+}

@@ -39,6 +39,7 @@ type Plan struct {
 	matcher *matcher
 	doc     *Document
 	masks   map[string]maskRule // key → how it is masked (MaskKeys only)
+	policy  *policy             // the decrypt section as a fieldcrypt.Policy
 	stats   *Stats
 }
 

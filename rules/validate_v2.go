@@ -51,6 +51,10 @@ func (p *parser) validateV2(doc *Document) {
 		return
 	}
 	schema := compileSchema(doc)
+	// The profile builds its response decryptors with the decrypt
+	// section's policy, which the plan compiles later (buildDecrypt sets
+	// it here).
+	schema.Reveal = &policyRef{}
 	p.viewWarnings(doc, schema)
 	profile, err := datastore.New(schema)
 	if err != nil {

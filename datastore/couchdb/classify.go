@@ -63,6 +63,7 @@ func (p *Profile) Classify(r *datastore.Request) *datastore.Operation {
 		return &datastore.Operation{Collection: op.Collection, Endpoint: op.Endpoint, Refusal: datastore.Refuse(
 			"couchdb: a multipart body on a protected database cannot be inspected: the document part would reach the datastore in plaintext")}
 	}
+	p.respond(r, op)
 	return op
 }
 

@@ -56,6 +56,10 @@ type Profile struct {
 	// maxDepth bounds the nesting of the query documents the profile
 	// parses itself (selectors, view keys).
 	maxDepth int
+	// resp holds the bound response decryptors (response.go), built on
+	// first use: the rule file's decrypt policy is complete only once
+	// the plan is.
+	resp responseCache
 }
 
 // collection is a protected collection with what the profile compiles

@@ -43,8 +43,20 @@ func (s *sealer) seal(f *datastore.Field, n *jsontree.Node) error {
 	if n.Kind == jsontree.Null && !f.EncryptNull {
 		return nil
 	}
-	if n.Kind == jsontree.String && s.isToken(n.Raw()) {
-		return nil
+	if n.Kind == jsontree.String {
+		// A token of this very field that this sidecar does not open
+		// is looked up as it is; one of a key it opens or masks is
+		// refused (token_not_allowed); anything else is sealed as data
+		// (fieldcrypt.CheckToken, docs/FORMAT.md section 7).
+		if text, ok := n.Text(); ok {
+			keep, err := fieldcrypt.CheckToken(s.ctx, s.keys, f.Key, f.Mode, text)
+			if err != nil {
+				return err
+			}
+			if keep {
+				return nil
+			}
+		}
 	}
 	k, err := s.key(f.Key)
 	if err != nil {
@@ -79,33 +91,6 @@ func (s *sealer) key(name string) (*fieldcrypt.DataKey, error) {
 	}
 	s.got[name] = k
 	return k, nil
-}
-
-// isToken reports whether raw (a string token, quotes included, written
-// without escapes, as the encryptor requires) is a token that opens under
-// the key it names.
-func (s *sealer) isToken(raw []byte) bool {
-	if len(raw) < len(fieldcrypt.TokenPrefix)+2 {
-		return false
-	}
-	tok := raw[1 : len(raw)-1]
-	if !fieldcrypt.HasTokenPrefix(string(tok)) {
-		return false
-	}
-	if slices.Contains(tok, '\\') || s.keys == nil {
-		return false
-	}
-	info, err := fieldcrypt.ParseTokenInfo(tok)
-	if err != nil {
-		return false
-	}
-	k, err := s.keys.OpenKey(s.ctx, info.Key, info.KeyVersion)
-	if err != nil || k == nil {
-		return false
-	}
-	_, plain, err := fieldcrypt.OpenToken(k, tok)
-	clear(plain)
-	return err == nil
 }
 
 func tokenType(k jsontree.Kind) fieldcrypt.Type {
