@@ -7,6 +7,9 @@
 #   chromium      (apt)  the headless browser that renders `rules report` HTML
 #   pouchdb-server (npm) the CouchDB-API datastore of the end-to-end tests,
 #                        pinned in scripts/pouchdb, installed into .deps/
+#                        with json-server (the REST store of the rest
+#                        profile's tests) and the unmodified clients the
+#                        tests drive (nano, PouchDB, @elastic/elasticsearch)
 # Usage: scripts/deps.sh [all|test|demo|bench]
 set -euo pipefail
 cd "$(dirname "$0")/.."
