@@ -36,7 +36,7 @@ func (p *adminParts) close() {
 // credentials; TLS when configured) and on the Unix socket
 // (SIDECRYPT_ADMIN_SOCKET), and builds the API. It returns nil parts when
 // both are off.
-func openAdmin(cfg config.Config, env *keyEnv, src ruleSource, rw admin.RulesWriter, sched *scheduler.Scheduler,
+func openAdmin(cfg config.Config, env *keyEnv, src ruleSource, rw admin.RulesWriter, sched *scheduler.Scheduler, sweeps admin.Sweeps,
 	m *metrics.Metrics, cache *keycache.Cache, rec audit.Recorder, log *slog.Logger) (*adminParts, error) {
 	if cfg.AdminListen == "off" && cfg.AdminSocket == "off" {
 		return nil, nil
@@ -81,7 +81,7 @@ func openAdmin(cfg config.Config, env *keyEnv, src ruleSource, rw admin.RulesWri
 		return nil, err
 	}
 	p.api, err = admin.New(admin.Config{
-		Keys: env.manager, Rules: src, RulesFile: rw, Rewrap: sched,
+		Keys: env.manager, Rules: src, RulesFile: rw, Rewrap: sched, Sweeps: sweeps,
 		Metrics: m.Handler(), AuditLog: cfg.AuditLog, Recorder: rec,
 		Signer: env.provider, AuditWitness: witness,
 		Principals: principals, Token: cfg.AdminToken.Reveal(), AllowedHosts: cfg.AdminHosts,

@@ -44,6 +44,7 @@ func commands() []command {
 		{"serve", "run the proxy (reverse mode with SIDECRYPT_UPSTREAM, forward mode without)", cmdServe},
 		{"keys", "manage data keys: list, create, rotate, revoke, destroy, rewrap, backup, restore", cmdKeys},
 		{"kek", "manage key-encryption keys in the HSM: list, rotate, retire", cmdKEK},
+		{"sweep", "rewrite a collection in place: re-encrypt old key versions, encrypt legacy plaintext; --dry-run counts", cmdSweep},
 		{"rules", "check and try rule files: lint, test, diff, push", cmdRules},
 		{"audit", "check and follow the audit log: verify, tail", cmdAudit},
 		{"admin", "admin API principals and tokens; call a running sidecar: token, principals, whoami, call", cmdAdmin},

@@ -39,6 +39,7 @@ func cmdKeys(a *app, args []string) int {
 		{"revoke", "deactivate a version, or mark it compromised", cmdKeysRevoke},
 		{"override", "let a compromised version decrypt for a limited time", cmdKeysOverride},
 		{"destroy", "erase a version's key material (crypto-shredding)", cmdKeysDestroy},
+		{"status", "show the values the store sweep found under each version", cmdKeysStatus},
 		{"rewrap", "re-wrap every data key under the current KEK", cmdKeysRewrap},
 		{"backup", "write every data key, sealed to a recovery key, to a file", cmdKeysBackup},
 		{"restore", "restore data keys from a backup into this keystore and HSM", cmdKeysRestore},
@@ -543,7 +544,10 @@ func cmdKeysDestroy(a *app, args []string) int {
 Erases a version's wrapped key material from the keystore. Every value
 sealed under that version becomes unreadable for good (crypto-shredding);
 the version's metadata stays. Only a version that no longer encrypts may be
-destroyed (revoke it first). Asks you to type the key name unless --yes;
+destroyed (revoke it first). It first shows how many values the last store
+sweeps found still sealed under the version ('sidecrypt sweep', 'keys
+status'): destroy a version whose count is 0, unless crypto-shredding them
+is the point. Asks you to type the key name unless --yes;
 without a terminal, --yes is required. Backups taken before the destroy
 still hold the key: destroy them too for the erasure to be complete.`+envHelp)
 	ver := fs.Uint("version", 0, "the version to destroy")
@@ -561,20 +565,26 @@ still hold the key: destroy them too for the erasure to be complete.`+envHelp)
 	if !ok {
 		return exitUsage
 	}
-	if !*yes {
-		if !stdinIsTerminal(a.stdin) {
-			return a.fail(fmt.Errorf("refusing to destroy %s v%d without confirmation: standard input is not a terminal; pass --yes to confirm from a script", name, v))
-		}
-		fmt.Fprintf(a.stderr, "Destroying %s v%d erases its key material for good: every value sealed under it\nbecomes unreadable. Type the key name (%s) to confirm: ", name, v, name)
-		line, err := bufio.NewReader(a.stdin).ReadString('\n')
-		if err != nil && !errors.Is(err, io.EOF) {
-			return a.fail(err)
-		}
-		if strings.TrimSpace(line) != name {
-			return a.fail(fmt.Errorf("confirmation did not match %q: nothing was destroyed", name))
-		}
+	if !*yes && !stdinIsTerminal(a.stdin) {
+		return a.fail(fmt.Errorf("refusing to destroy %s v%d without confirmation: standard input is not a terminal; pass --yes to confirm from a script", name, v))
 	}
 	return a.withSession(false, func(s *keysSession) error {
+		// What the store sweep last counted under the version (keys_sweep.go).
+		states, serr := loadSweeps(s.ctx, s.m)
+		sc := sweptCountOf(states, serr, name, v)
+		describeSwept(a.stderr, sc, name, v)
+		if !*yes {
+			fmt.Fprintf(a.stderr, "Destroying %s v%d erases its key material for good: every value sealed under it\nbecomes unreadable. Type the key name (%s) to confirm: ", name, v, name)
+			line, err := bufio.NewReader(a.stdin).ReadString('\n')
+			if err != nil && !errors.Is(err, io.EOF) {
+				return err
+			}
+			if strings.TrimSpace(line) != name {
+				return fmt.Errorf("confirmation did not match %q: nothing was destroyed", name)
+			}
+		} else if sc.Values > 0 {
+			fmt.Fprintf(a.stderr, "--yes: destroying %s v%d with %d value(s) still under it\n", name, v, sc.Values)
+		}
 		if _, err := s.m.Destroy(s.ctx, name, v, *reason); err != nil {
 			return err
 		}

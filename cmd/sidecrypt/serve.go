@@ -171,7 +171,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("proxy listener: %w", err)
 	}
-	adm, err := openAdmin(cfg, env, src, rulesWriter, sched, m, cache, auditLog, log)
+	// The store sweep's background jobs, run by the same leader.
+	sweeps := newSweepJobs(cfg, env, cache, src, leaderFunc(elector), m, log)
+	adm, err := openAdmin(cfg, env, src, rulesWriter, sched, adminSweeps(sweeps), m, cache, auditLog, log)
 	if err != nil {
 		ln.Close()
 		return err
@@ -191,7 +193,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	goRun("rules watcher", src.Run)
 	goRun("key cache watcher", func(ctx context.Context) error { return cache.Run(ctx, env.store) })
-	goRun("scheduler", runWhileLeader(elector, sched.Run))
+	goRun("scheduler", runWhileLeader(elector, withSweeps(sched.Run, sweeps)))
 	if adm != nil {
 		goRun("admin API", func(ctx context.Context) error { return adm.api.Serve(ctx, adm.tcp, adm.unix) })
 	}
