@@ -99,6 +99,11 @@ type Field struct {
 	// EncryptNull: a JSON null is encrypted too (by default it is left,
 	// so that "field is null" queries keep working).
 	EncryptNull bool
+	// Pad pads each value before sealing (fieldcrypt.Padding), so that
+	// tokens show less of the value's length. Compared values of a
+	// searchable field must be sealed with the same padding, or lookups
+	// miss.
+	Pad fieldcrypt.Padding
 	// Tags and Owner are for the compliance inventory; they change
 	// nothing at run time.
 	Tags  []string
@@ -249,7 +254,7 @@ func (c *Collection) DocumentRules(prefix ...fieldcrypt.Step) ([]fieldcrypt.Fiel
 		if err != nil {
 			return fmt.Errorf("datastore: field %q: %w", f.Name, err)
 		}
-		out = append(out, fieldcrypt.FieldRule{Selector: sel, Key: f.Key, Mode: f.Mode, EncryptNull: f.EncryptNull})
+		out = append(out, fieldcrypt.FieldRule{Selector: sel, Key: f.Key, Mode: f.Mode, EncryptNull: f.EncryptNull, Pad: f.Pad})
 		return nil
 	}
 	for _, f := range c.Fields {
@@ -339,6 +344,17 @@ type Operation struct {
 	Preserve func(ctx context.Context, body []byte, env *WriteEnv) ([]byte, error)
 	// Lines starts the line transformer of a BodyNDJSON body (ndjson.go).
 	Lines func(ctx context.Context, env *LinesEnv) LineTransformer
+	// Check, when set, reads a BodyJSON or BodyEncrypt body (decoded,
+	// whole) before anything else is done with it and changes nothing:
+	// it checks what the profile knows of the body beyond the fields
+	// Encryptor seals (its shape: which members, of which types), and
+	// returns a *Refusal, or an error wrapping a fieldcrypt sentinel
+	// (ErrSyntax, ErrDuplicateKey, ...), to refuse the request. A
+	// BodyJSON body has been validated as one JSON document before Check
+	// runs; a BodyEncrypt body has not (Encryptor validates it after),
+	// so Check must read malformed input safely. Bodies of megabytes
+	// pass here: keep it to one cheap pass.
+	Check func(body []byte) error
 	// Response says how tokens in the response are opened, and
 	// Decryptor does it for ResponseBound.
 	Response  ResponseRule

@@ -41,6 +41,9 @@ func describeDocFieldRule(f *datastore.Field) string {
 	if f.Searchable {
 		s += ", searchable"
 	}
+	if !f.Pad.IsZero() {
+		s += ", padded to " + f.Pad.String()
+	}
 	return s
 }
 
@@ -380,6 +383,18 @@ func (d *Diff) compareField(coll string, f, g *datastore.Field) {
 		c.Message = fmt.Sprintf("%s: %s: null values are now encrypted", coll, g.Name)
 		if !g.EncryptNull {
 			c.Message = fmt.Sprintf("%s: %s: null values are now left as null (visible to the datastore)", coll, g.Name)
+		}
+		d.add(c)
+	}
+	if !slices.Equal(f.Pad.Buckets, g.Pad.Buckets) {
+		c := base
+		c.Kind = FieldChanged
+		c.Message = fmt.Sprintf("%s: %s: padding changes from %s to %s", coll, g.Name, f.Pad, g.Pad)
+		if g.Searchable {
+			// Padding is sealed with the value: deterministic tokens
+			// change as with a new key.
+			c.Flagged = true
+			c.Message += ". Its deterministic tokens change with the padding: lookups find only values written after the change until a sweep rewrites the rest (docs/KEYS.md)"
 		}
 		d.add(c)
 	}

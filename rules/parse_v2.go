@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/sidecrypt/sidecrypt/fieldcrypt"
+
 	"gopkg.in/yaml.v3"
 )
 
@@ -43,6 +45,9 @@ type DocFieldSpec struct {
 	Nulls      Item // "leave", "encrypt", or "" when not written (leave)
 	Tags       []Item
 	Owner      Item
+	// Pad is the padding as written, normalised to fieldcrypt's text
+	// form ("16", "16,64,256", "none"), "" when not written.
+	Pad Item
 
 	path     []string // Name split at unescaped dots; nil when invalid
 	anyDepth bool     // Name is a single member name
@@ -167,7 +172,7 @@ func (p *parser) docFields(c *CollectionSpec, v *yaml.Node) {
 		}
 		sawKey := false
 		what := fmt.Sprintf("field %q", name.Value)
-		p.mapping(fv, what, []string{"key", "searchable", "nulls", "tags", "owner"}, func(key string, k, v *yaml.Node) {
+		p.mapping(fv, what, []string{"key", "searchable", "nulls", "tags", "owner", "pad"}, func(key string, k, v *yaml.Node) {
 			switch key {
 			case "key":
 				sawKey = true
@@ -180,6 +185,8 @@ func (p *parser) docFields(c *CollectionSpec, v *yaml.Node) {
 				f.Tags = p.strList(v, what+": tags")
 			case "owner":
 				f.Owner, _ = p.str(v, what+": owner")
+			case "pad":
+				f.Pad = p.padding(v, what+": pad")
 			}
 		})
 		if fv.Kind == yaml.MappingNode && !sawKey {
@@ -318,4 +325,35 @@ func SplitFieldName(name string) ([]string, error) {
 		return nil, fmt.Errorf("rules: field %q: %s", name, msg)
 	}
 	return path, nil
+}
+
+// padding reads pad: a number of bytes (pad: 16), a list of bucket sizes
+// (pad: [16, 64, 256]) or none, into fieldcrypt's text form, checked.
+func (p *parser) padding(v *yaml.Node, what string) Item {
+	it := Item{Pos: posOf(v)}
+	const hint = "pad: 16 pads each value to a multiple of 16 bytes; pad: [16, 64, 256] to the next of those sizes (then multiples of 256); see docs/RULES.md, \"Padding\""
+	switch v.Kind {
+	case yaml.ScalarNode:
+		it.Value = v.Value
+	case yaml.SequenceNode:
+		var parts []string
+		for _, e := range v.Content {
+			if e.Kind != yaml.ScalarNode {
+				p.errorf(posOf(e), hint, "%s: want numbers, got %s", what, kindName(e))
+				return Item{}
+			}
+			parts = append(parts, e.Value)
+		}
+		it.Value = strings.Join(parts, ",")
+	default:
+		p.errorf(posOf(v), hint, "%s: want a number of bytes or a list of them, got %s", what, kindName(v))
+		return Item{}
+	}
+	pad, err := fieldcrypt.ParsePadding(it.Value)
+	if err != nil {
+		p.errorf(it.Pos, hint, "%s: %s", what, strings.TrimPrefix(err.Error(), "fieldcrypt: "))
+		return Item{}
+	}
+	it.Value = pad.String()
+	return it
 }

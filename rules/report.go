@@ -157,7 +157,11 @@ func (p *Plan) inventory(now time.Time) *inventory {
 				if f.EncryptNull {
 					nulls = "encrypted"
 				}
-				ic.Fields = append(ic.Fields, invField{Name: f.Name, Where: where, Key: f.Key, Mode: f.Mode.String(),
+				mode := f.Mode.String()
+				if !f.Pad.IsZero() {
+					mode += ", padded to " + f.Pad.String() + " bytes"
+				}
+				ic.Fields = append(ic.Fields, invField{Name: f.Name, Where: where, Key: f.Key, Mode: mode,
 					Searchable: yesNo(f.Searchable), Nulls: nulls, Shown: p.shown(f.Key), Tags: strings.Join(f.Tags, ", "), Owner: f.Owner, Line: f.Line})
 				addUse(f.Key, c.Name+": "+f.Name)
 			}

@@ -402,6 +402,7 @@ func compileSchema(doc *Document) *datastore.Schema {
 			if f.Searchable {
 				f.Mode = fieldcrypt.ModeDeterministic
 			}
+			f.Pad, _ = fieldcrypt.ParsePadding(fs.Pad.Value) // checked when parsed
 			for _, t := range fs.Tags {
 				if !slices.Contains(f.Tags, t.Value) {
 					f.Tags = append(f.Tags, t.Value)

@@ -62,7 +62,7 @@ func (s *sealer) seal(f *datastore.Field, n *jsontree.Node) error {
 	if err != nil {
 		return err
 	}
-	tok, err := fieldcrypt.SealValue(k, fieldcrypt.ModeDeterministic, tokenType(n.Kind), n.Raw())
+	tok, err := fieldcrypt.SealValuePadded(k, fieldcrypt.ModeDeterministic, tokenType(n.Kind), n.Raw(), f.Pad)
 	if err != nil {
 		return fmt.Errorf("couchdb: seal a value of field %q with key %s: %w", f.Name, k, err)
 	}
@@ -305,6 +305,9 @@ func (w *selectorWalk) op(name string, n *jsontree.Node, path []string) error {
 			return datastore.BadRequest("couchdb: %s in the selector takes an array of selectors", name)
 		}
 		for _, e := range n.Elems {
+			if e.Kind != jsontree.Object {
+				return datastore.BadRequest("couchdb: %s in the selector takes an array of selector objects", name)
+			}
 			if err := w.walk(e, path); err != nil {
 				return err
 			}
@@ -342,7 +345,11 @@ func (w *selectorWalk) op(name string, n *jsontree.Node, path []string) error {
 	}
 	switch name {
 	case "$exists":
-		// A boolean: whether the field is there, which the token keeps.
+		// Whether the field is there, which the token keeps. Only a
+		// boolean: any other argument would reach the datastore unread.
+		if n.Kind != jsontree.Bool {
+			return datastore.BadRequest("couchdb: $exists in the selector takes true or false")
+		}
 		return nil
 	case "$elemMatch", "$allMatch", "$keyMapMatch":
 		if f != nil {
@@ -353,8 +360,8 @@ func (w *selectorWalk) op(name string, n *jsontree.Node, path []string) error {
 		}
 		if name == "$keyMapMatch" {
 			// It compares the member names of an object, which are
-			// never encrypted.
-			return nil
+			// never encrypted: operators only, their arguments checked.
+			return keyMapSelector(n)
 		}
 		// The elements' fields continue the array's path: arrays are
 		// transparent to field paths.
@@ -365,6 +372,9 @@ func (w *selectorWalk) op(name string, n *jsontree.Node, path []string) error {
 				return randomRefusal(f)
 			}
 			return datastore.Unsupported("couchdb: %s on the encrypted field %q cannot work: a searchable field keeps equality only ($eq, $ne, $in, $nin, $exists), not order, pattern or content", name, f.Name)
+		}
+		if ref := operand(name, n); ref != nil {
+			return ref
 		}
 		if g, ref := containsProtected(w.c, n, path); ref != nil {
 			return ref
@@ -377,6 +387,92 @@ func (w *selectorWalk) op(name string, n *jsontree.Node, path []string) error {
 		return datastore.Unsupported("couchdb: %s on the encrypted field %q cannot work: a searchable field keeps equality only ($eq, $ne, $in, $nin, $exists)", opName(name), f.Name)
 	}
 	return datastore.Unsupported("couchdb: %s is not a Mango operator the profile knows; unknown operators are refused on a protected database", opName(name))
+}
+
+// operand checks the argument of a comparison operator on an
+// unprotected field against its documented type (mango_selector), so that
+// no argument of another type carries a value past the transform.
+// $gt, $gte, $lt and $lte compare any JSON value.
+func operand(name string, n *jsontree.Node) *datastore.Refusal {
+	switch name {
+	case "$regex", "$beginsWith":
+		if n.Kind != jsontree.String {
+			return datastore.BadRequest("couchdb: %s in the selector takes a string", name)
+		}
+	case "$size":
+		if n.Kind != jsontree.Number || !integer(string(n.Raw())) {
+			return datastore.BadRequest("couchdb: $size in the selector takes a non-negative integer")
+		}
+	case "$mod":
+		if n.Kind != jsontree.Array || len(n.Elems) != 2 || !signedInteger(n.Elems[0]) || !signedInteger(n.Elems[1]) || string(n.Elems[0].Raw()) == "0" {
+			return datastore.BadRequest("couchdb: $mod in the selector takes [divisor, remainder], two integers, the divisor not 0")
+		}
+	case "$type":
+		if t, ok := n.Text(); !ok || !contains(mangoTypes, t) {
+			return datastore.BadRequest("couchdb: $type in the selector takes one of %s", strings.Join(mangoTypes, ", "))
+		}
+	case "$all":
+		if n.Kind != jsontree.Array {
+			return datastore.BadRequest("couchdb: $all in the selector takes an array")
+		}
+	}
+	return nil
+}
+
+// mangoTypes are the arguments of $type.
+var mangoTypes = []string{"null", "boolean", "number", "string", "array", "object"}
+
+func signedInteger(n *jsontree.Node) bool {
+	if n.Kind != jsontree.Number {
+		return false
+	}
+	return integer(strings.TrimPrefix(string(n.Raw()), "-"))
+}
+
+// keyMapSelector checks the argument of $keyMapMatch: a selector applied
+// to the member names of an object. Member names are never encrypted, so
+// nothing is sealed; but only operators may appear, with arguments of
+// their types, so that nothing unread passes inside it.
+func keyMapSelector(n *jsontree.Node) *datastore.Refusal {
+	for i := range n.Members {
+		m := &n.Members[i]
+		var ref *datastore.Refusal
+		switch m.Name {
+		case "$and", "$or", "$nor":
+			if m.Value.Kind != jsontree.Array {
+				return datastore.BadRequest("couchdb: %s in the selector takes an array of selector objects", m.Name)
+			}
+			for _, e := range m.Value.Elems {
+				if e.Kind != jsontree.Object {
+					return datastore.BadRequest("couchdb: %s in the selector takes an array of selector objects", m.Name)
+				}
+				if ref = keyMapSelector(e); ref != nil {
+					return ref
+				}
+			}
+		case "$not":
+			if m.Value.Kind != jsontree.Object {
+				return datastore.BadRequest("couchdb: $not in the selector takes a selector object")
+			}
+			ref = keyMapSelector(m.Value)
+		case "$eq", "$ne", "$gt", "$gte", "$lt", "$lte":
+			if m.Value.Kind != jsontree.String {
+				return datastore.BadRequest("couchdb: under $keyMapMatch, %s compares a member name: it takes a string", m.Name)
+			}
+		case "$in", "$nin":
+			if !stringArray(m.Value) {
+				return datastore.BadRequest("couchdb: under $keyMapMatch, %s compares member names: it takes an array of strings", m.Name)
+			}
+		case "$regex", "$beginsWith":
+			ref = operand(m.Name, m.Value)
+		default:
+			return datastore.BadRequest("couchdb: $keyMapMatch takes a selector of operators on member names ($eq, $ne, $in, $nin, $gt, $gte, $lt, $lte, $regex, $beginsWith, $and, $or, $nor, $not); %s is not one", opName(m.Name))
+		}
+		if ref != nil {
+			return ref
+		}
+	}
+	return nil
 }
 
 // opName names an operator in a message when it looks like one.
@@ -471,7 +567,7 @@ func sortEntries(c *datastore.Collection, n *jsontree.Node, what string, protect
 		switch {
 		case e.Kind == jsontree.String:
 			name, _ = e.Text()
-		case e.Kind == jsontree.Object && len(e.Members) == 1 && e.Members[0].Value.Kind == jsontree.String:
+		case e.Kind == jsontree.Object && len(e.Members) == 1 && sortDirection(e.Members[0].Value):
 			name = e.Members[0].Name
 		default:
 			return datastore.BadRequest(`couchdb: each entry of %s must be a field name or {"field": "asc"|"desc"}`, what)
@@ -497,6 +593,11 @@ func sortEntries(c *datastore.Collection, n *jsontree.Node, what string, protect
 	return nil
 }
 
+func sortDirection(n *jsontree.Node) bool {
+	d, ok := n.Text()
+	return ok && (d == "asc" || d == "desc")
+}
+
 // parseBody parses a request body the profile transforms.
 func (p *Profile) parseBody(body []byte, what string) (*jsontree.Node, error) {
 	root, err := jsontree.Parse(body, p.maxDepth)
@@ -514,8 +615,30 @@ func unknownMember(what string) *datastore.Refusal {
 }
 
 // findMembers are _find's and _explain's members besides selector, fields
-// and sort (mango_opts:validate_find): none carries a compared value.
-var findMembers = []string{"limit", "skip", "use_index", "bookmark", "r", "conflicts", "update", "stable", "stale", "execution_stats", "partition", "allow_fallback"}
+// and sort (mango_opts:validate_find), with their types: none carries a
+// compared value, and a value of another type would reach the datastore
+// unread.
+var findMembers = map[string]paramSpec{
+	"limit": tInt, "skip": tInt, "r": tInt, "bookmark": tText, "partition": tText,
+	"conflicts": tBool, "update": tBool, "stable": tBool, "execution_stats": tBool, "allow_fallback": tBool,
+	"stale": tStale,
+}
+
+// typedMember checks a member of a query body against its type.
+func typedMember(what, name string, spec paramSpec, n *jsontree.Node) error {
+	if spec.json(n) {
+		return nil
+	}
+	return datastore.BadRequest("couchdb: %s in the %s body must be %s", name, what, spec.want())
+}
+
+// useIndex is _find's use_index: a design document name, or [ddoc, index].
+func useIndex(n *jsontree.Node) error {
+	if n.Kind == jsontree.String || stringArray(n) && len(n.Elems) <= 2 {
+		return nil
+	}
+	return datastore.BadRequest("couchdb: use_index must be a design document name or [design document, index name]")
+}
 
 func (p *Profile) findTransform(c *collection, what string) func(context.Context, []byte, fieldcrypt.Keyring) ([]byte, error) {
 	return func(ctx context.Context, body []byte, keys fieldcrypt.Keyring) ([]byte, error) {
@@ -533,7 +656,10 @@ func (p *Profile) findTransform(c *collection, what string) func(context.Context
 				err = fieldList(c.Collection, m.Value)
 			case m.Name == "sort":
 				err = sortEntries(c.Collection, m.Value, "sort", true)
-			case slices.Contains(findMembers, m.Name):
+			case m.Name == "use_index":
+				err = useIndex(m.Value)
+			case findMembers[m.Name].kind != 0:
+				err = typedMember(what, m.Name, findMembers[m.Name], m.Value)
 			default:
 				err = unknownMember(what)
 			}
@@ -565,7 +691,12 @@ func (p *Profile) indexTransform(c *collection) func(context.Context, []byte, fi
 				err = indexType(m.Value)
 			case "fields":
 				err = sortEntries(c.Collection, m.Value, "the index's fields", false)
-			case "name", "ddoc", "w", "partitioned":
+			case "name", "ddoc":
+				err = typedMember("_index", m.Name, tText, m.Value)
+			case "w":
+				err = typedMember("_index", m.Name, tInt, m.Value)
+			case "partitioned":
+				err = typedMember("_index", m.Name, tBool, m.Value)
 			default:
 				err = unknownMember("_index")
 			}
@@ -592,6 +723,7 @@ func indexDef(w *selectorWalk, n *jsontree.Node) error {
 		case "type":
 			err = indexType(m.Value)
 		case "name", "ddoc":
+			err = typedMember("_index", m.Name, tText, m.Value)
 		default:
 			err = unknownMember("_index")
 		}
