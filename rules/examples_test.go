@@ -2,11 +2,14 @@ package rules
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
 // TestExampleRuleFiles: the shipped examples (the demo uses clinic.yaml)
-// are version 2 files for CouchDB, and compile without a warning.
+// are version 2 files, for CouchDB unless named for another datastore
+// (es-*.yaml for Elasticsearch, rest-*.yaml for REST stores), and compile
+// without a warning.
 func TestExampleRuleFiles(t *testing.T) {
 	files, err := filepath.Glob("../examples/rules/*.yaml")
 	if err != nil || len(files) == 0 {
@@ -21,8 +24,15 @@ func TestExampleRuleFiles(t *testing.T) {
 			if len(diags) > 0 {
 				t.Errorf("warnings: %v", diags)
 			}
-			if plan.Schema == nil || plan.Schema.Datastore != "couchdb" {
-				t.Errorf("not a version 2 file for couchdb")
+			want := "couchdb"
+			switch base := filepath.Base(f); {
+			case strings.HasPrefix(base, "es-"):
+				want = "elasticsearch"
+			case strings.HasPrefix(base, "rest-"):
+				want = "rest"
+			}
+			if plan.Schema == nil || plan.Schema.Datastore != want {
+				t.Errorf("not a version 2 file for %s", want)
 			}
 		})
 	}
