@@ -46,7 +46,22 @@ func (p *Profile) Classify(r *datastore.Request) *datastore.Operation {
 	if op == nil {
 		op = &datastore.Operation{Endpoint: EpUnknown, Refusal: datastore.Refuse("elasticsearch: the request was not classified")}
 	}
+	if op.Refusal == nil && op.Body != datastore.BodyPass && sourceParam(r.RawQuery) {
+		// Elasticsearch reads a request body from the source parameter
+		// when the request has none: a second body the profile would
+		// not see, wherever it reads the first (a _msearch or _bulk on
+		// an unprotected index may name protected ones).
+		return &datastore.Operation{Collection: op.Collection, Endpoint: op.Endpoint, Refusal: datastore.Refuse(
+			"elasticsearch: the source query parameter carries a request body in the URL, where the sidecar does not read it; send the body as the request body")}
+	}
 	return op
+}
+
+func sourceParam(raw string) bool {
+	params, _ := parseQuery(raw)
+	_, a := lookup(params, "source")
+	_, b := lookup(params, "source_content_type")
+	return a || b
 }
 
 // req carries one request through the handlers.

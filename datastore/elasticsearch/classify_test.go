@@ -107,6 +107,8 @@ func TestClassifyDocuments(t *testing.T) {
 		{name: "PATCH", method: "PATCH", path: "/orders/_doc/1", code: codeUnprotected},
 		{name: "lower-case method", method: "put", path: "/orders/_doc/1", code: codeUnprotected},
 		{name: "source param", method: "GET", path: "/orders/_search", query: "source=%7B%7D&source_content_type=application/json", code: codeUnprotected},
+		{name: "source param on an unprotected msearch", method: "POST", path: "/logs/_msearch", query: "source=x", code: codeUnprotected},
+		{name: "source param on an unprotected search", method: "GET", path: "/logs/_search", query: "source=%7B%7D", rule: pass},
 		{name: "q param", method: "GET", path: "/orders/_search", query: "q=email:x", code: codeUnsupported},
 		{name: "sort param", method: "GET", path: "/orders/_search", query: "sort=email:asc", code: codeUnsupported},
 		{name: "sort param ok", method: "GET", path: "/orders/_search", query: "sort=date:asc", ep: EpSearch, rule: xform},
