@@ -18,7 +18,7 @@ func benchUnwraps(b *testing.B, p hsm.Provider, callers int) {
 	ctx := b.Context()
 	dek := make([]byte, hsmtest.DEKLen)
 	rand.Read(dek)
-	w, err := p.Wrap(ctx, dek)
+	w, err := p.Wrap(ctx, dek, hsm.Binding{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -29,7 +29,7 @@ func benchUnwraps(b *testing.B, p hsm.Provider, callers int) {
 	for range callers {
 		wg.Go(func() {
 			for next.Add(1) <= int64(b.N) {
-				out, err := p.Unwrap(ctx, w)
+				out, err := p.Unwrap(ctx, w, hsm.Binding{})
 				if err != nil {
 					b.Error(err)
 					return
@@ -48,7 +48,7 @@ func benchWraps(b *testing.B, p hsm.Provider) {
 	rand.Read(dek)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := p.Wrap(ctx, dek); err != nil {
+		if _, err := p.Wrap(ctx, dek, hsm.Binding{}); err != nil {
 			b.Fatal(err)
 		}
 	}

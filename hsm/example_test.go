@@ -34,11 +34,11 @@ func ExampleOpen() {
 
 	dek := make([]byte, 64) // an AES-SIV-512 data key
 	rand.Read(dek)
-	w, err := p.Wrap(ctx, dek)
+	w, err := p.Wrap(ctx, dek, hsm.Binding{})
 	if err != nil {
 		log.Fatal(err)
 	}
-	back, err := p.Unwrap(ctx, w)
+	back, err := p.Unwrap(ctx, w, hsm.Binding{})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -78,13 +78,13 @@ func ExampleProvider_rotation() {
 	defer p.Close()
 
 	dek := make([]byte, 32)
-	old, _ := p.Wrap(ctx, dek)
+	old, _ := p.Wrap(ctx, dek, hsm.Binding{})
 	v2, _ := p.RotateKEK(ctx)
-	rewrapped, _ := p.Wrap(ctx, dek) // what a re-wrap job does, after Unwrap(old)
+	rewrapped, _ := p.Wrap(ctx, dek, hsm.Binding{}) // what a re-wrap job does, after Unwrap(old)
 	if err := p.RetireKEK(ctx, old.KEKVersion); err != nil {
 		log.Fatal(err)
 	}
-	_, err = p.Unwrap(ctx, old)
+	_, err = p.Unwrap(ctx, old, hsm.Binding{})
 	fmt.Println("new version:", v2, "re-wrapped under:", rewrapped.KEKVersion)
 	fmt.Println("old wrap after retirement:", errors.Is(err, hsm.ErrKEKRetired))
 	// Output:

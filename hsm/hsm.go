@@ -15,13 +15,16 @@ import (
 // with errors.Is), names the operation, the KEK version and the token or
 // file, and never contains key bytes or the PIN or passphrase.
 type Provider interface {
-	// Wrap wraps dek under the current KEK version.
-	Wrap(ctx context.Context, dek []byte) (Wrapped, error)
-	// Unwrap returns the data key inside w. It fails with ErrUnwrap if w
-	// was tampered with or belongs to another KEK, with ErrUnknownKEK if
-	// its KEK version does not exist, and with ErrKEKRetired if that
-	// version was retired.
-	Unwrap(ctx context.Context, w Wrapped) ([]byte, error)
+	// Wrap wraps dek under the current KEK version, for the data key that
+	// b names.
+	Wrap(ctx context.Context, dek []byte, b Binding) (Wrapped, error)
+	// Unwrap returns the data key inside w, which the caller expects to
+	// belong to the data key that b names. It fails with ErrUnwrap if w
+	// was tampered with, belongs to another KEK or (with a provider that
+	// binds, see Binding) to another data key, with ErrUnknownKEK if its
+	// KEK version does not exist, and with ErrKEKRetired if that version
+	// was retired.
+	Unwrap(ctx context.Context, w Wrapped, b Binding) ([]byte, error)
 	// CurrentKEK returns the version new wraps use.
 	CurrentKEK(ctx context.Context) (uint32, error)
 	// RotateKEK creates a new KEK version inside the provider and makes
@@ -62,6 +65,27 @@ type Provider interface {
 	Close() error
 }
 
+// Binding names the data key a wrap belongs to: its name and version in
+// the keystore. Wrap is told it and Unwrap is told it again, from the
+// record the caller read, never from the wrapped bytes.
+//
+// A provider that can authenticate context with the wrap binds it, so that
+// a wrapped key moved to another name or version does not unwrap: AWS KMS
+// puts it in the encryption context (docs/KEK.md), which KMS also writes
+// to CloudTrail, so the cloud's own log says which data key each Decrypt
+// opened. The RFC 5649 providers (PKCS#11 and software) record nothing:
+// KWP takes no associated data, and both must keep producing the bytes
+// they always have (existing keystores, and the byte-for-byte agreement
+// between them). For them the keystore's record MAC does the binding: it
+// covers every wrapped key together with its name and version, so a
+// wrapped key moved to another record is refused before it is unwrapped
+// (docs/KEYS.md, "Record integrity"). Describe().BindsContext says which
+// kind a provider is.
+type Binding struct {
+	Key     string `json:"key"`     // data key name, "pii"
+	Version uint32 `json:"version"` // data key version
+}
+
 // Wrapped is a data key wrapped under one KEK version.
 type Wrapped struct {
 	KEKVersion uint32 `json:"kek_version"`
@@ -84,12 +108,36 @@ type KEKInfo struct {
 
 // Description says what a provider is. It holds no secrets.
 type Description struct {
-	Kind    string `json:"kind"` // "software" or "pkcs11"
-	Module  string `json:"module,omitempty"`
-	Token   string `json:"token,omitempty"`
-	Object  string `json:"object,omitempty"`
-	File    string `json:"file,omitempty"`
-	Warning string `json:"warning,omitempty"` // e.g. "not an HSM: development only"
+	Kind   string `json:"kind"` // "software", "pkcs11" or "awskms"
+	Module string `json:"module,omitempty"`
+	Token  string `json:"token,omitempty"`
+	// Object is the PKCS#11 label prefix, or the AWS KMS alias prefix
+	// ("alias/sidecrypt").
+	Object string `json:"object,omitempty"`
+	File   string `json:"file,omitempty"`
+	// Region is the AWS region of an awskms provider.
+	Region string `json:"region,omitempty"`
+	// BindsContext: Wrap authenticates the Binding with the wrapped key,
+	// so Unwrap under another Binding fails (see Binding).
+	BindsContext bool   `json:"binds_context,omitempty"`
+	Warning      string `json:"warning,omitempty"` // e.g. "not an HSM: development only"
+}
+
+// ID names the provider's keys in a way that stays the same across
+// processes and hosts: the kind and what selects the keys (token and label
+// prefix, region and alias prefix, or the key file). The keystore records
+// it beside a second wrap (keystore.EscrowWrap), to tell which provider
+// made it. It holds no secret.
+func (d Description) ID() string {
+	switch d.Kind {
+	case "pkcs11":
+		return "pkcs11:token=" + d.Token + ";object=" + d.Object
+	case "awskms":
+		return "awskms:" + d.Region + ":" + d.Object
+	case "software":
+		return "software:" + d.File
+	}
+	return d.Kind
 }
 
 // Sentinel errors.

@@ -88,19 +88,19 @@ func TestSoftwareKWPVectors(t *testing.T) {
 			p := softwareWithKEK(t, key)
 			w := Wrapped{KEKVersion: 1, Mechanism: MechanismKWP, Bytes: ct}
 			if !v.Valid {
-				if _, err := p.Unwrap(t.Context(), w); !errors.Is(err, ErrUnwrap) {
+				if _, err := p.Unwrap(t.Context(), w, Binding{}); !errors.Is(err, ErrUnwrap) {
 					t.Fatalf("invalid vector: Unwrap = %v; want ErrUnwrap", err)
 				}
 				return
 			}
-			got, err := p.Wrap(t.Context(), msg)
+			got, err := p.Wrap(t.Context(), msg, Binding{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if !bytes.Equal(got.Bytes, ct) || got.Mechanism != MechanismKWP {
 				t.Fatalf("Wrap = %x (%s); want %x", got.Bytes, got.Mechanism, ct)
 			}
-			dek, err := p.Unwrap(t.Context(), w)
+			dek, err := p.Unwrap(t.Context(), w, Binding{})
 			if err != nil || !bytes.Equal(dek, msg) {
 				t.Fatalf("Unwrap = %x, %v; want %x", dek, err, msg)
 			}
@@ -108,7 +108,7 @@ func TestSoftwareKWPVectors(t *testing.T) {
 			for i := 0; i < len(ct)*8; i += 7 {
 				bad := bytes.Clone(ct)
 				bad[i/8] ^= 1 << (i % 8)
-				if _, err := p.Unwrap(t.Context(), Wrapped{KEKVersion: 1, Mechanism: MechanismKWP, Bytes: bad}); !errors.Is(err, ErrUnwrap) {
+				if _, err := p.Unwrap(t.Context(), Wrapped{KEKVersion: 1, Mechanism: MechanismKWP, Bytes: bad}, Binding{}); !errors.Is(err, ErrUnwrap) {
 					t.Fatalf("ciphertext bit %d flipped: Unwrap = %v", i, err)
 				}
 			}

@@ -687,8 +687,10 @@ func (p *pkcs11Provider) currentVersion(s *session) (uint32, error) {
 
 // Wrap wraps dek with C_WrapKey. The DEK has to become a token object for
 // that: it is created as a session object (gone when the session closes),
-// sensitive and extractable, wrapped, and destroyed.
-func (p *pkcs11Provider) Wrap(ctx context.Context, dek []byte) (Wrapped, error) {
+// sensitive and extractable, wrapped, and destroyed. RFC 5649 and RFC 3394
+// take no associated data, so b is not bound to the bytes (see Binding;
+// the keystore's record MAC binds them).
+func (p *pkcs11Provider) Wrap(ctx context.Context, dek []byte, b Binding) (Wrapped, error) {
 	if err := checkDEKLen(len(dek)); err != nil {
 		return Wrapped{}, p.fail("wrap", err)
 	}
@@ -750,7 +752,7 @@ func isUnwrapFailure(err error) bool {
 // value and destroys it. The DEK must come out of the token: fieldcrypt
 // runs AES-SIV and AES-GCM in this process, at memory speed, for every
 // field; the KEK never leaves.
-func (p *pkcs11Provider) Unwrap(ctx context.Context, w Wrapped) ([]byte, error) {
+func (p *pkcs11Provider) Unwrap(ctx context.Context, w Wrapped, b Binding) ([]byte, error) {
 	op := fmt.Sprintf("unwrap under KEK v%d", w.KEKVersion)
 	if w.Mechanism != p.cfg.Mechanism.algorithm {
 		return nil, p.fail(op, fmt.Errorf("%w: mechanism %q; this provider uses %q", ErrUnwrap, w.Mechanism, p.cfg.Mechanism.algorithm))

@@ -440,21 +440,21 @@ func TestPKCS11Recovery(t *testing.T) {
 	var logs testenv.SyncBuffer
 	p := openToken(t, tok, "", slog.New(slog.NewTextHandler(&logs, nil)))
 	dek := bytes.Repeat([]byte{0x42}, 64)
-	w, err := p.Wrap(ctx, dek)
+	w, err := p.Wrap(ctx, dek, hsm.Binding{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	roundTrip := func(t *testing.T) {
 		t.Helper()
-		got, err := p.Unwrap(ctx, w)
+		got, err := p.Unwrap(ctx, w, hsm.Binding{})
 		if err != nil || !bytes.Equal(got, dek) {
 			t.Fatalf("Unwrap after the disruption: %v", err)
 		}
-		w2, err := p.Wrap(ctx, dek)
+		w2, err := p.Wrap(ctx, dek, hsm.Binding{})
 		if err != nil {
 			t.Fatalf("Wrap after the disruption: %v", err)
 		}
-		if _, err := p.Unwrap(ctx, w2); err != nil {
+		if _, err := p.Unwrap(ctx, w2, hsm.Binding{}); err != nil {
 			t.Fatalf("Unwrap of a new wrap: %v", err)
 		}
 		if err := p.Ping(ctx); err != nil {
@@ -464,7 +464,7 @@ func TestPKCS11Recovery(t *testing.T) {
 	// Fill the pool with several idle sessions.
 	var wg sync.WaitGroup
 	for range 6 {
-		wg.Go(func() { p.Unwrap(ctx, w) })
+		wg.Go(func() { p.Unwrap(ctx, w, hsm.Binding{}) })
 	}
 	wg.Wait()
 
@@ -508,7 +508,7 @@ func TestPKCS11Recovery(t *testing.T) {
 		errs := make(chan error, 8)
 		for range 8 {
 			wg.Go(func() {
-				if _, err := p.Unwrap(ctx, w); err != nil {
+				if _, err := p.Unwrap(ctx, w, hsm.Binding{}); err != nil {
 					errs <- err
 				}
 			})
@@ -529,14 +529,14 @@ func TestPKCS11Persists(t *testing.T) {
 	tok := testenv.UseSoftHSM(t).InitToken(t, "persist")
 	p := openToken(t, tok, "app", nil)
 	dek1, dek2 := bytes.Repeat([]byte{1}, 64), bytes.Repeat([]byte{2}, 32)
-	w1, err := p.Wrap(ctx, dek1)
+	w1, err := p.Wrap(ctx, dek1, hsm.Binding{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := p.RotateKEK(ctx); err != nil {
 		t.Fatal(err)
 	}
-	w2, err := p.Wrap(ctx, dek2)
+	w2, err := p.Wrap(ctx, dek2, hsm.Binding{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -555,7 +555,7 @@ func TestPKCS11Persists(t *testing.T) {
 		w   hsm.Wrapped
 		dek []byte
 	}{{w1, dek1}, {w2, dek2}} {
-		if got, err := q.Unwrap(ctx, c.w); err != nil || !bytes.Equal(got, c.dek) {
+		if got, err := q.Unwrap(ctx, c.w, hsm.Binding{}); err != nil || !bytes.Equal(got, c.dek) {
 			t.Errorf("Unwrap(v%d) after reopen: %v", c.w.KEKVersion, err)
 		}
 	}
@@ -583,11 +583,11 @@ func TestPKCS11SeesOtherRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	dek := bytes.Repeat([]byte{9}, 64)
-	w, err := b.Wrap(ctx, dek)
+	w, err := b.Wrap(ctx, dek, hsm.Binding{})
 	if err != nil || w.KEKVersion != v {
 		t.Fatalf("Wrap = %+v, %v", w, err)
 	}
-	if got, err := a.Unwrap(ctx, w); err != nil || !bytes.Equal(got, dek) {
+	if got, err := a.Unwrap(ctx, w, hsm.Binding{}); err != nil || !bytes.Equal(got, dek) {
 		t.Fatalf("Unwrap of the other provider's new version: %v", err)
 	}
 	if cur, err := a.CurrentKEK(ctx); err != nil || cur != v {
@@ -598,7 +598,7 @@ func TestPKCS11SeesOtherRotation(t *testing.T) {
 	}
 	// a still has v1 cached as active; the token itself refuses it.
 	old := hsm.Wrapped{KEKVersion: 1, Mechanism: hsm.MechanismKWP, Bytes: w.Bytes}
-	if _, err := a.Unwrap(ctx, old); !errors.Is(err, hsm.ErrKEKRetired) {
+	if _, err := a.Unwrap(ctx, old, hsm.Binding{}); !errors.Is(err, hsm.ErrKEKRetired) {
 		t.Errorf("Unwrap under a KEK retired by another provider = %v; want ErrKEKRetired", err)
 	}
 }
@@ -719,7 +719,7 @@ func TestPKCS11DuplicateVersion(t *testing.T) {
 	tok := testenv.UseSoftHSM(t).InitToken(t, "dup")
 	p := openToken(t, tok, "dup", nil)
 	dek := bytes.Repeat([]byte{3}, 64)
-	w1, err := p.Wrap(ctx, dek)
+	w1, err := p.Wrap(ctx, dek, hsm.Binding{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -752,17 +752,17 @@ func TestPKCS11DuplicateVersion(t *testing.T) {
 		t.Fatalf("Open with a duplicated version: %v", err)
 	}
 	defer q.Close()
-	if got, err := q.Unwrap(ctx, w1); err != nil || !bytes.Equal(got, dek) {
+	if got, err := q.Unwrap(ctx, w1, hsm.Binding{}); err != nil || !bytes.Equal(got, dek) {
 		t.Fatalf("Unwrap under the duplicated version: %v", err)
 	}
-	if _, err := q.Wrap(ctx, dek); !errors.Is(err, hsm.ErrUnavailable) || !strings.Contains(err.Error(), `two KEK objects are labelled "dup-v1"`) {
+	if _, err := q.Wrap(ctx, dek, hsm.Binding{}); !errors.Is(err, hsm.ErrUnavailable) || !strings.Contains(err.Error(), `two KEK objects are labelled "dup-v1"`) {
 		t.Fatalf("Wrap under a duplicated version = %v; want ErrUnavailable naming both objects", err)
 	}
 	v2, err := q.RotateKEK(ctx)
 	if err != nil || v2 != 2 {
 		t.Fatalf("RotateKEK = %d, %v", v2, err)
 	}
-	w2, err := q.Wrap(ctx, dek)
+	w2, err := q.Wrap(ctx, dek, hsm.Binding{})
 	if err != nil || w2.KEKVersion != 2 {
 		t.Fatalf("Wrap after rotating past the duplicate = %+v, %v", w2, err)
 	}
@@ -771,7 +771,7 @@ func TestPKCS11DuplicateVersion(t *testing.T) {
 	if cur, err := p.CurrentKEK(ctx); err != nil || cur != 2 {
 		t.Errorf("CurrentKEK = %d, %v", cur, err)
 	}
-	if w, err := p.Wrap(ctx, dek); err != nil || w.KEKVersion != 2 {
+	if w, err := p.Wrap(ctx, dek, hsm.Binding{}); err != nil || w.KEKVersion != 2 {
 		t.Errorf("Wrap after rescan = %+v, %v", w, err)
 	}
 }
@@ -793,7 +793,7 @@ func TestPKCS11ConcurrentRotation(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				w, err := p.Wrap(ctx, dek)
+				w, err := p.Wrap(ctx, dek, hsm.Binding{})
 				if err != nil {
 					t.Error(err)
 					return
@@ -807,7 +807,7 @@ func TestPKCS11ConcurrentRotation(t *testing.T) {
 	wg.Wait()
 	for _, w := range wraps {
 		for name, p := range map[string]hsm.Provider{"a": a, "b": b} {
-			if got, err := p.Unwrap(ctx, w); err != nil || !bytes.Equal(got, dek) {
+			if got, err := p.Unwrap(ctx, w, hsm.Binding{}); err != nil || !bytes.Equal(got, dek) {
 				t.Errorf("%s: Unwrap(v%d): %v", name, w.KEKVersion, err)
 			}
 		}

@@ -365,7 +365,9 @@ func (p *softwareProvider) update(op string, change func() error) error {
 	return nil
 }
 
-func (p *softwareProvider) Wrap(ctx context.Context, dek []byte) (Wrapped, error) {
+// Wrap wraps with RFC 5649, which takes no associated data: b is not
+// bound to the bytes (see Binding; the keystore's record MAC binds them).
+func (p *softwareProvider) Wrap(ctx context.Context, dek []byte, b Binding) (Wrapped, error) {
 	if err := checkDEKLen(len(dek)); err != nil {
 		return Wrapped{}, fmt.Errorf("hsm: software: wrap (file %q): %w", p.path, err)
 	}
@@ -385,7 +387,7 @@ func (p *softwareProvider) Wrap(ctx context.Context, dek []byte) (Wrapped, error
 	return Wrapped{KEKVersion: k.version, Mechanism: MechanismKWP, Bytes: out}, nil
 }
 
-func (p *softwareProvider) Unwrap(ctx context.Context, w Wrapped) ([]byte, error) {
+func (p *softwareProvider) Unwrap(ctx context.Context, w Wrapped, b Binding) ([]byte, error) {
 	op := fmt.Sprintf("unwrap under KEK v%d", w.KEKVersion)
 	if w.Mechanism != MechanismKWP {
 		return nil, softErr(op, p.path, ErrUnwrap, fmt.Sprintf("mechanism %q; this provider uses %q", w.Mechanism, MechanismKWP))

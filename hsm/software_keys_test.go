@@ -114,7 +114,7 @@ func TestSoftwareAddsMasterToOldFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := p.Wrap(ctx, make([]byte, 32))
+	w, err := p.Wrap(ctx, make([]byte, 32), Binding{})
 	if err != nil || w.KEKVersion != 1 {
 		t.Fatalf("Wrap after upgrade: %v, KEK v%d", err, w.KEKVersion)
 	}

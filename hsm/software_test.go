@@ -99,7 +99,7 @@ func TestSoftwareFile(t *testing.T) {
 	})
 
 	dek := bytes.Repeat([]byte{0x5a}, 64)
-	w, err := p.Wrap(ctx, dek)
+	w, err := p.Wrap(ctx, dek, hsm.Binding{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func TestSoftwareFile(t *testing.T) {
 		if cur, _ := q.CurrentKEK(ctx); cur != v2 {
 			t.Errorf("CurrentKEK after reopen = %d; want %d", cur, v2)
 		}
-		got, err := q.Unwrap(ctx, w)
+		got, err := q.Unwrap(ctx, w, hsm.Binding{})
 		if err != nil || !bytes.Equal(got, dek) {
 			t.Errorf("Unwrap after reopen = %x, %v", got, err)
 		}
@@ -251,7 +251,7 @@ func TestSoftwareConcurrentRotationKeepsEveryVersion(t *testing.T) {
 					return
 				}
 				dek := bytes.Repeat([]byte{byte(i + 1)}, 32)
-				w, err := p.Wrap(ctx, dek)
+				w, err := p.Wrap(ctx, dek, hsm.Binding{})
 				if err != nil {
 					t.Error(err)
 					return
@@ -273,7 +273,7 @@ func TestSoftwareConcurrentRotationKeepsEveryVersion(t *testing.T) {
 	// Every wrap made by either provider opens with the other.
 	for v, bytes := range wrapped {
 		for _, p := range []hsm.Provider{a, b} {
-			if _, err := p.Unwrap(ctx, hsm.Wrapped{KEKVersion: v, Mechanism: hsm.MechanismKWP, Bytes: bytes}); err != nil {
+			if _, err := p.Unwrap(ctx, hsm.Wrapped{KEKVersion: v, Mechanism: hsm.MechanismKWP, Bytes: bytes}, hsm.Binding{}); err != nil {
 				t.Errorf("v%d: %v", v, err)
 			}
 		}
@@ -298,11 +298,11 @@ func TestSoftwareSeesOtherProcessRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	dek := bytes.Repeat([]byte{7}, 64)
-	w, err := b.Wrap(ctx, dek)
+	w, err := b.Wrap(ctx, dek, hsm.Binding{})
 	if err != nil || w.KEKVersion != v {
 		t.Fatalf("Wrap = %+v, %v", w, err)
 	}
-	if got, err := a.Unwrap(ctx, w); err != nil || !bytes.Equal(got, dek) {
+	if got, err := a.Unwrap(ctx, w, hsm.Binding{}); err != nil || !bytes.Equal(got, dek) {
 		t.Fatalf("other provider's Unwrap = %v", err)
 	}
 	if cur, err := a.CurrentKEK(ctx); err != nil || cur != v {

@@ -398,7 +398,7 @@ func (m *Manager) Backup(ctx context.Context, w io.Writer, rcpt *RecoveryRecipie
 				bk.Versions = append(bk.Versions, bv)
 				continue
 			}
-			dek, err := m.kek.Unwrap(ctx, hsm.Wrapped{KEKVersion: v.KEKVersion, Mechanism: v.Mechanism, Bytes: v.Wrapped})
+			dek, err := m.kek.Unwrap(ctx, v.wrapped(), hsm.Binding{Key: k.Name, Version: v.Version})
 			if err != nil {
 				err = fmt.Errorf("keystore: backup: key %q v%d (KEK v%d): %w", k.Name, v.Version, v.KEKVersion, err)
 				return BackupResult{}, m.finish(ctx, action, k.Name, v.Version, "", nil, err)

@@ -105,7 +105,7 @@ func backupFixture(t *testing.T) (*fixture, *keystore.RecoveryIdentity, []byte, 
 	if _, err := f.m.Create(f.ctx, "later", 0, true); err != nil {
 		t.Fatal(err)
 	}
-	d, _ := f.kek.Unwrap(f.ctx, wrappedOf(t, f, "later", 1))
+	d, _ := f.kek.Unwrap(f.ctx, wrappedOf(t, f, "later", 1), hsm.Binding{Key: "later", Version: 1})
 	deks["later/1"] = d
 	if _, err := f.m.Revoke(f.ctx, "key1", 1, keystore.StateCompromised, "leak"); err != nil {
 		t.Fatal(err)
@@ -186,7 +186,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 			if dv.KEKVersion != 3 {
 				t.Fatalf("%s v%d restored under KEK v%d, want the current v3", sk.Name, sv.Version, dv.KEKVersion)
 			}
-			got, err := dst.kek.Unwrap(dst.ctx, wrappedOf(t, dst, sk.Name, sv.Version))
+			got, err := dst.kek.Unwrap(dst.ctx, wrappedOf(t, dst, sk.Name, sv.Version), hsm.Binding{Key: sk.Name, Version: sv.Version})
 			if err != nil || !bytes.Equal(got, deks[sk.Name+"/"+itoa(sv.Version)]) {
 				t.Fatalf("%s v%d does not unwrap to the original key: %v", sk.Name, sv.Version, err)
 			}

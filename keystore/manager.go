@@ -41,8 +41,10 @@ const maxCASAttempts = 20
 // hsm.Provider satisfies it; it is defined here so that tests and other
 // callers can hand in something smaller.
 type KEK interface {
-	Wrap(ctx context.Context, dek []byte) (hsm.Wrapped, error)
-	Unwrap(ctx context.Context, w hsm.Wrapped) ([]byte, error)
+	// Wrap and Unwrap are given the data key's name and version, which a
+	// provider that can binds to the wrapped bytes (hsm.Binding).
+	Wrap(ctx context.Context, dek []byte, b hsm.Binding) (hsm.Wrapped, error)
+	Unwrap(ctx context.Context, w hsm.Wrapped, b hsm.Binding) ([]byte, error)
 	CurrentKEK(ctx context.Context) (uint32, error)
 	RotateKEK(ctx context.Context) (uint32, error)
 	KEKs(ctx context.Context) ([]hsm.KEKInfo, error)
@@ -261,11 +263,12 @@ func (m *Manager) newDEK() ([]byte, error) {
 // comparing in constant time: a record is only ever written with a wrapped
 // copy known to open. It costs one extra unwrap per new or re-wrapped key.
 func (m *Manager) wrapVerified(ctx context.Context, name string, version uint32, dek []byte) (hsm.Wrapped, error) {
-	w, err := m.kek.Wrap(ctx, dek)
+	b := hsm.Binding{Key: name, Version: version}
+	w, err := m.kek.Wrap(ctx, dek, b)
 	if err != nil {
 		return hsm.Wrapped{}, fmt.Errorf("keystore: key %q v%d: wrap: %w", name, version, err)
 	}
-	back, err := m.kek.Unwrap(ctx, w)
+	back, err := m.kek.Unwrap(ctx, w, b)
 	if err != nil {
 		return hsm.Wrapped{}, fmt.Errorf("keystore: key %q v%d: %w: unwrap of the new copy: %w", name, version, ErrVerify, err)
 	}
@@ -656,7 +659,7 @@ func (m *Manager) UnwrapMaterial(ctx context.Context, name string, version uint3
 	if refusal != nil {
 		return Material{}, m.finish(ctx, action, name, version, "", nil, refusal)
 	}
-	dek, err := m.kek.Unwrap(ctx, hsm.Wrapped{KEKVersion: v.KEKVersion, Mechanism: v.Mechanism, Bytes: v.Wrapped})
+	dek, err := m.kek.Unwrap(ctx, v.wrapped(), hsm.Binding{Key: name, Version: version})
 	if err != nil {
 		return Material{}, fmt.Errorf("keystore: key %q v%d (KEK v%d): %w", name, version, v.KEKVersion, err)
 	}

@@ -131,7 +131,7 @@ func backupRoundTrip(t *testing.T, src, dst keystore.KEK) {
 	// old one cannot open them.
 	k, _ := to.Get(ctx, "pii")
 	v := k.Lookup(2)
-	if _, err := src.Unwrap(ctx, hsm.Wrapped{KEKVersion: v.KEKVersion, Mechanism: v.Mechanism, Bytes: v.Wrapped}); err == nil {
+	if _, err := src.Unwrap(ctx, hsm.Wrapped{KEKVersion: v.KEKVersion, Mechanism: v.Mechanism, Bytes: v.Wrapped}, hsm.Binding{Key: "pii", Version: 2}); err == nil {
 		t.Fatal("the old provider unwraps a key restored under the new one")
 	}
 }

@@ -142,7 +142,7 @@ func (m *Manager) rewrapOne(ctx context.Context, it rewrapItem, current uint32) 
 		"to_kek":   strconv.FormatUint(uint64(current), 10),
 	}
 	old := hsm.Wrapped{KEKVersion: v.KEKVersion, Mechanism: v.Mechanism, Bytes: slices.Clone(v.Wrapped)}
-	dek, err := m.kek.Unwrap(ctx, old)
+	dek, err := m.kek.Unwrap(ctx, old, hsm.Binding{Key: it.name, Version: it.version})
 	if err != nil {
 		err = fmt.Errorf("keystore: key %q v%d: unwrap under KEK v%d: %w", it.name, it.version, from, err)
 		return false, m.finish(ctx, "key.rewrap", it.name, it.version, "", details, err)

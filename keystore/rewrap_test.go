@@ -170,13 +170,13 @@ type badWrapKEK struct {
 	broken atomic.Bool
 }
 
-func (b *badWrapKEK) Wrap(ctx context.Context, dek []byte) (hsm.Wrapped, error) {
+func (b *badWrapKEK) Wrap(ctx context.Context, dek []byte, bd hsm.Binding) (hsm.Wrapped, error) {
 	if b.broken.Load() {
 		other := bytes.Clone(dek)
 		other[0] ^= 1
-		return b.FakeKEK.Wrap(ctx, other)
+		return b.FakeKEK.Wrap(ctx, other, bd)
 	}
-	return b.FakeKEK.Wrap(ctx, dek)
+	return b.FakeKEK.Wrap(ctx, dek, bd)
 }
 
 func TestRewrapVerifiesBeforeSwitching(t *testing.T) {

@@ -733,7 +733,7 @@ func (m *Manager) sealOne(ctx context.Context, k *Key) error {
 	for i := range k.Versions {
 		v := &k.Versions[i]
 		if len(v.Wrapped) > 0 {
-			dek, err := m.kek.Unwrap(ctx, hsm.Wrapped{KEKVersion: v.KEKVersion, Mechanism: v.Mechanism, Bytes: v.Wrapped})
+			dek, err := m.kek.Unwrap(ctx, v.wrapped(), hsm.Binding{Key: k.Name, Version: v.Version})
 			if err != nil {
 				return fmt.Errorf("keystore: key %q v%d does not unwrap (KEK v%d), so it is not sealed: %w", k.Name, v.Version, v.KEKVersion, err)
 			}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/sidecrypt/sidecrypt/hsm"
 )
 
 // State is a key version's lifecycle state (NIST SP 800-57 Part 1, 5.3).
@@ -48,6 +50,12 @@ type Version struct {
 	// whose incarnation differs was deleted and made again outside
 	// sidecrypt (a reset), and is refused.
 	Counter int64 `json:"counter,omitempty"`
+}
+
+// wrapped returns the version's primary wrapped copy as the provider
+// takes it.
+func (v *Version) wrapped() hsm.Wrapped {
+	return hsm.Wrapped{KEKVersion: v.KEKVersion, Mechanism: v.Mechanism, Bytes: v.Wrapped}
 }
 
 // Key is a named data key with all its versions.

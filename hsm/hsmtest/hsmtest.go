@@ -58,6 +58,10 @@ func NewSoftware(t testing.TB) hsm.Provider {
 	return p
 }
 
+// bind is the Binding the suite wraps under: a data key name and version
+// as the keystore would give them.
+var bind = hsm.Binding{Key: "hsmtest-pii", Version: 3}
+
 // DEKLen is the data key size sidecrypt wraps: a 64-byte AES-SIV-512 key
 // (two AES-256 keys, RFC 5297), the largest it uses.
 const DEKLen = 64
@@ -82,7 +86,7 @@ func Run(t *testing.T, newProvider func(t *testing.T) hsm.Provider) {
 		for _, n := range []int{16, 32, DEKLen, 72, 4096} {
 			t.Run(fmt.Sprint(n), func(t *testing.T) {
 				dek := randomBytes(t, n)
-				w, err := p.Wrap(ctx, dek)
+				w, err := p.Wrap(ctx, dek, bind)
 				if err != nil {
 					t.Fatalf("Wrap(%d bytes): %v", n, err)
 				}
@@ -95,7 +99,7 @@ func Run(t *testing.T, newProvider func(t *testing.T) hsm.Provider) {
 				if len(w.Bytes) < n+8 || bytes.Contains(w.Bytes, dek[:16]) {
 					t.Errorf("wrapped form (%d bytes) is too short or contains the key", len(w.Bytes))
 				}
-				got, err := p.Unwrap(ctx, w)
+				got, err := p.Unwrap(ctx, w, bind)
 				if err != nil {
 					t.Fatalf("Unwrap: %v", err)
 				}
@@ -109,7 +113,7 @@ func Run(t *testing.T, newProvider func(t *testing.T) hsm.Provider) {
 	t.Run("InvalidDEK", func(t *testing.T) {
 		p := open(t)
 		for _, n := range []int{0, 1, 15, 20, 33, 8200} {
-			_, err := p.Wrap(ctx, make([]byte, n))
+			_, err := p.Wrap(ctx, make([]byte, n), bind)
 			if !errors.Is(err, hsm.ErrInvalidArgument) {
 				t.Errorf("Wrap(%d bytes) = %v; want ErrInvalidArgument", n, err)
 			}
@@ -123,7 +127,7 @@ func Run(t *testing.T, newProvider func(t *testing.T) hsm.Provider) {
 			bad := w
 			bad.Bytes = bytes.Clone(w.Bytes)
 			bad.Bytes[i/8] ^= 1 << (i % 8)
-			if _, err := p.Unwrap(ctx, bad); !errors.Is(err, hsm.ErrUnwrap) {
+			if _, err := p.Unwrap(ctx, bad, bind); !errors.Is(err, hsm.ErrUnwrap) {
 				t.Fatalf("bit %d flipped: Unwrap = %v; want ErrUnwrap", i, err)
 			}
 		}
@@ -138,7 +142,7 @@ func Run(t *testing.T, newProvider func(t *testing.T) hsm.Provider) {
 		} {
 			bad := w
 			bad.Bytes = b
-			if _, err := p.Unwrap(ctx, bad); !errors.Is(err, hsm.ErrUnwrap) {
+			if _, err := p.Unwrap(ctx, bad, bind); !errors.Is(err, hsm.ErrUnwrap) {
 				t.Errorf("%s: Unwrap = %v; want ErrUnwrap", name, err)
 			}
 		}
@@ -150,7 +154,7 @@ func Run(t *testing.T, newProvider func(t *testing.T) hsm.Provider) {
 		for _, v := range []uint32{w.KEKVersion + 1, w.KEKVersion + 1000, 0} {
 			bad := w
 			bad.KEKVersion = v
-			if _, err := p.Unwrap(ctx, bad); !errors.Is(err, hsm.ErrUnknownKEK) {
+			if _, err := p.Unwrap(ctx, bad, bind); !errors.Is(err, hsm.ErrUnknownKEK) {
 				t.Errorf("KEK v%d: Unwrap = %v; want ErrUnknownKEK", v, err)
 			}
 		}
@@ -162,7 +166,7 @@ func Run(t *testing.T, newProvider func(t *testing.T) hsm.Provider) {
 		for _, m := range []string{"", "aes-gcm", strings.ToUpper(w.Mechanism), w.Mechanism + " "} {
 			bad := w
 			bad.Mechanism = m
-			if _, err := p.Unwrap(ctx, bad); !errors.Is(err, hsm.ErrUnwrap) {
+			if _, err := p.Unwrap(ctx, bad, bind); !errors.Is(err, hsm.ErrUnwrap) {
 				t.Errorf("mechanism %q: Unwrap = %v; want ErrUnwrap", m, err)
 			}
 		}
@@ -193,7 +197,7 @@ func Run(t *testing.T, newProvider func(t *testing.T) hsm.Provider) {
 		// versions are distinct keys, not labels on one key.
 		swapped := w1
 		swapped.KEKVersion = v2
-		if _, err := p.Unwrap(ctx, swapped); !errors.Is(err, hsm.ErrUnwrap) {
+		if _, err := p.Unwrap(ctx, swapped, bind); !errors.Is(err, hsm.ErrUnwrap) {
 			t.Errorf("v%d wrap presented as v%d: Unwrap = %v; want ErrUnwrap", w1.KEKVersion, v2, err)
 		}
 		infos, err := p.KEKs(ctx)
@@ -233,7 +237,7 @@ func Run(t *testing.T, newProvider func(t *testing.T) hsm.Provider) {
 		if err := p.RetireKEK(ctx, old.KEKVersion); err != nil {
 			t.Errorf("RetireKEK twice = %v; want nil (idempotent)", err)
 		}
-		if _, err := p.Unwrap(ctx, old); !errors.Is(err, hsm.ErrKEKRetired) {
+		if _, err := p.Unwrap(ctx, old, bind); !errors.Is(err, hsm.ErrKEKRetired) {
 			t.Errorf("Unwrap under retired KEK = %v; want ErrKEKRetired", err)
 		}
 		infos, err := p.KEKs(ctx)
@@ -259,12 +263,12 @@ func Run(t *testing.T, newProvider func(t *testing.T) hsm.Provider) {
 				for range rounds {
 					dek := make([]byte, DEKLen)
 					rand.Read(dek)
-					w, err := p.Wrap(ctx, dek)
+					w, err := p.Wrap(ctx, dek, bind)
 					if err != nil {
 						errs <- fmt.Errorf("Wrap: %w", err)
 						return
 					}
-					got, err := p.Unwrap(ctx, w)
+					got, err := p.Unwrap(ctx, w, bind)
 					if err != nil {
 						errs <- fmt.Errorf("Unwrap: %w", err)
 						return
@@ -281,6 +285,35 @@ func Run(t *testing.T, newProvider func(t *testing.T) hsm.Provider) {
 		for err := range errs {
 			t.Error(err)
 		}
+	})
+
+	t.Run("Binding", func(t *testing.T) {
+		p := open(t)
+		dek := randomBytes(t, DEKLen)
+		w := wrap(t, p, dek)
+		others := []hsm.Binding{
+			{Key: bind.Key, Version: bind.Version + 1},
+			{Key: bind.Key + "x", Version: bind.Version},
+			{Key: "", Version: 0},
+			// A name that ends where the version begins must not
+			// collide with another split of the same characters.
+			{Key: bind.Key + "3", Version: 0},
+		}
+		for _, o := range others {
+			got, err := p.Unwrap(ctx, w, o)
+			if p.Describe().BindsContext {
+				if !errors.Is(err, hsm.ErrUnwrap) {
+					t.Errorf("wrapped for %+v, unwrapped as %+v: %v; want ErrUnwrap (the provider binds the data key's name and version)", bind, o, err)
+				}
+				continue
+			}
+			// RFC 5649 providers bind nothing (the keystore's record
+			// MAC does); the key still opens.
+			if err != nil || !bytes.Equal(got, dek) {
+				t.Errorf("Unwrap as %+v: %v; a provider that does not bind must still open the key", o, err)
+			}
+		}
+		mustUnwrap(t, p, w, dek)
 	})
 
 	t.Run("AuditMAC", func(t *testing.T) {
@@ -423,9 +456,9 @@ func Run(t *testing.T, newProvider func(t *testing.T) hsm.Provider) {
 			}
 			errs = append(errs, err)
 		}
-		_, err := p.Wrap(ctx, dek[:15])
+		_, err := p.Wrap(ctx, dek[:15], bind)
 		record(err)
-		_, err = p.Wrap(ctx, append(bytes.Clone(dek), make([]byte, 8200)...))
+		_, err = p.Wrap(ctx, append(bytes.Clone(dek), make([]byte, 8200)...), bind)
 		record(err)
 		for _, mutate := range []func(*hsm.Wrapped){
 			func(w *hsm.Wrapped) { w.Bytes[3] ^= 0x40 },
@@ -436,7 +469,7 @@ func Run(t *testing.T, newProvider func(t *testing.T) hsm.Provider) {
 			bad := w
 			bad.Bytes = bytes.Clone(w.Bytes)
 			mutate(&bad)
-			_, err := p.Unwrap(ctx, bad)
+			_, err := p.Unwrap(ctx, bad, bind)
 			record(err)
 		}
 		if _, err := p.RotateKEK(ctx); err != nil {
@@ -445,7 +478,7 @@ func Run(t *testing.T, newProvider func(t *testing.T) hsm.Provider) {
 		if err := p.RetireKEK(ctx, w.KEKVersion); err != nil {
 			t.Fatalf("RetireKEK: %v", err)
 		}
-		_, err = p.Unwrap(ctx, w)
+		_, err = p.Unwrap(ctx, w, bind)
 		record(err)
 		for _, err := range errs {
 			msg := err.Error()
@@ -463,7 +496,7 @@ func Run(t *testing.T, newProvider func(t *testing.T) hsm.Provider) {
 		if err := p.Ping(ctx); err != nil {
 			t.Fatalf("Ping: %v", err)
 		}
-		if d := p.Describe(); d.Kind != "software" && d.Kind != "pkcs11" {
+		if d := p.Describe(); d.Kind != "software" && d.Kind != "pkcs11" && d.Kind != "awskms" {
 			t.Errorf("Describe().Kind = %q", d.Kind)
 		}
 		w := wrap(t, p, randomBytes(t, DEKLen))
@@ -476,10 +509,10 @@ func Run(t *testing.T, newProvider func(t *testing.T) hsm.Provider) {
 		if err := p.Ping(ctx); !errors.Is(err, hsm.ErrUnavailable) {
 			t.Errorf("Ping after Close = %v; want ErrUnavailable", err)
 		}
-		if _, err := p.Wrap(ctx, make([]byte, DEKLen)); !errors.Is(err, hsm.ErrUnavailable) {
+		if _, err := p.Wrap(ctx, make([]byte, DEKLen), bind); !errors.Is(err, hsm.ErrUnavailable) {
 			t.Errorf("Wrap after Close = %v; want ErrUnavailable", err)
 		}
-		if _, err := p.Unwrap(ctx, w); !errors.Is(err, hsm.ErrUnavailable) {
+		if _, err := p.Unwrap(ctx, w, bind); !errors.Is(err, hsm.ErrUnavailable) {
 			t.Errorf("Unwrap after Close = %v; want ErrUnavailable", err)
 		}
 		if _, err := p.RecordMAC(ctx, []byte("x")); !errors.Is(err, hsm.ErrUnavailable) {
@@ -512,7 +545,7 @@ func randomBytes(t testing.TB, n int) []byte {
 
 func wrap(t testing.TB, p hsm.Provider, dek []byte) hsm.Wrapped {
 	t.Helper()
-	w, err := p.Wrap(t.Context(), dek)
+	w, err := p.Wrap(t.Context(), dek, bind)
 	if err != nil {
 		t.Fatalf("Wrap: %v", err)
 	}
@@ -521,7 +554,7 @@ func wrap(t testing.TB, p hsm.Provider, dek []byte) hsm.Wrapped {
 
 func mustUnwrap(t testing.TB, p hsm.Provider, w hsm.Wrapped, want []byte) {
 	t.Helper()
-	got, err := p.Unwrap(t.Context(), w)
+	got, err := p.Unwrap(t.Context(), w, bind)
 	if err != nil {
 		t.Fatalf("Unwrap(KEK v%d): %v", w.KEKVersion, err)
 	}

@@ -162,16 +162,16 @@ func (h *instrumentedHSM) observe(op string, start time.Time, err error) {
 	}
 }
 
-func (h *instrumentedHSM) Wrap(ctx context.Context, dek []byte) (w hsm.Wrapped, err error) {
+func (h *instrumentedHSM) Wrap(ctx context.Context, dek []byte, b hsm.Binding) (w hsm.Wrapped, err error) {
 	start := time.Now()
-	w, err = h.Provider.Wrap(ctx, dek)
+	w, err = h.Provider.Wrap(ctx, dek, b)
 	h.observe("wrap", start, err)
 	return w, err
 }
 
-func (h *instrumentedHSM) Unwrap(ctx context.Context, w hsm.Wrapped) (dek []byte, err error) {
+func (h *instrumentedHSM) Unwrap(ctx context.Context, w hsm.Wrapped, b hsm.Binding) (dek []byte, err error) {
 	start := time.Now()
-	dek, err = h.Provider.Unwrap(ctx, w)
+	dek, err = h.Provider.Unwrap(ctx, w, b)
 	h.observe("unwrap", start, err)
 	return dek, err
 }

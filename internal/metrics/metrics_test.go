@@ -53,7 +53,7 @@ func TestProxyObserver(t *testing.T) {
 // failingProvider fails every operation, as an unreachable HSM would.
 type failingProvider struct{ hsm.Provider }
 
-func (failingProvider) Unwrap(context.Context, hsm.Wrapped) ([]byte, error) {
+func (failingProvider) Unwrap(context.Context, hsm.Wrapped, hsm.Binding) ([]byte, error) {
 	return nil, hsm.ErrUnavailable
 }
 
@@ -62,15 +62,15 @@ func TestInstrumentHSM(t *testing.T) {
 	kek := keystoretest.NewFakeKEK()
 	p := m.InstrumentHSM(kek)
 	ctx := context.Background()
-	w, err := p.Wrap(ctx, make([]byte, 64))
+	w, err := p.Wrap(ctx, make([]byte, 64), hsm.Binding{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.Unwrap(ctx, w); err != nil {
+	if _, err := p.Unwrap(ctx, w, hsm.Binding{}); err != nil {
 		t.Fatal(err)
 	}
 	bad := m.InstrumentHSM(failingProvider{kek})
-	if _, err := bad.Unwrap(ctx, w); !errors.Is(err, hsm.ErrUnavailable) {
+	if _, err := bad.Unwrap(ctx, w, hsm.Binding{}); !errors.Is(err, hsm.ErrUnavailable) {
 		t.Fatalf("the wrapper changed the error: %v", err)
 	}
 	out := scrape(t, m)

@@ -25,7 +25,10 @@ import (
 )
 
 // Mechanism is the name FakeKEK gives its wrapping: AES-256-GCM with a
-// random nonce, the KEK version bound as additional data.
+// random nonce, the KEK version and the hsm.Binding (data key name and
+// version) bound as additional data, as a KMS encryption context binds
+// them: a caller that unwraps under the wrong name or version fails, so
+// tests catch a keystore that passes the wrong binding.
 const Mechanism = "test-aes-256-gcm"
 
 // FakeKEK is an hsm.Provider that keeps versioned AES-256 KEKs in memory.
@@ -112,14 +115,14 @@ func aead(key []byte) cipher.AEAD {
 	return g
 }
 
-func ad(v uint32) []byte {
-	var b [4]byte
-	binary.BigEndian.PutUint32(b[:], v)
-	return b[:]
+func ad(v uint32, bd hsm.Binding) []byte {
+	b := binary.BigEndian.AppendUint32(nil, v)
+	b = binary.BigEndian.AppendUint32(b, bd.Version)
+	return append(b, bd.Key...)
 }
 
 // Wrap implements hsm.Provider.
-func (f *FakeKEK) Wrap(ctx context.Context, dek []byte) (hsm.Wrapped, error) {
+func (f *FakeKEK) Wrap(ctx context.Context, dek []byte, bd hsm.Binding) (hsm.Wrapped, error) {
 	f.wraps.Add(1)
 	if err := f.check("wrap"); err != nil {
 		return hsm.Wrapped{}, err
@@ -129,11 +132,11 @@ func (f *FakeKEK) Wrap(ctx context.Context, dek []byte) (hsm.Wrapped, error) {
 	f.mu.Unlock()
 	g := aead(k)
 	nonce := random(g.NonceSize())
-	return hsm.Wrapped{KEKVersion: v, Mechanism: Mechanism, Bytes: g.Seal(nonce, nonce, dek, ad(v))}, nil
+	return hsm.Wrapped{KEKVersion: v, Mechanism: Mechanism, Bytes: g.Seal(nonce, nonce, dek, ad(v, bd))}, nil
 }
 
 // Unwrap implements hsm.Provider.
-func (f *FakeKEK) Unwrap(ctx context.Context, w hsm.Wrapped) ([]byte, error) {
+func (f *FakeKEK) Unwrap(ctx context.Context, w hsm.Wrapped, bd hsm.Binding) ([]byte, error) {
 	if f.UnwrapHook != nil {
 		f.UnwrapHook()
 	}
@@ -157,7 +160,7 @@ func (f *FakeKEK) Unwrap(ctx context.Context, w hsm.Wrapped) ([]byte, error) {
 	if len(w.Bytes) < g.NonceSize() {
 		return nil, fmt.Errorf("fake kek: unwrap: KEK v%d: %w", w.KEKVersion, hsm.ErrUnwrap)
 	}
-	dek, err := g.Open(nil, w.Bytes[:g.NonceSize()], w.Bytes[g.NonceSize():], ad(w.KEKVersion))
+	dek, err := g.Open(nil, w.Bytes[:g.NonceSize()], w.Bytes[g.NonceSize():], ad(w.KEKVersion, bd))
 	if err != nil {
 		return nil, fmt.Errorf("fake kek: unwrap: KEK v%d: %w", w.KEKVersion, hsm.ErrUnwrap)
 	}
@@ -284,7 +287,7 @@ func (f *FakeKEK) Ping(ctx context.Context) error { return f.check("ping") }
 
 // Describe implements hsm.Provider.
 func (f *FakeKEK) Describe() hsm.Description {
-	return hsm.Description{Kind: "fake", Warning: "in-memory test provider: not an HSM"}
+	return hsm.Description{Kind: "fake", BindsContext: true, Warning: "in-memory test provider: not an HSM"}
 }
 
 // Close implements hsm.Provider.
