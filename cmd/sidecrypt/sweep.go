@@ -260,6 +260,16 @@ func (a *app) runSweep(pattern string, req sweep.Request, batch int, asJSON bool
 	var states []*sweep.State
 	var failures []string
 	for _, col := range cols {
+		if prev, err := sweep.LoadState(ctx, env.manager, col); err == nil && !req.Restart {
+			run := prev.Sweep
+			if req.DryRun {
+				run = prev.DryRun
+			}
+			if run != nil && run.State != sweep.StateDone && run.State != sweep.StateQueued {
+				fmt.Fprintf(a.stderr, "sweep %s: resuming the run started %s (%s) from its checkpoint: %d document(s) done\n",
+					col, formatTime(run.Started), run.State, run.Counts.Documents)
+			}
+		}
 		bar.start(col)
 		st, err := r.Sweep(ctx, col, req)
 		bar.finish()

@@ -425,11 +425,15 @@ func (r *Runner) loop(ctx context.Context, st *State, run *Run, col *datastore.C
 		for reason, n := range page.Skipped {
 			incN(&delta.Skipped, reason, int64(n))
 		}
-		if err := r.page(ctx, st.Collection, page.Docs, pl, prim, run.Options.DryRun, delta); err != nil {
-			mergeCounts(&run.Counts, delta)
-			return st, r.stop(ctx, st, run, err)
-		}
+		perr := r.page(ctx, st.Collection, page.Docs, pl, prim, run.Options.DryRun, delta)
 		mergeCounts(&run.Counts, delta)
+		if r.c.Hooks.Page != nil {
+			// What was written is counted, whatever happens next.
+			r.c.Hooks.Page(st.Rule, delta)
+		}
+		if perr != nil {
+			return st, r.stop(ctx, st, run, perr)
+		}
 		if len(page.Cursor) > datastore.MaxCursorLen {
 			return st, r.stop(ctx, st, run, fmt.Errorf("sweep: the datastore's cursor is %d bytes, more than %d", len(page.Cursor), datastore.MaxCursorLen))
 		}
@@ -459,9 +463,6 @@ func (r *Runner) loop(ctx context.Context, st *State, run *Run, col *datastore.C
 				return st, err
 			}
 			return st, r.stop(ctx, st, run, err)
-		}
-		if r.c.Hooks.Page != nil {
-			r.c.Hooks.Page(st.Rule, delta)
 		}
 		if r.c.Hooks.Progress != nil {
 			docs := float64(run.Counts.Documents - startDocs)
