@@ -170,9 +170,21 @@ func (p *Proxy) rewriteBodyV2(ctx context.Context, r *http.Request, ex *exchange
 		if _, _, err := jsonValidator.EncryptBytes(ctx, plain, p.keys, &p.encOpts); err != nil {
 			return nil, p.transformRefusal(ctx, ex, err, refInvalidJSON)
 		}
+		if op.Check != nil {
+			if err := op.Check(plain); err != nil {
+				return nil, p.transformRefusal(ctx, ex, err, refInvalidJSON)
+			}
+		}
 		// Forward the bytes exactly as they came, encoding included.
 		return bytes.Clone(raw.Bytes()), nil
 	case datastore.BodyEncrypt:
+		if op.Check != nil {
+			// The body's shape, before anything is sealed: a value
+			// outside the places Encryptor seals must not pass.
+			if err := op.Check(plain); err != nil {
+				return nil, p.transformRefusal(ctx, ex, err, refInvalidJSON)
+			}
+		}
 		if op.Preserve != nil && len(ex.plan.MaskKeys) > 0 {
 			// Masked values written back keep their stored tokens
 			// (masked.go).
