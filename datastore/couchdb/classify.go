@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/sidecrypt/sidecrypt/datastore"
+	"github.com/sidecrypt/sidecrypt/datastore/internal/jsontree"
 	"github.com/sidecrypt/sidecrypt/fieldcrypt"
 )
 
@@ -293,7 +294,15 @@ type req struct {
 	r *datastore.Request
 	c *collection
 	m string // the method, HEAD read as GET
+	p *Profile
+	// params is what the endpoint takes in its query string: set by the
+	// handler that recognises the request, checked once it has decided
+	// (params.go). Nil takes no parameter.
+	params *params
 }
+
+// takes records the query parameters the endpoint takes.
+func (q *req) takes(ps *params) { q.params = ps }
 
 func (q *req) pass(ep string, body datastore.BodyRule) *datastore.Operation {
 	return &datastore.Operation{Collection: q.c.Collection, Endpoint: ep, Body: body}
@@ -314,8 +323,15 @@ func (q *req) unknown(ep, endpoint string) *datastore.Operation {
 }
 
 func (p *Profile) database(r *datastore.Request, c *collection, rest []segment) *datastore.Operation {
-	q := &req{r: r, c: c}
+	q := &req{r: r, c: c, p: p}
 	ep := dbEndpoint(rest)
+	if len(rest) > 0 && strings.HasSuffix(r.Path, "/") {
+		// pouchdb-server (express) reads PUT /{db}/{docid}/ as an
+		// attachment named "" and keeps the slash in a _local or
+		// _design id or an attachment name; CouchDB drops it. Only
+		// /{db}/ is read alike.
+		return q.bad(EpPath, "a trailing slash after a path inside a protected database changes what pouchdb-server reads (an attachment named \"\", an id or attachment name ending in a slash); only /{db}/ may end with one")
+	}
 	switch r.Method {
 	case "GET", "HEAD":
 		q.m = "GET"
@@ -323,7 +339,7 @@ func (p *Profile) database(r *datastore.Request, c *collection, rest []segment) 
 		q.m = r.Method
 	case "OPTIONS":
 		if !r.HasBody {
-			return q.pass(EpOptions, datastore.BodyNone)
+			return p.preflightDB(q, rest)
 		}
 		return q.refuse(EpOptions, "OPTIONS with a body on a protected database: CouchDB ignores the body, but it would reach the datastore unread")
 	case "PATCH":
@@ -331,6 +347,45 @@ func (p *Profile) database(r *datastore.Request, c *collection, rest []segment) 
 	default:
 		return q.refuse(ep, "method %s is not one the CouchDB API uses (methods are case-sensitive); refused on a protected database", methodName(r.Method))
 	}
+	op := p.route(q, rest)
+	if op.Refusal == nil && !(rewriteURL(r) && !p.schema.Allows(OpRewrite)) {
+		// (A URL that names a _rewrite handler is refused for that in
+		// Classify, with the reason that matters.)
+		if ref := q.params.check(r.RawQuery); ref != nil {
+			return &datastore.Operation{Collection: c.Collection, Endpoint: op.Endpoint, Refusal: ref}
+		}
+	}
+	return op
+}
+
+// preflightDB passes a CORS preflight (OPTIONS without a body). Its query
+// string is the one of the request it announces, and reaches the
+// datastore too: it must be one that request's endpoint takes, read for
+// the method in Access-Control-Request-Method (GET if none or another).
+func (p *Profile) preflightDB(q *req, rest []segment) *datastore.Operation {
+	if q.r.RawQuery != "" {
+		as := *q.r
+		switch m := strings.TrimSpace(q.r.Header.Get("Access-Control-Request-Method")); m {
+		case "PUT", "POST", "DELETE", "COPY":
+			as.Method, as.HasBody = m, m != "DELETE" && m != "COPY"
+		default:
+			as.Method = "GET"
+		}
+		announced := &req{r: &as, c: q.c, m: as.Method, p: p}
+		p.route(announced, rest)
+		if ref := announced.params.check(q.r.RawQuery); ref != nil {
+			return &datastore.Operation{Collection: q.c.Collection, Endpoint: EpOptions, Refusal: ref}
+		}
+	}
+	return q.pass(EpOptions, datastore.BodyNone)
+}
+
+// route sends a request in a protected database to its endpoint's
+// handler, which decides and records the query parameters it takes.
+func (p *Profile) route(q *req, rest []segment) *datastore.Operation {
+	c := q.c
+	r := q.r
+	ep := dbEndpoint(rest)
 	if len(rest) == 0 {
 		return q.dbRoot()
 	}
@@ -366,8 +421,9 @@ func (p *Profile) database(r *datastore.Request, c *collection, rest []segment) 
 		return q.local("_local/"+sub[0].name, sub[1:])
 	case "_bulk_docs":
 		if len(sub) == 0 && q.m == "POST" {
+			q.takes(bulkDocsParams)
 			return &datastore.Operation{Collection: c.Collection, Endpoint: EpBulkDocs, Body: datastore.BodyEncrypt, Encryptor: c.bulk, Keys: c.keys,
-				Preserve: preserveBulk(c.Collection, r)}
+				Check: bulkShape, Preserve: preserveBulk(c.Collection, r)}
 		}
 		return q.unknown(EpBulkDocs, "/{db}/_bulk_docs")
 	case "_all_docs", "_design_docs", "_local_docs":
@@ -375,54 +431,62 @@ func (p *Profile) database(r *datastore.Request, c *collection, rest []segment) 
 		return q.allDocs(s0.name, sub)
 	case "_bulk_get":
 		if len(sub) == 0 && q.m == "POST" {
-			return q.pass(EpBulkGet, datastore.BodyJSON)
+			q.takes(bulkGetParams)
+			return q.checked(EpBulkGet, bulkGetBody)
 		}
 		return q.unknown(EpBulkGet, "/{db}/_bulk_get")
 	case "_revs_diff", "_missing_revs":
 		if len(sub) == 0 && q.m == "POST" {
-			return q.pass(EpRevs, datastore.BodyJSON)
+			return q.checked(EpRevs, revsMap(s0.name))
 		}
 		return q.unknown(EpRevs, "/{db}/"+s0.name)
 	case "_purge":
 		if len(sub) == 0 && q.m == "POST" {
-			return q.pass(EpPurge, datastore.BodyJSON)
+			return q.checked(EpPurge, revsMap("_purge"))
 		}
 		return q.unknown(EpPurge, "/{db}/_purge")
 	case "_purged_infos":
 		if len(sub) == 0 && q.m == "GET" {
+			q.takes(getOnlyParams)
 			return q.pass(EpPurge, datastore.BodyNone)
 		}
 		return q.unknown(EpPurge, "/{db}/_purged_infos")
 	case "_security", "_revs_limit", "_purged_infos_limit", "_auto_purge":
-		// Database settings: members, limits. No document travels.
+		// Database settings: members, limits. No document travels, and
+		// the body must be the setting's documented shape.
 		if len(sub) == 0 {
 			switch q.m {
 			case "GET":
+				q.takes(getOnlyParams)
 				return q.pass(EpAdmin, datastore.BodyNone)
 			case "PUT":
-				return q.pass(EpAdmin, datastore.BodyJSON)
+				return q.checked(EpAdmin, settingBody(s0.name))
 			}
 		}
 		return q.unknown(EpAdmin, "/{db}/"+s0.name)
 	case "_time_seq":
 		if len(sub) == 0 && (q.m == "GET" || q.m == "DELETE") {
+			if q.m == "GET" {
+				q.takes(getOnlyParams)
+			}
 			return q.pass(EpAdmin, datastore.BodyNone)
 		}
 		return q.unknown(EpAdmin, "/{db}/_time_seq")
 	case "_compact":
 		// /_compact/{ddoc} compacts a design document's view indexes.
 		if len(sub) <= 1 && q.m == "POST" {
-			return q.pass(EpAdmin, datastore.BodyJSON)
+			return q.checked(EpAdmin, emptyBody)
 		}
 		return q.unknown(EpAdmin, "/{db}/_compact")
 	case "_view_cleanup", "_ensure_full_commit", "_search_cleanup", "_nouveau_cleanup", "_sync_shards":
 		if len(sub) == 0 && q.m == "POST" {
-			return q.pass(EpAdmin, datastore.BodyJSON)
+			return q.checked(EpAdmin, emptyBody)
 		}
 		return q.unknown(EpAdmin, "/{db}/"+s0.name)
 	case "_shards":
 		// /_shards/{docid} tells which shard holds a document.
 		if len(sub) <= 1 && q.m == "GET" {
+			q.takes(getOnlyParams)
 			return q.pass(EpAdmin, datastore.BodyNone)
 		}
 		return q.unknown(EpAdmin, "/{db}/_shards")
@@ -455,14 +519,37 @@ func (q *req) transform(ep string, fn func(context.Context, []byte, fieldcrypt.K
 	return &datastore.Operation{Collection: q.c.Collection, Endpoint: ep, Body: datastore.BodyTransform, Transform: fn, Keys: q.c.searchKeys}
 }
 
+// checked passes a JSON body that holds nothing to seal once f has read
+// it whole and found only the members, and types, the endpoint takes.
+func (q *req) checked(ep string, f func(*jsontree.Node) error) *datastore.Operation {
+	return &datastore.Operation{Collection: q.c.Collection, Endpoint: ep, Body: datastore.BodyJSON, Check: q.p.treeCheck(f)}
+}
+
+// settingBody returns the shape check of a database setting's body.
+func settingBody(name string) func(*jsontree.Node) error {
+	switch name {
+	case "_security":
+		return securityBody
+	case "_auto_purge":
+		return autoPurgeBody
+	}
+	return limitBody(name)
+}
+
 func (q *req) dbRoot() *datastore.Operation {
 	switch q.m {
-	case "GET", "DELETE":
+	case "GET":
+		q.takes(dbReadParams)
+		return q.pass(EpDB, datastore.BodyNone)
+	case "DELETE":
 		return q.pass(EpDB, datastore.BodyNone)
 	case "PUT":
-		// Create the database; CouchDB ignores a body.
-		return q.pass(EpDB, datastore.BodyJSON)
+		// Create the database. CouchDB and pouchdb-server ignore a
+		// body, so none may travel.
+		q.takes(dbCreateParams)
+		return q.pass(EpDB, datastore.BodyNone)
 	case "POST":
+		q.takes(dbPostParams)
 		return q.docWrite(EpDoc, false)
 	}
 	return q.unknown(EpDB, "/{db}")
@@ -489,9 +576,13 @@ func (q *req) docWrite(ep string, queryID bool) *datastore.Operation {
 	docURL := ""
 	if queryID {
 		docURL = q.r.Path // PUT /{db}/{docid}: the document's own URL
+		q.takes(docWriteParams)
+		if q.c.DesignDocs == datastore.PolicyAllow {
+			q.takes(docWriteIDParams)
+		}
 	}
 	return &datastore.Operation{Collection: q.c.Collection, Endpoint: ep, Body: datastore.BodyEncrypt, Encryptor: q.c.doc, Keys: q.c.keys,
-		Preserve: preserveDoc(q.c.Collection, q.r, docURL)}
+		Check: documentShape, Preserve: preserveDoc(q.c.Collection, q.r, docURL)}
 }
 
 // doc handles /{db}/{docid} and its attachments.
@@ -500,8 +591,12 @@ func (q *req) doc(ep, id string, sub []segment) *datastore.Operation {
 		return q.attachment(sub)
 	}
 	switch q.m {
-	case "GET", "DELETE":
+	case "GET":
 		// rev, revs, open_revs, attachments...: ids and flags.
+		q.takes(docReadParams)
+		return q.pass(ep, datastore.BodyNone)
+	case "DELETE":
+		q.takes(docWriteParams)
 		return q.pass(ep, datastore.BodyNone)
 	case "PUT":
 		return q.docWrite(ep, true)
@@ -516,6 +611,7 @@ func (q *req) doc(ep, id string, sub []segment) *datastore.Operation {
 // copyDoc checks COPY's Destination header: a document id (CouchDB
 // unescapes it, pouchdb-server does not), optionally with "?rev=".
 func (q *req) copyDoc(ep string) *datastore.Operation {
+	q.takes(docWriteParams)
 	dests := q.r.Header.Values("Destination")
 	if len(dests) > 1 {
 		return q.bad(ep, "COPY with more than one Destination header")
@@ -536,10 +632,15 @@ func (q *req) copyDoc(ep string) *datastore.Operation {
 
 func (q *req) attachment(sub []segment) *datastore.Operation {
 	switch q.m {
-	case "GET", "DELETE":
+	case "GET":
+		q.takes(attReadParams)
+		return q.pass(EpAttachment, datastore.BodyNone)
+	case "DELETE":
+		q.takes(attWriteParams)
 		return q.pass(EpAttachment, datastore.BodyNone)
 	case "PUT":
 		if q.c.Attachments == datastore.PolicyAllow {
+			q.takes(attWriteParams)
 			return q.pass(EpAttachment, datastore.BodyOpaque)
 		}
 		return q.refuse(EpAttachment, "PUT /{db}/{docid}/{attachment} stores the body as an attachment, which the sidecar cannot encrypt; the collection's attachments policy is refuse")
@@ -582,6 +683,7 @@ func (q *req) design(name string, sub []segment) *datastore.Operation {
 		return q.view(name, sub[1].name, sub[2:])
 	case "_info":
 		if len(sub) == 1 && q.m == "GET" {
+			q.takes(getOnlyParams)
 			return q.pass(EpDesign, datastore.BodyNone)
 		}
 		return q.unknown(EpDesign, "/{db}/_design/{ddoc}/_info")
@@ -595,6 +697,7 @@ func (q *req) design(name string, sub []segment) *datastore.Operation {
 func (q *req) designDoc() *datastore.Operation {
 	switch q.m {
 	case "GET":
+		q.takes(docReadParams)
 		return q.pass(EpDesign, datastore.BodyNone)
 	case "PUT", "DELETE", "COPY":
 		if q.c.DesignDocs != datastore.PolicyAllow {
@@ -608,6 +711,7 @@ func (q *req) designDoc() *datastore.Operation {
 		case "COPY":
 			return q.copyDoc(EpDesign)
 		}
+		q.takes(docWriteParams)
 		return q.pass(EpDesign, datastore.BodyNone)
 	case "POST":
 		return q.refuse(EpDesign, "POST /{db}/_design/{ddoc} uploads attachments as a multipart form, which the sidecar cannot inspect; refused on a protected database")
@@ -618,14 +722,17 @@ func (q *req) designDoc() *datastore.Operation {
 func (q *req) designAttachment() *datastore.Operation {
 	switch q.m {
 	case "GET":
+		q.takes(attReadParams)
 		return q.pass(EpAttachment, datastore.BodyNone)
 	case "PUT":
 		if q.c.DesignDocs == datastore.PolicyAllow && q.c.Attachments == datastore.PolicyAllow {
+			q.takes(attWriteParams)
 			return q.pass(EpAttachment, datastore.BodyOpaque)
 		}
 		return q.refuse(EpAttachment, "PUT of a design document attachment needs both design_docs and attachments allowed for the collection")
 	case "DELETE":
 		if q.c.DesignDocs == datastore.PolicyAllow {
+			q.takes(attWriteParams)
 			return q.pass(EpAttachment, datastore.BodyNone)
 		}
 		return q.refuse(EpAttachment, "DELETE of a design document attachment changes the design document; the collection's design_docs policy is refuse")
@@ -633,14 +740,19 @@ func (q *req) designAttachment() *datastore.Operation {
 	return q.unknown(EpAttachment, "/{db}/_design/{ddoc}/{attachment}")
 }
 
+// allDocs handles _all_docs, _design_docs and _local_docs: their keys
+// are document ids, which the rules never protect, and their options
+// those of a view, typed (params.go), in the query string and in a POST
+// body alike.
 func (q *req) allDocs(name string, sub []segment) *datastore.Operation {
+	q.takes(allDocsParams)
 	switch {
 	case len(sub) == 0 && q.m == "GET":
 		return q.pass(EpAllDocs, datastore.BodyNone)
 	case len(sub) == 0 && q.m == "POST":
-		return q.pass(EpAllDocs, datastore.BodyJSON)
+		return q.checked(EpAllDocs, viewLikeBody(allDocsParams, "the /{db}/"+name+" body", false))
 	case len(sub) == 1 && sub[0].name == "queries" && q.m == "POST":
-		return q.pass(EpAllDocs, datastore.BodyJSON)
+		return q.checked(EpAllDocs, viewLikeBody(allDocsParams, "the /{db}/"+name+"/queries body", true))
 	}
 	return q.unknown(EpAllDocs, "/{db}/"+name)
 }
@@ -648,13 +760,15 @@ func (q *req) allDocs(name string, sub []segment) *datastore.Operation {
 func (q *req) index(p *Profile, sub []segment) *datastore.Operation {
 	switch {
 	case len(sub) == 0 && q.m == "GET":
+		q.takes(indexListParams)
 		return q.pass(EpIndex, datastore.BodyNone)
 	case len(sub) == 0 && q.m == "POST":
 		return q.transform(EpIndex, p.indexTransform(q.c))
 	case len(sub) == 1 && sub[0].name == "_bulk_delete" && q.m == "POST":
-		return q.pass(EpIndex, datastore.BodyJSON)
+		return q.checked(EpIndex, indexBulkDelete)
 	case q.m == "DELETE" && (len(sub) == 3 || len(sub) == 4 && sub[0].name == "_design"):
 		// /_index/{ddoc}/{type}/{name}: names only.
+		q.takes(indexDeleteParams)
 		return q.pass(EpIndex, datastore.BodyNone)
 	}
 	return q.unknown(EpIndex, "/{db}/_index")
@@ -673,6 +787,9 @@ func (q *req) changes(p *Profile) *datastore.Operation {
 	if ref != nil {
 		return &datastore.Operation{Collection: q.c.Collection, Endpoint: EpChanges, Refusal: ref}
 	}
+	var filter string
+	var filters int
+	var hasView, hasDocIDs bool
 	for i := range params {
 		prm := &params[i]
 		switch prm.base() {
@@ -687,11 +804,33 @@ func (q *req) changes(p *Profile) *datastore.Operation {
 				return q.bad(EpChanges, "the filter parameter of _changes has an invalid percent-escape")
 			}
 			switch v {
-			case "", "_doc_ids", "_view", "_design", "_selector":
+			case "_doc_ids", "_view", "_design", "_selector":
+				filter = v
+				filters++
+			case "":
+				// Ill-typed: refused with the other parameters.
 			default:
 				return q.refuse(EpChanges, "a custom _changes filter (ddoc/name) runs design document code that receives the query string in plaintext; only _doc_ids, _selector, _view and _design filters pass on a protected database")
 			}
+		case "view":
+			hasView = true
+		case "doc_ids":
+			hasDocIDs = true
 		}
+	}
+	q.takes(changesParams)
+	// Requests that no server answers, each of which also stops
+	// pouchdb-server 4.2 (an unhandled error in its changes feed; doc.go,
+	// "The changes feed and pouchdb-server").
+	switch {
+	case filters > 1:
+		return q.bad(EpChanges, "the filter parameter of _changes is given more than once (pouchdb-server would read a list)")
+	case filter == "_view" && !hasView:
+		return q.bad(EpChanges, "filter=_view needs the view parameter (ddoc/view)")
+	case filter == "_doc_ids" && !hasDocIDs && (q.m == "GET" || !q.r.HasBody):
+		return q.bad(EpChanges, "filter=_doc_ids needs doc_ids, in the query string or in a POST body")
+	case filter == "_selector" && (q.m == "GET" || !q.r.HasBody):
+		return q.bad(EpChanges, "filter=_selector needs a selector in a POST body")
 	}
 	if q.m == "GET" {
 		return q.pass(EpChanges, datastore.BodyNone)
@@ -699,7 +838,7 @@ func (q *req) changes(p *Profile) *datastore.Operation {
 	// POST: the body holds doc_ids, or a selector, which is transformed
 	// whatever the filter says (a selector the datastore ignores still
 	// reaches it).
-	return q.transform(EpChanges, p.changesTransform(q.c))
+	return q.transform(EpChanges, p.changesTransform(q.c, filter, hasDocIDs))
 }
 
 // partition handles /{db}/_partition/{p}/...: the same endpoints as the
@@ -711,6 +850,7 @@ func (q *req) partition(p *Profile, sub []segment) *datastore.Operation {
 	rest := sub[1:]
 	if len(rest) == 0 {
 		if q.m == "GET" {
+			q.takes(getOnlyParams)
 			return q.pass(EpPartition, datastore.BodyNone)
 		}
 		return q.unknown(EpPartition, "/{db}/_partition/{partition}")
@@ -743,24 +883,28 @@ func (q *req) partition(p *Profile, sub []segment) *datastore.Operation {
 
 // view handles /_design/{ddoc}/_view/{view}[/queries|/_info].
 func (q *req) view(ddoc, view string, sub []segment) *datastore.Operation {
+	multi := false
 	switch {
 	case len(sub) == 0 && (q.m == "GET" || q.m == "POST"):
 	case len(sub) == 1 && sub[0].name == "queries" && q.m == "POST":
+		multi = true
 	case len(sub) == 1 && sub[0].name == "_info" && q.m == "GET":
+		q.takes(getOnlyParams)
 		return q.pass(EpView, datastore.BodyNone)
 	default:
 		return q.unknown(EpView, "/{db}/_design/{ddoc}/_view/{view}")
 	}
+	q.takes(viewParams)
 	plan := q.c.views[ddoc+"/"+view]
 	if plan == nil {
-		return q.undeclaredView(ddoc, view)
+		return q.undeclaredView(ddoc, view, multi)
 	}
 	if !plan.protected {
 		// No position holds a protected field: keys pass as they are.
 		if q.m == "GET" {
 			return q.pass(EpView, datastore.BodyNone)
 		}
-		return q.pass(EpView, datastore.BodyJSON)
+		return q.checked(EpView, viewLikeBody(viewParams, "the view's POST body", multi))
 	}
 	op := &datastore.Operation{Collection: q.c.Collection, Endpoint: EpView, Body: datastore.BodyNone}
 	params, ref := parseQuery(q.r.RawQuery)
@@ -777,7 +921,7 @@ func (q *req) view(ddoc, view string, sub []segment) *datastore.Operation {
 	}
 	if q.m == "POST" {
 		op.Body = datastore.BodyTransform
-		op.Transform = plan.sealBody
+		op.Transform = plan.sealBody(multi)
 		op.Keys = plan.keys
 	}
 	return op
@@ -786,7 +930,7 @@ func (q *req) view(ddoc, view string, sub []segment) *datastore.Operation {
 // undeclaredView passes a view the file does not declare as long as no
 // compared value travels: the profile cannot know which field a position
 // of its key holds.
-func (q *req) undeclaredView(ddoc, view string) *datastore.Operation {
+func (q *req) undeclaredView(ddoc, view string, multi bool) *datastore.Operation {
 	params, ref := parseQuery(q.r.RawQuery)
 	if ref != nil {
 		return &datastore.Operation{Collection: q.c.Collection, Endpoint: EpView, Refusal: ref}
@@ -800,7 +944,7 @@ func (q *req) undeclaredView(ddoc, view string) *datastore.Operation {
 		return q.pass(EpView, datastore.BodyNone)
 	}
 	// The body is only checked, never sealed: no keys needed.
-	return &datastore.Operation{Collection: q.c.Collection, Endpoint: EpView, Body: datastore.BodyTransform, Transform: undeclaredViewBody(ddoc, view)}
+	return q.checked(EpView, undeclaredViewBody(ddoc, view, multi))
 }
 
 const undeclaredViewMsg = "view %s/%s is not declared under views: for this collection, and its %s parameter compares values the profile cannot attribute to a field; declare which field each position of the view's key holds"

@@ -69,7 +69,8 @@ type collection struct {
 	// doc encrypts one document (PUT /{db}/{id}, POST /{db}, _local and
 	// design documents); bulk encrypts $.docs[*] of _bulk_docs. Both
 	// start with the Check rules that refuse inline attachments and
-	// design document ids where the file refuses them.
+	// design document ids where the file refuses them. The operations
+	// that use them check the body's shape first (shapes.go).
 	doc, bulk *fieldcrypt.Encryptor
 	// keys are all the keys the collection seals with; searchKeys those
 	// of its searchable fields, which query transforms seal with.
@@ -122,28 +123,11 @@ func compile(c *datastore.Collection) (*collection, error) {
 }
 
 // bulkEncryptor compiles the rules for a _bulk_docs body: each element of
-// $.docs is a document, with the Check rules. A body of another shape is
-// refused by both servers, but it reaches them (and their logs) first, so
-// the field rules also apply to each element or member of the root (a
-// bare array of documents, docs as an object) and to the root itself.
+// $.docs is a document, with the Check rules. The body's shape is checked
+// before (bulkShape): an object whose documents are in docs only, so no
+// other place needs rules.
 func bulkEncryptor(c *datastore.Collection) (*fieldcrypt.Encryptor, error) {
-	every := fieldcrypt.Step{Kind: fieldcrypt.StepWildcard}
-	rules, err := documentRules(c, fieldcrypt.Step{Kind: fieldcrypt.StepMember, Name: "docs"}, every)
-	if err != nil {
-		return nil, err
-	}
-	for _, prefix := range [][]fieldcrypt.Step{{every}, nil} {
-		more, err := c.DocumentRules(prefix...)
-		if err != nil {
-			return nil, fmt.Errorf("couchdb: collection %q: %w", c.Name, err)
-		}
-		rules = append(rules, more...)
-	}
-	enc, err := fieldcrypt.NewEncryptor(rules, fieldcrypt.Limits{})
-	if err != nil {
-		return nil, fmt.Errorf("couchdb: collection %q: %w", c.Name, err)
-	}
-	return enc, nil
+	return documentEncryptor(c, fieldcrypt.Step{Kind: fieldcrypt.StepMember, Name: "docs"}, fieldcrypt.Step{Kind: fieldcrypt.StepWildcard})
 }
 
 // documentEncryptor compiles the Check rules and the field rules for

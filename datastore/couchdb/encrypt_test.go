@@ -10,15 +10,19 @@ import (
 	"github.com/sidecrypt/sidecrypt/fieldcrypt"
 )
 
-// encrypt classifies a request and runs its document encryptor.
+// encrypt classifies a request and runs its body check and document
+// encryptor, as the proxy does.
 func encrypt(t *testing.T, p *Profile, method, path, body string) (string, error) {
 	t.Helper()
 	op := p.Classify(request(method, path, "", true))
 	if op.Refusal != nil {
 		t.Fatalf("%s %s refused: %v", method, path, op.Refusal)
 	}
-	if op.Body != datastore.BodyEncrypt {
-		t.Fatalf("%s %s: body rule %v", method, path, op.Body)
+	if op.Body != datastore.BodyEncrypt || op.Check == nil {
+		t.Fatalf("%s %s: body rule %v, check %v", method, path, op.Body, op.Check != nil)
+	}
+	if err := op.Check([]byte(body)); err != nil {
+		return "", err
 	}
 	out, _, err := op.Encryptor.EncryptBytes(context.Background(), []byte(body), keyring(t), nil)
 	return string(out), err
@@ -29,12 +33,17 @@ func TestDocumentWrites(t *testing.T) {
 	for _, tc := range []struct {
 		name, method, path, body string
 		refused                  bool
+		shape                    bool     // refused by the shape check: 400 bad_request
 		plain                    []string // must not appear in the output
 		kept                     []string // must appear
 	}{
 		{name: "put", method: "PUT", path: "/clinic/doc", body: `{"ssn":"123-45","email":"a@b","ward":"B"}`, plain: []string{"123-45", "a@b"}, kept: []string{`"ward":"B"`}},
 		{name: "post", method: "POST", path: "/clinic", body: `{"patient":{"name":"Ann"},"diagnosis":null}`, plain: []string{"Ann", "null"}},
-		{name: "put: a bare array", method: "PUT", path: "/clinic/doc", body: `[{"ssn":"111","patient":{"name":"Ann"}}]`, plain: []string{"111", "Ann"}},
+		{name: "put: a bare array", method: "PUT", path: "/clinic/doc", body: `[{"ssn":"111","patient":{"name":"Ann"}}]`, shape: true},
+		{name: "put: a string", method: "PUT", path: "/clinic/doc", body: `"Ann Example"`, shape: true},
+		{name: "put: a number", method: "PUT", path: "/clinic/doc", body: ` 4111111111111111`, shape: true},
+		{name: "post: a string", method: "POST", path: "/clinic", body: `"Ann Example"`, shape: true},
+		{name: "local: an array", method: "PUT", path: "/clinic/_local/x", body: "\n\t[\"Ann Example\"]", shape: true},
 		{name: "local", method: "PUT", path: "/clinic/_local/cp", body: `{"ssn":"123-45"}`, plain: []string{"123-45"}},
 		{name: "stub attachment", method: "PUT", path: "/clinic/doc", body: `{"ssn":"9","_attachments":{"a.txt":{"stub":true,"length":2,"digest":"md5-x"}}}`, plain: []string{`"9"`}, kept: []string{`"stub":true`}},
 		{name: "null data", method: "PUT", path: "/clinic/doc", body: `{"_attachments":{"a":{"data":null}}}`},
@@ -53,11 +62,11 @@ func TestDocumentWrites(t *testing.T) {
 		{name: "design id on local", method: "PUT", path: "/clinic/_local/x", body: `{"_id":"_design/x"}`, refused: true},
 
 		{name: "bulk", method: "POST", path: "/clinic/_bulk_docs", body: `{"docs":[{"ssn":"111"},{"email":"a@b","_deleted":false}],"new_edits":false}`, plain: []string{"111", "a@b"}, kept: []string{`"new_edits":false`}},
-		{name: "bulk: a bare array", method: "POST", path: "/clinic/_bulk_docs", body: `[{"ssn":"111","patient":{"name":"Ann"}}]`, plain: []string{"111", "Ann"}},
-		{name: "bulk: docs as an object", method: "POST", path: "/clinic/_bulk_docs", body: `{"docs":{"a":{"ssn":"111","patient":{"name":"Ann"}}}}`, plain: []string{"111", "Ann"}},
-		{name: "bulk: nested arrays", method: "POST", path: "/clinic/_bulk_docs", body: `{"docs":[[{"ssn":"111","patient":{"name":"Ann"}}]]}`, plain: []string{"111", "Ann"}},
+		{name: "bulk: a bare array", method: "POST", path: "/clinic/_bulk_docs", body: `[{"ssn":"111","patient":{"name":"Ann"}}]`, shape: true},
+		{name: "bulk: docs as an object", method: "POST", path: "/clinic/_bulk_docs", body: `{"docs":{"a":{"ssn":"111","patient":{"name":"Ann"}}}}`, shape: true},
+		{name: "bulk: nested arrays", method: "POST", path: "/clinic/_bulk_docs", body: `{"docs":[[{"ssn":"111","patient":{"name":"Ann"}}]]}`, shape: true},
 		{name: "bulk: escaped docs", method: "POST", path: "/clinic/_bulk_docs", body: `{"\u0064ocs":[{"ssn":"111"}]}`, plain: []string{"111"}},
-		{name: "bulk: a document at the root", method: "POST", path: "/clinic/_bulk_docs", body: `{"ssn":"111","patient":{"name":"Ann"}}`, plain: []string{"111", "Ann"}},
+		{name: "bulk: a document at the root", method: "POST", path: "/clinic/_bulk_docs", body: `{"ssn":"111","patient":{"name":"Ann"}}`, shape: true},
 		{name: "bulk stub", method: "POST", path: "/clinic/_bulk_docs", body: `{"docs":[{"_attachments":{"a":{"stub":true}}}]}`},
 		{name: "bulk inline attachment", method: "POST", path: "/clinic/_bulk_docs", body: `{"docs":[{"_id":"a"},{"_attachments":{"x":{"data":"eA=="}}}]}`, refused: true},
 		{name: "bulk follows", method: "POST", path: "/clinic/_bulk_docs", body: `{"docs":[{"_attachments":{"x":{"follows":true}}}]}`, refused: true},
@@ -69,6 +78,12 @@ func TestDocumentWrites(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := encrypt(t, p, tc.method, tc.path, tc.body)
+			if tc.shape {
+				if refusalCode(err) != codeBad || strings.Contains(err.Error(), "Ann") || strings.Contains(err.Error(), "111") {
+					t.Fatalf("err = %v, want a bad_request refusal that names no value", err)
+				}
+				return
+			}
 			if tc.refused {
 				var r *datastore.Refusal
 				if !errors.Is(err, fieldcrypt.ErrFieldRefused) || !errors.As(err, &r) || r.Code != codeUnprotected {

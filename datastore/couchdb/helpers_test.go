@@ -137,18 +137,26 @@ func request(method, path, query string, body bool, hdr ...string) *datastore.Re
 	return &datastore.Request{Method: method, Path: path, RawQuery: query, Header: h, HasBody: body}
 }
 
-// transform classifies a request and runs its body transform.
+// transform classifies a request and runs its body transform, or its
+// body check (a BodyJSON body is forwarded as it came).
 func transform(t testing.TB, p *Profile, method, path, query, body string) (string, error) {
 	t.Helper()
 	op := p.Classify(request(method, path, query, true))
 	if op.Refusal != nil {
 		return "", op.Refusal
 	}
-	if op.Body != datastore.BodyTransform || op.Transform == nil {
-		t.Fatalf("%s %s: body rule %v, want a transform", method, path, op.Body)
+	switch {
+	case op.Body == datastore.BodyTransform && op.Transform != nil:
+		out, err := op.Transform(context.Background(), []byte(body), keyring(t))
+		return string(out), err
+	case op.Body == datastore.BodyJSON && op.Check != nil:
+		if err := op.Check([]byte(body)); err != nil {
+			return "", err
+		}
+		return body, nil
 	}
-	out, err := op.Transform(context.Background(), []byte(body), keyring(t))
-	return string(out), err
+	t.Fatalf("%s %s: body rule %v, want a transform or a check", method, path, op.Body)
+	return "", nil
 }
 
 func refusalCode(err error) string {

@@ -305,9 +305,9 @@ func (w *selectorWalk) op(name string, n *jsontree.Node, path []string) error {
 			return datastore.BadRequest("couchdb: %s in the selector takes an array of selectors", name)
 		}
 		for _, e := range n.Elems {
-			if e.Kind != jsontree.Object {
-				return datastore.BadRequest("couchdb: %s in the selector takes an array of selector objects", name)
-			}
+			// An element that is not an object is read as CouchDB
+			// normalises it: an equality at the field's path (sealed,
+			// or refused), or, with no field, refused by cond.
 			if err := w.walk(e, path); err != nil {
 				return err
 			}
@@ -361,7 +361,10 @@ func (w *selectorWalk) op(name string, n *jsontree.Node, path []string) error {
 		if name == "$keyMapMatch" {
 			// It compares the member names of an object, which are
 			// never encrypted: operators only, their arguments checked.
-			return keyMapSelector(n)
+			if ref := keyMapSelector(n); ref != nil {
+				return ref
+			}
+			return nil
 		}
 		// The elements' fields continue the array's path: arrays are
 		// transparent to field paths.
@@ -681,6 +684,14 @@ func (p *Profile) indexTransform(c *collection) func(context.Context, []byte, fi
 		if err != nil {
 			return nil, err
 		}
+		// The type first: a text index's fields read otherwise.
+		for _, t := range []*jsontree.Node{root.Get("type"), indexMember(root, "type")} {
+			if t != nil {
+				if err := indexType(t); err != nil {
+					return nil, err
+				}
+			}
+		}
 		w := &selectorWalk{c: c.Collection, s: newSealer(ctx, keys)}
 		for i := range root.Members {
 			m := &root.Members[i]
@@ -734,6 +745,14 @@ func indexDef(w *selectorWalk, n *jsontree.Node) error {
 	return nil
 }
 
+// indexMember returns a member of the _index body's index object, or nil.
+func indexMember(root *jsontree.Node, name string) *jsontree.Node {
+	if idx := root.Get("index"); idx != nil && idx.Kind == jsontree.Object {
+		return idx.Get(name)
+	}
+	return nil
+}
+
 func indexType(n *jsontree.Node) error {
 	t, ok := n.Text()
 	if !ok {
@@ -746,8 +765,11 @@ func indexType(n *jsontree.Node) error {
 }
 
 // changesTransform handles a POST /{db}/_changes body: doc_ids (ids) and
-// selector (transformed).
-func (p *Profile) changesTransform(c *collection) func(context.Context, []byte, fieldcrypt.Keyring) ([]byte, error) {
+// selector (transformed). filter is the filter the query string names,
+// and queryDocIDs whether it carries doc_ids: filter=_selector needs a
+// selector in the body, filter=_doc_ids doc_ids in one place or the
+// other (no server answers without; pouchdb-server 4.2 stops).
+func (p *Profile) changesTransform(c *collection, filter string, queryDocIDs bool) func(context.Context, []byte, fieldcrypt.Keyring) ([]byte, error) {
 	return func(ctx context.Context, body []byte, keys fieldcrypt.Keyring) ([]byte, error) {
 		root, err := p.parseBody(body, "_changes")
 		if err != nil {
@@ -760,12 +782,21 @@ func (p *Profile) changesTransform(c *collection) func(context.Context, []byte, 
 			case "selector":
 				err = w.selector(m.Value, "the _changes selector")
 			case "doc_ids":
+				if !stringArray(m.Value) {
+					err = datastore.BadRequest("couchdb: doc_ids in the _changes body must be an array of document ids (strings)")
+				}
 			default:
 				err = unknownMember("_changes")
 			}
 			if err != nil {
 				return nil, err
 			}
+		}
+		switch {
+		case filter == "_selector" && root.Get("selector") == nil:
+			return nil, datastore.BadRequest("couchdb: filter=_selector needs a selector in the _changes body")
+		case filter == "_doc_ids" && !queryDocIDs && root.Get("doc_ids") == nil:
+			return nil, datastore.BadRequest("couchdb: filter=_doc_ids needs doc_ids, in the query string or in the _changes body")
 		}
 		return root.Bytes(), nil
 	}

@@ -199,6 +199,8 @@ func TestChangesSelector(t *testing.T) {
 	})
 	runXform(t, p, "POST", "/clinic/_changes", "filter=_doc_ids", []xformCase{
 		{name: "doc_ids", in: `{"doc_ids":["a","b"]}`, want: `{"doc_ids":["a","b"]}`},
+	})
+	runXform(t, p, "POST", "/clinic/_changes", "", []xformCase{
 		{name: "selector without the filter is sealed too", in: `{"selector":{"email":"a@b"}}`, want: `{"selector":{"email":⟨contact:"a@b"⟩}}`},
 	})
 }

@@ -358,34 +358,33 @@ func (v *viewPlan) sealQuery(ctx context.Context, raw string, keys fieldcrypt.Ke
 	return b.String(), nil
 }
 
-// sealBody is the Operation.Transform of a declared view's POST: the key
-// members of the body and of each of its queries.
-func (v *viewPlan) sealBody(ctx context.Context, body []byte, keys fieldcrypt.Keyring) ([]byte, error) {
-	root, err := jsontree.Parse(body, v.maxDepth)
-	if err != nil {
-		return nil, fmt.Errorf("couchdb: view body: %w", err)
-	}
-	if root.Kind != jsontree.Object {
-		return nil, datastore.BadRequest("couchdb: a view's POST body must be a JSON object")
-	}
-	s := newSealer(ctx, keys)
-	if err := v.sealGroup(s, root); err != nil {
-		return nil, err
-	}
-	if qs := root.Get("queries"); qs != nil {
-		if qs.Kind != jsontree.Array {
-			return nil, datastore.BadRequest("couchdb: a view's queries must be an array of objects")
+// sealBody returns the Operation.Transform of a declared view's POST: the
+// body's members are checked as the view's options (params.go), then the
+// key members of the body and of each of its queries are sealed. multi:
+// the /queries endpoint, whose body holds queries only.
+func (v *viewPlan) sealBody(multi bool) func(context.Context, []byte, fieldcrypt.Keyring) ([]byte, error) {
+	shape := viewLikeBody(viewParams, "the view's POST body", multi)
+	return func(ctx context.Context, body []byte, keys fieldcrypt.Keyring) ([]byte, error) {
+		root, err := jsontree.Parse(body, v.maxDepth)
+		if err != nil {
+			return nil, fmt.Errorf("couchdb: view body: %w", err)
 		}
-		for _, q := range qs.Elems {
-			if q.Kind != jsontree.Object {
-				return nil, datastore.BadRequest("couchdb: a view's queries must be an array of objects")
-			}
-			if err := v.sealGroup(s, q); err != nil {
-				return nil, err
+		if err := shape(root); err != nil {
+			return nil, err
+		}
+		s := newSealer(ctx, keys)
+		if err := v.sealGroup(s, root); err != nil {
+			return nil, err
+		}
+		if qs := root.Get("queries"); qs != nil {
+			for _, q := range qs.Elems {
+				if err := v.sealGroup(s, q); err != nil {
+					return nil, err
+				}
 			}
 		}
+		return root.Bytes(), nil
 	}
-	return root.Bytes(), nil
 }
 
 func (v *viewPlan) sealGroup(s *sealer, obj *jsontree.Node) error {
@@ -402,33 +401,28 @@ func (v *viewPlan) sealGroup(s *sealer, obj *jsontree.Node) error {
 }
 
 // undeclaredViewBody checks the POST body of a view the file does not
-// declare: it passes unchanged when it compares no key.
-func undeclaredViewBody(ddoc, view string) func(context.Context, []byte, fieldcrypt.Keyring) ([]byte, error) {
-	return func(_ context.Context, body []byte, _ fieldcrypt.Keyring) ([]byte, error) {
-		root, err := jsontree.Parse(body, fieldcrypt.DefaultMaxDepth)
-		if err != nil {
-			return nil, fmt.Errorf("couchdb: view body: %w", err)
-		}
+// declare: it passes unchanged when it compares no key and holds only the
+// view's options.
+func undeclaredViewBody(ddoc, view string, multi bool) func(*jsontree.Node) error {
+	shape := viewLikeBody(viewParams, "the view's POST body", multi)
+	return func(root *jsontree.Node) error {
 		if root.Kind != jsontree.Object {
-			return nil, datastore.BadRequest("couchdb: a view's POST body must be a JSON object")
+			return datastore.BadRequest("couchdb: a view's POST body must be a JSON object")
 		}
 		objs := []*jsontree.Node{root}
-		if qs := root.Get("queries"); qs != nil {
-			if qs.Kind != jsontree.Array {
-				return nil, datastore.BadRequest("couchdb: a view's queries must be an array of objects")
-			}
+		if qs := root.Get("queries"); qs != nil && qs.Kind == jsontree.Array {
 			objs = append(objs, qs.Elems...)
 		}
 		for _, o := range objs {
 			if o.Kind != jsontree.Object {
-				return nil, datastore.BadRequest("couchdb: a view's queries must be an array of objects")
+				continue // the shape check refuses it
 			}
 			for i := range o.Members {
 				if keyParam(o.Members[i].Name) {
-					return nil, datastore.Refuse("couchdb: "+undeclaredViewMsg, safeName(ddoc), safeName(view), o.Members[i].Name)
+					return datastore.Refuse("couchdb: "+undeclaredViewMsg, safeName(ddoc), safeName(view), o.Members[i].Name)
 				}
 			}
 		}
-		return body, nil
+		return shape(root)
 	}
 }
