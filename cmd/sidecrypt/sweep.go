@@ -105,7 +105,7 @@ SIDECRYPT_UPSTREAM (the datastore) and SIDECRYPT_RULES (a version 2 rule file).`
 	fs.Var(&removed, "removed-fields", "fields whose protection was removed, FIELD:KEY (default: those the last sweep's rules protected and the rules in force do not)")
 	restart := fs.Bool("restart", false, "drop an unfinished sweep of the collection and start over")
 	force := fs.Bool("force", false, "take over a sweep that another process seems to be running")
-	batch := fs.Int("batch", 0, "documents per page (default 200)")
+	batch := fs.Int("batch", 0, "documents per page (default 500)")
 	allowLost := fs.Bool("allow-lost-updates", false, "sweep a datastore without optimistic concurrency (a concurrent update by the application may be lost)")
 	pos, code, ok := a.parseInterspersed(fs, args)
 	if !ok {

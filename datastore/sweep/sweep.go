@@ -47,8 +47,10 @@ var (
 // Defaults.
 const (
 	// DefaultBatch is how many documents one page holds: one _changes
-	// request and one _bulk_docs request per page.
-	DefaultBatch = 200
+	// request, one _bulk_docs request and one checkpoint per page. Past a
+	// few hundred, pouchdb-server's _changes feed is the bottleneck
+	// (docs/BENCHMARKS.md); a kill re-reads at most one page.
+	DefaultBatch = 500
 	// DefaultAttempts bounds the writes of one document that keep losing
 	// to concurrent updates; past it the document is counted as failed
 	// and left for the next sweep.

@@ -470,7 +470,7 @@ func (s *Server) destroyVersion(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return s.requestApproval(w, r, &Approval{Kind: "key.destroy", Key: name, Version: v, Reason: req.Reason, RequiredRole: RoleSecurityOfficer,
-		Summary: fmt.Sprintf("destroy %s v%d (its values become unreadable for good)", name, v)})
+		Summary: fmt.Sprintf("destroy %s v%d (its values become unreadable for good%s)", name, v, s.sweptNote(r.Context(), name, v))})
 }
 
 // overrideVersion asks for an override of a compromised version, under

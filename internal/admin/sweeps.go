@@ -310,3 +310,17 @@ func sweepErr(err error) error {
 	}
 	return err
 }
+
+// sweptNote says, for a destroy's approval summary, what the last sweeps
+// found under the version: "; the last sweeps found 12 values under it".
+func (s *Server) sweptNote(ctx context.Context, name string, v uint32) string {
+	if s.c.Sweeps == nil {
+		return ""
+	}
+	states, _ := s.c.Sweeps.List(ctx)
+	vc := sweep.CountsFor(states, sweep.KeyVersion{Key: name, Version: v})
+	if len(vc.Collections) == 0 {
+		return "; no sweep has counted them"
+	}
+	return fmt.Sprintf("; the last sweeps of %d collection(s) found %d value(s) under it", len(vc.Collections), vc.Values)
+}

@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 
@@ -17,6 +18,7 @@ type fakeSweeps struct {
 	queued   []*sweep.Spec
 	paused   []string
 	state    *sweep.State
+	listed   []*sweep.State
 }
 
 func (f *fakeSweeps) Start(_ context.Context, req sweep.StartRequest) ([]*sweep.State, error) {
@@ -53,6 +55,9 @@ func (f *fakeSweeps) Get(_ context.Context, c string) (*sweep.State, error) {
 }
 
 func (f *fakeSweeps) List(context.Context) ([]*sweep.State, error) {
+	if f.listed != nil {
+		return f.listed, nil
+	}
 	return []*sweep.State{{Collection: "clinic"}}, nil
 }
 
@@ -112,4 +117,23 @@ func TestSweepDecryptRemovedIsDualControl(t *testing.T) {
 	// Without named fields or a sweep record naming removed ones, there
 	// is nothing to approve.
 	f.call(t, "olive", "POST", "/v1/sweeps", `{"collection":"clinic","decrypt_removed":true}`, http.StatusNotFound)
+}
+
+// The approver of a destroy sees what the last sweeps found under the
+// version.
+func TestDestroySummaryShowsSweptCount(t *testing.T) {
+	f := newFixture(t, fixtureOpts{})
+	fs := &fakeSweeps{}
+	f.api.c.Sweeps = fs
+	f.createKey(t, "pii", 2) // v1 deactivated
+	out := f.call(t, "sofia", "POST", "/v1/keys/pii/versions/1/destroy", `{"confirm":"pii","reason":"swept"}`, http.StatusAccepted)
+	if s := out["approval"].(map[string]any)["summary"].(string); !strings.Contains(s, "no sweep has counted them") {
+		t.Fatalf("summary %q", s)
+	}
+	fs.listed = []*sweep.State{{Collection: "clinic", Last: &sweep.Inventory{Tokens: map[string]int64{"pii:1": 7}}}}
+	f.call(t, "sofia", "POST", "/v1/approvals/"+out["approval"].(map[string]any)["id"].(string)+"/reject", `{}`, http.StatusOK)
+	out = f.call(t, "sofia", "POST", "/v1/keys/pii/versions/1/destroy", `{"confirm":"pii","reason":"swept"}`, http.StatusAccepted)
+	if s := out["approval"].(map[string]any)["summary"].(string); !strings.Contains(s, "found 7 value(s) under it") {
+		t.Fatalf("summary %q", s)
+	}
 }
