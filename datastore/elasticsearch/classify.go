@@ -42,7 +42,8 @@ const (
 // path, the raw query and the headers, never the body, and never returns
 // nil.
 func (p *Profile) Classify(r *datastore.Request) *datastore.Operation {
-	op := p.classify(r)
+	q := &req{p: p, r: r}
+	op := p.classify(q)
 	if op == nil {
 		op = &datastore.Operation{Endpoint: EpUnknown, Refusal: datastore.Refuse("elasticsearch: the request was not classified")}
 	}
@@ -54,6 +55,7 @@ func (p *Profile) Classify(r *datastore.Request) *datastore.Operation {
 		return &datastore.Operation{Collection: op.Collection, Endpoint: op.Endpoint, Refusal: datastore.Refuse(
 			"elasticsearch: the source query parameter carries a request body in the URL, where the sidecar does not read it; send the body as the request body")}
 	}
+	p.respond(r, op, q.t)
 	return op
 }
 
@@ -73,9 +75,13 @@ type req struct {
 	// indexRaw is the index segment as sent (for reading stored
 	// documents back).
 	indexRaw string
+	// t is what the request's index expression reaches (nil for
+	// server-wide endpoints).
+	t *target
 }
 
-func (p *Profile) classify(r *datastore.Request) *datastore.Operation {
+func (p *Profile) classify(q *req) *datastore.Operation {
+	r := q.r
 	segs, ref := splitPath(r.Path)
 	if ref != nil {
 		return &datastore.Operation{Endpoint: EpPath, Refusal: ref}
@@ -84,7 +90,7 @@ func (p *Profile) classify(r *datastore.Request) *datastore.Operation {
 	if ref != nil {
 		return &datastore.Operation{Endpoint: EpPath, Refusal: ref}
 	}
-	q := &req{p: p, r: r, params: params, m: r.Method}
+	q.params, q.m = params, r.Method
 	if q.m == "HEAD" {
 		q.m = "GET"
 	}
@@ -191,6 +197,7 @@ func (q *req) checkParams(ep string, t *target) *datastore.Operation {
 // index handles /{index}/... ; t is what the index expression reaches and
 // rest the segments after it. all: the request named no index (/_search).
 func (q *req) index(t *target, rest []segment, all bool) *datastore.Operation {
+	q.t = t
 	if t.protected() {
 		if op := q.methodOK(t); op != nil {
 			return op

@@ -47,6 +47,8 @@ func sealWalk(c *collection, s *seal.Sealer, n *jsontree.Node, path []string) er
 				return err
 			}
 		}
+	case jsontree.String:
+		return s.Loose(n)
 	case jsontree.Array:
 		for _, e := range n.Elems {
 			if err := sealWalk(c, s, e, path); err != nil {

@@ -89,6 +89,9 @@ type Profile struct {
 	cols   []*collection // in file order
 	// maxDepth bounds the nesting of the bodies the profile parses.
 	maxDepth int
+	// resp holds the bound response decryptors (response.go), built on
+	// first use: the decrypt policy is filled in after the profile.
+	resp responseCache
 }
 
 // collection is a protected collection with its fields read the way

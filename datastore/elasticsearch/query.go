@@ -243,8 +243,11 @@ func safeClause(s string) string {
 // compare seals a value compared for equality with the field name.
 func (w *qwalk) compare(clause, name string, n *jsontree.Node) (bool, error) {
 	f, inside, err := w.field(name)
-	if err != nil || f == nil {
+	if err != nil {
 		return false, err
+	}
+	if f == nil {
+		return false, w.s.Loose(n)
 	}
 	if !searchable(f) {
 		return false, unsupported(clause, f)

@@ -22,22 +22,35 @@ const (
 
 // Classify implements datastore.Profile.
 func (p *Profile) Classify(r *datastore.Request) *datastore.Operation {
+	op, c := p.classify(r)
+	switch {
+	case op.Refusal == nil && c == nil && (r.Method == "GET" || r.Method == "HEAD") && strings.EqualFold(strings.TrimSuffix(r.Path, "/"), "/db"):
+		p.bindDB(op)
+	default:
+		p.bind(op, c)
+	}
+	return op
+}
+
+// classify returns the operation and the collection whose records the
+// answer carries.
+func (p *Profile) classify(r *datastore.Request) (*datastore.Operation, *collection) {
 	segs, ref := splitPath(r.Path)
 	if ref != nil {
-		return &datastore.Operation{Endpoint: EpPath, Refusal: ref}
+		return &datastore.Operation{Endpoint: EpPath, Refusal: ref}, nil
 	}
 	if r.Method == "OPTIONS" && !r.HasBody {
-		return &datastore.Operation{Endpoint: EpOptions, Body: datastore.BodyPass}
+		return &datastore.Operation{Endpoint: EpOptions, Body: datastore.BodyPass}, nil
 	}
 	c, rest, ref := p.match(segs)
 	if ref != nil {
-		return &datastore.Operation{Endpoint: EpPath, Refusal: ref}
+		return &datastore.Operation{Endpoint: EpPath, Refusal: ref}, nil
 	}
 	if c == nil {
-		if op := p.nestedInto(r, segs); op != nil {
-			return op
+		if op, into := p.nestedInto(r, segs); op != nil {
+			return op, into
 		}
-		return &datastore.Operation{Endpoint: EpOther, Body: datastore.BodyPass}
+		return &datastore.Operation{Endpoint: EpOther, Body: datastore.BodyPass}, nil
 	}
 	q := &req{p: p, r: r, c: c}
 	m := r.Method
@@ -56,20 +69,26 @@ func (p *Profile) Classify(r *datastore.Request) *datastore.Operation {
 	if r.RawQuery != "" {
 		if ref := q.checkQuery(); ref != nil {
 			op.Refusal = ref
-			return op
+			return op, nil
 		}
 		op.Query = q.sealQuery
 		op.Keys = c.searchKeys
 	}
+	// The answer carries this collection's records, or, for a nested
+	// read, those of the nested collection.
+	of := c
+	if ep == EpNested {
+		of, _, _ = p.match(rest[1:])
+	}
 	switch m {
 	case "GET", "DELETE":
-		return op
+		return op, of
 	case "POST", "PUT", "PATCH":
 		if ep == EpNested {
-			return q.refuse(ep, "a write to a nested route under a protected prefix (/{prefix}/{id}/{sub}) stores its body in a collection the profile cannot tell; write to the collection's own prefix")
+			return q.refuse(ep, "a write to a nested route under a protected prefix (/{prefix}/{id}/{sub}) stores its body in a collection the profile cannot tell; write to the collection's own prefix"), nil
 		}
 		if ep == EpItem && m == "POST" {
-			return q.refuse(ep, "POST /{prefix}/{id} is not an operation the REST profile knows; create records with POST /{prefix}")
+			return q.refuse(ep, "POST /{prefix}/{id} is not an operation the REST profile knows; create records with POST /{prefix}"), nil
 		}
 		op.Body = datastore.BodyEncrypt
 		op.Encryptor = c.enc
@@ -79,11 +98,11 @@ func (p *Profile) Classify(r *datastore.Request) *datastore.Operation {
 			// replace or merge a stored one.
 			op.Preserve = preserve(c, r.Path)
 		}
-		return op
+		return op, c
 	case "OPTIONS":
-		return q.refuse(ep, "OPTIONS with a body on a protected prefix: the body would reach the datastore unread")
+		return q.refuse(ep, "OPTIONS with a body on a protected prefix: the body would reach the datastore unread"), nil
 	}
-	return q.refuse(ep, "method %s is not one the REST profile knows (methods are case-sensitive); refused on a protected prefix", methodName(r.Method))
+	return q.refuse(ep, "method %s is not one the REST profile knows (methods are case-sensitive); refused on a protected prefix", methodName(r.Method)), nil
 }
 
 type req struct {
@@ -187,9 +206,9 @@ func joinSegs(segs []segment) (raw, dec string) {
 // nestedInto refuses writes through a nested route whose last segment
 // names a protected collection: json-server's POST /posts/1/customers
 // creates a customer (with postId 1) from the body.
-func (p *Profile) nestedInto(r *datastore.Request, segs []segment) *datastore.Operation {
+func (p *Profile) nestedInto(r *datastore.Request, segs []segment) (*datastore.Operation, *collection) {
 	if len(segs) < 3 {
-		return nil
+		return nil, nil
 	}
 	for i := 2; i < len(segs); i++ {
 		c, _, _ := p.match(segs[i:])
@@ -198,15 +217,15 @@ func (p *Profile) nestedInto(r *datastore.Request, segs []segment) *datastore.Op
 		}
 		if r.Method == "GET" || r.Method == "HEAD" {
 			if r.RawQuery == "" {
-				return &datastore.Operation{Collection: c.Collection, Endpoint: EpNested, Body: datastore.BodyNone}
+				return &datastore.Operation{Collection: c.Collection, Endpoint: EpNested, Body: datastore.BodyNone}, c
 			}
 			return &datastore.Operation{Collection: c.Collection, Endpoint: EpNested, Refusal: datastore.Refuse(
-				"rest: a nested route that reads a protected collection (/{parent}/{id}/{prefix}) with query parameters: the profile cannot tell which collection they filter; query the collection's own prefix")}
+				"rest: a nested route that reads a protected collection (/{parent}/{id}/{prefix}) with query parameters: the profile cannot tell which collection they filter; query the collection's own prefix")}, nil
 		}
 		return &datastore.Operation{Collection: c.Collection, Endpoint: EpNested, Refusal: datastore.Refuse(
-			"rest: a nested route that ends in a protected collection's name (/{parent}/{id}/{prefix}) writes into that collection; write to the collection's own prefix")}
+			"rest: a nested route that ends in a protected collection's name (/{parent}/{id}/{prefix}) writes into that collection; write to the collection's own prefix")}, nil
 	}
-	return nil
+	return nil, nil
 }
 
 // ---- query parameters ----
@@ -353,15 +372,24 @@ func (q *req) sealQuery(ctx context.Context, raw string, keys fieldcrypt.Keyring
 		if ref != nil {
 			return "", ref
 		}
-		if f == nil {
-			continue
-		}
 		v, err := url.QueryUnescape(prm.rawValue)
 		if err != nil {
 			return "", datastore.BadRequest("rest: a query parameter value has an invalid percent-escape")
 		}
+		if f == nil {
+			// No rule protects it, but a token of a key this sidecar
+			// reveals has no business in a request.
+			if err := fieldcrypt.CheckLooseValue(ctx, v); err != nil {
+				return "", err
+			}
+			continue
+		}
 		tok := []byte(v)
-		if !s.IsTokenText(tok) {
+		keep, err := s.Keep(f, fieldcrypt.ModeDeterministic, v)
+		if err != nil {
+			return "", err
+		}
+		if !keep {
 			if tok, err = s.String(f, fieldcrypt.ModeDeterministic, v); err != nil {
 				return "", err
 			}

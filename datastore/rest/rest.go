@@ -23,6 +23,9 @@ func init() {
 type Profile struct {
 	schema *datastore.Schema
 	cols   []*collection
+	// resp holds the bound response decryptors (response.go), built on
+	// first use: the decrypt policy is filled in after the profile.
+	resp responseCache
 }
 
 type collection struct {
@@ -84,7 +87,7 @@ func compile(c *datastore.Collection) (*collection, error) {
 		if err != nil {
 			return nil, fmt.Errorf("rest: collection %q: field %q: %w", c.Name, f.Name, err)
 		}
-		rules = append(rules, fieldcrypt.FieldRule{Selector: sel, Key: f.Key, Mode: f.Mode, EncryptNull: f.EncryptNull})
+		rules = append(rules, fieldcrypt.FieldRule{Selector: sel, Key: f.Key, Mode: f.Mode, EncryptNull: f.EncryptNull, Pad: f.Pad})
 	}
 	if cc.enc, err = fieldcrypt.NewEncryptor(rules, fieldcrypt.Limits{}); err != nil {
 		return nil, fmt.Errorf("rest: collection %q: %w", c.Name, err)

@@ -5,7 +5,8 @@
 // canonical spelling (fieldcrypt.SealValue), a null left unless the field
 // encrypts nulls, and a string that already is a token opening under the
 // key it names left as it is (the encryptor stores such a string
-// unchanged, so a lookup must send it unchanged).
+// unchanged, so a lookup must send it unchanged: fieldcrypt.CheckToken
+// decides, under the request's token policy).
 //
 // The datastore profiles for Elasticsearch and REST stores share it; each
 // request gets its own Sealer, which resolves every key once.
@@ -14,7 +15,6 @@ package seal
 import (
 	"context"
 	"fmt"
-	"slices"
 
 	"github.com/sidecrypt/sidecrypt/datastore"
 	"github.com/sidecrypt/sidecrypt/datastore/internal/jsontree"
@@ -36,13 +36,27 @@ func New(ctx context.Context, keys fieldcrypt.Keyring, prefix string) *Sealer {
 }
 
 // Node replaces n by its token under f's key in mode (f.Mode for a stored
-// value, deterministic for a compared one). It reports whether it sealed.
+// value, deterministic for a compared one), padded as f says. It reports
+// whether it sealed. A string that is a token is decided by
+// fieldcrypt.CheckToken under the request's token policy, as the
+// streaming encryptor decides: a token of this field's own key and mode
+// that this sidecar does not open is kept (the app saw it as a token), a
+// token of a key it opens or masks is refused (token_not_allowed), and
+// anything else is sealed as data.
 func (s *Sealer) Node(f *datastore.Field, mode fieldcrypt.Mode, n *jsontree.Node) (bool, error) {
 	if n.Kind == jsontree.Null && !f.EncryptNull {
 		return false, nil
 	}
-	if n.Kind == jsontree.String && s.IsToken(n.Raw()) {
-		return false, nil
+	if n.Kind == jsontree.String {
+		if text, ok := n.Text(); ok {
+			keep, err := fieldcrypt.CheckToken(s.ctx, s.keys, f.Key, mode, text)
+			if err != nil {
+				return false, err
+			}
+			if keep {
+				return false, nil
+			}
+		}
 	}
 	tok, err := s.Value(f, mode, TokenType(n.Kind), n.Raw())
 	if err != nil {
@@ -54,13 +68,33 @@ func (s *Sealer) Node(f *datastore.Field, mode fieldcrypt.Mode, n *jsontree.Node
 	return true, nil
 }
 
-// Value seals one JSON text of type typ under f's key in mode.
+// Loose checks a value that no rule protects (a member of a document or a
+// compared value outside every protected field): a token of a key this
+// sidecar opens or masks has no business there, and is refused
+// (fieldcrypt.CheckLooseValue), so that nobody can store one where the
+// sidecar would later open it for them.
+func (s *Sealer) Loose(n *jsontree.Node) error {
+	if n.Kind != jsontree.String {
+		return nil
+	}
+	text, _ := n.Text()
+	return fieldcrypt.CheckLooseValue(s.ctx, text)
+}
+
+// Keep reports whether a compared string (a query parameter's value) is
+// kept as it is, or must be sealed; see Node.
+func (s *Sealer) Keep(f *datastore.Field, mode fieldcrypt.Mode, value string) (bool, error) {
+	return fieldcrypt.CheckToken(s.ctx, s.keys, f.Key, mode, value)
+}
+
+// Value seals one JSON text of type typ under f's key in mode, padded as
+// f says.
 func (s *Sealer) Value(f *datastore.Field, mode fieldcrypt.Mode, typ fieldcrypt.Type, jsonText []byte) ([]byte, error) {
 	k, err := s.Key(f.Key)
 	if err != nil {
 		return nil, err
 	}
-	tok, err := fieldcrypt.SealValue(k, mode, typ, jsonText)
+	tok, err := fieldcrypt.SealValuePadded(k, mode, typ, jsonText, f.Pad)
 	if err != nil {
 		return nil, fmt.Errorf("%s: seal a value of field %q with key %s: %w", s.prefix, f.Name, k, err)
 	}
@@ -74,7 +108,7 @@ func (s *Sealer) String(f *datastore.Field, mode fieldcrypt.Mode, v string) ([]b
 	if err != nil {
 		return nil, err
 	}
-	tok, err := fieldcrypt.SealString(k, mode, v)
+	tok, err := fieldcrypt.SealStringPadded(k, mode, v, f.Pad)
 	if err != nil {
 		return nil, fmt.Errorf("%s: seal a value of field %q with key %s: %w", s.prefix, f.Name, k, err)
 	}
@@ -101,34 +135,6 @@ func (s *Sealer) Key(name string) (*fieldcrypt.DataKey, error) {
 	}
 	s.got[name] = k
 	return k, nil
-}
-
-// IsToken reports whether raw (a JSON string, quotes included, written
-// without escapes, as the encryptor requires) is a token that opens under
-// the key it names.
-func (s *Sealer) IsToken(raw []byte) bool {
-	if len(raw) < len(fieldcrypt.TokenPrefix)+2 {
-		return false
-	}
-	return s.IsTokenText(raw[1 : len(raw)-1])
-}
-
-// IsTokenText is IsToken on a string's content.
-func (s *Sealer) IsTokenText(tok []byte) bool {
-	if !fieldcrypt.HasTokenPrefix(string(tok)) || slices.Contains(tok, '\\') || s.keys == nil {
-		return false
-	}
-	info, err := fieldcrypt.ParseTokenInfo(tok)
-	if err != nil {
-		return false
-	}
-	k, err := s.keys.OpenKey(s.ctx, info.Key, info.KeyVersion)
-	if err != nil || k == nil {
-		return false
-	}
-	_, plain, err := fieldcrypt.OpenToken(k, tok)
-	clear(plain)
-	return err == nil
 }
 
 // TokenType is the fieldcrypt type of a JSON kind.
