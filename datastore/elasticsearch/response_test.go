@@ -11,7 +11,9 @@ import (
 
 type openAll struct{}
 
-func (openAll) Action(string) (fieldcrypt.Action, fieldcrypt.Masker) { return fieldcrypt.ActionOpen, nil }
+func (openAll) Action(string) (fieldcrypt.Action, fieldcrypt.Masker) {
+	return fieldcrypt.ActionOpen, nil
+}
 
 // Tokens are opened only in the protected fields of the documents an
 // answer carries, whichever way the document spells the field.
