@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -166,4 +167,53 @@ func TestElasticsearchRefusals(t *testing.T) {
 		})
 	}
 	st.checkNoLeaks(t)
+}
+
+// TestElasticsearchNoOracle: a token copied where the rules do not put
+// it stays closed in answers (the fake is written directly, as an
+// attacker with access to the datastore would), and one sent through the
+// sidecar in an unprotected field is refused.
+func TestElasticsearchNoOracle(t *testing.T) {
+	st := newESStack(t)
+	must(t, 201, "PUT", st.sc.url+"/orders/_doc/a?refresh=true", `{"email":"ann@example.com","ssn":"123-45-6789"}`)
+	var stored struct {
+		Source map[string]any `json:"_source"`
+	}
+	direct := httptest.NewServer(st.fake)
+	defer direct.Close()
+	if err := json.Unmarshal(must(t, 200, "GET", direct.URL+"/orders/_doc/a", "").body, &stored); err != nil {
+		t.Fatal(err)
+	}
+	ssnTok, _ := stored.Source["ssn"].(string)
+	emailTok, _ := stored.Source["email"].(string)
+	if !isToken(ssnTok) || !isToken(emailTok) {
+		t.Fatalf("stored %v", stored.Source)
+	}
+	// Copied into a free-text field, into another field, into an
+	// unprotected index.
+	must(t, 201, "PUT", direct.URL+"/orders/_doc/b", `{"note":"`+ssnTok+`","email":"`+ssnTok+`"}`)
+	must(t, 201, "PUT", direct.URL+"/logs/_doc/c", `{"email":"`+emailTok+`"}`)
+	for _, path := range []string{"/orders/_doc/b", "/logs/_doc/c"} {
+		r := must(t, 200, "GET", st.sc.url+path, "")
+		if bytes.Contains(r.body, []byte("123-45-6789")) || bytes.Contains(r.body, []byte("ann@example.com")) {
+			t.Errorf("%s: a copied token was opened: %s", path, r.body)
+		}
+	}
+	r := must(t, 200, "POST", st.sc.url+"/orders/_search", `{"query":{"ids":{"values":["a","b"]}}}`)
+	// Document a's own values open; b's copies stay tokens.
+	if bytes.Count(r.body, []byte("ann@example.com")) != 1 || bytes.Count(r.body, []byte("123-45-6789")) != 1 || bytes.Count(r.body, []byte(ssnTok)) != 2 {
+		t.Errorf("search: %s", r.body)
+	}
+	// Sent through the sidecar where no rule puts it: refused.
+	m := st.relay.Mark()
+	r = send(t, "PUT", st.sc.url+"/orders/_doc/d", `{"note":"`+emailTok+`"}`)
+	if r.status != 403 || errorCode(r.body) != "token_not_allowed" {
+		t.Errorf("token in an unprotected field: %d %s", r.status, r.body)
+	}
+	r = send(t, "POST", st.sc.url+"/_bulk", "{\"index\":{\"_index\":\"orders\"}}\n{\"ssn\":\""+emailTok+"\"}\n", "Content-Type", "application/x-ndjson")
+	if r.status != 403 || errorCode(r.body) != "token_not_allowed" {
+		t.Errorf("token of another field in a bulk source: %d %s", r.status, r.body)
+	}
+	st.relay.Quiet(10 * time.Millisecond)
+	st.relay.AssertNothingForwarded(t, m)
 }
