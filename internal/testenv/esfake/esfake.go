@@ -22,6 +22,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"path"
 	"reflect"
 	"sort"
 	"strings"
@@ -41,6 +42,14 @@ type Server struct {
 	mu       sync.Mutex
 	indices  map[string]*index
 	requests []Request
+	// pits are the open points in time: an index and the ids it held.
+	pits map[string]*pit
+	npit int
+}
+
+type pit struct {
+	index string
+	ids   []string
 }
 
 type index struct {
@@ -57,7 +66,7 @@ type doc struct {
 }
 
 // New returns an empty fake.
-func New() *Server { return &Server{indices: map[string]*index{}} }
+func New() *Server { return &Server{indices: map[string]*index{}, pits: map[string]*pit{}} }
 
 // Requests returns every request received so far.
 func (s *Server) Requests() []Request {
@@ -161,6 +170,37 @@ func (s *Server) route(r *http.Request, body []byte) (int, any) {
 	if segs[0] == "_bulk" {
 		return s.bulk("", body)
 	}
+	if segs[0] == "_cat" && len(segs) >= 2 && segs[1] == "indices" {
+		var rows []any
+		var names []string
+		for n := range s.indices {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			if len(segs) < 3 || glob(segs[2], n) {
+				rows = append(rows, obj{"index": n})
+			}
+		}
+		if rows == nil {
+			rows = []any{}
+		}
+		return 200, rows
+	}
+	if segs[0] == "_pit" && m == http.MethodDelete {
+		var req struct {
+			ID string `json:"id"`
+		}
+		_ = json.Unmarshal(body, &req)
+		if s.pits[req.ID] == nil {
+			return 404, obj{"succeeded": false, "num_freed": 0}
+		}
+		delete(s.pits, req.ID)
+		return 200, obj{"succeeded": true, "num_freed": 1}
+	}
+	if segs[0] == "_search" && bytes.Contains(body, []byte(`"pit"`)) {
+		return s.pitSearch(body)
+	}
 	if segs[0] == "_mget" {
 		return s.mget("", body)
 	}
@@ -211,8 +251,23 @@ func (s *Server) route(r *http.Request, body []byte) (int, any) {
 		return s.msearch(name, body)
 	case ep == "_search" || ep == "_count":
 		return s.search(name, ep, body)
-	case ep == "_refresh":
+	case ep == "_refresh" || ep == "_forcemerge":
 		return 200, obj{"_shards": shards}
+	case ep == "_pit" && m == http.MethodPost:
+		ix := s.indices[name]
+		if ix == nil {
+			return errorBody(404, "index_not_found_exception", "no such index ["+name+"]")
+		}
+		s.npit++
+		id := fmt.Sprintf("pit-%d", s.npit)
+		p := &pit{index: name}
+		for _, docID := range ix.order {
+			if ix.docs[docID] != nil {
+				p.ids = append(p.ids, docID)
+			}
+		}
+		s.pits[id] = p
+		return 200, obj{"id": id}
 	}
 	return errorBody(400, "illegal_argument_exception", "esfake: unsupported endpoint")
 }
@@ -354,6 +409,21 @@ func (s *Server) bulk(def string, body []byte) (int, any) {
 			id, _ := meta["_id"].(string)
 			var status int
 			var resp any
+			if seq, ok := meta["if_seq_no"].(float64); ok {
+				var cur *doc
+				if ix := s.indices[name]; ix != nil {
+					cur = ix.docs[id]
+				}
+				if cur == nil || float64(cur.seqNo) != seq {
+					if kind != "delete" {
+						i++
+					}
+					items = append(items, obj{kind: obj{"_index": name, "_id": id, "status": 409,
+						"error": obj{"type": "version_conflict_engine_exception", "reason": "version conflict"}}})
+					errs = true
+					continue
+				}
+			}
 			switch kind {
 			case "delete":
 				status, resp = s.delete(name, id)
@@ -657,6 +727,59 @@ func anyEqual(got []any, want any) bool {
 			return true
 		}
 		if gs, ok := g.(string); ok && fmt.Sprint(want) == gs {
+			return true
+		}
+	}
+	return false
+}
+
+// pitSearch serves a search in a point in time, sorted by _shard_doc
+// (the position in the snapshot), with search_after.
+func (s *Server) pitSearch(body []byte) (int, any) {
+	var req struct {
+		Size *int `json:"size"`
+		PIT  struct {
+			ID string `json:"id"`
+		} `json:"pit"`
+		SearchAfter []float64 `json:"search_after"`
+		SeqNo       bool      `json:"seq_no_primary_term"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		return errorBody(400, "parsing_exception", "esfake: bad search body")
+	}
+	p := s.pits[req.PIT.ID]
+	if p == nil {
+		return errorBody(404, "search_context_missing_exception", "No search context found")
+	}
+	after := -1
+	if len(req.SearchAfter) > 0 {
+		after = int(req.SearchAfter[0])
+	}
+	size := 10
+	if req.Size != nil {
+		size = *req.Size
+	}
+	hits := []any{}
+	ix := s.indices[p.index]
+	for pos := after + 1; pos < len(p.ids) && len(hits) < size; pos++ {
+		d := ix.docs[p.ids[pos]]
+		if d == nil {
+			continue
+		}
+		h := obj{"_index": p.index, "_id": p.ids[pos], "_score": nil, "_source": d.source, "sort": []any{pos}}
+		if req.SeqNo {
+			h["_seq_no"], h["_primary_term"] = d.seqNo, 1
+		}
+		hits = append(hits, h)
+	}
+	return 200, obj{"pit_id": req.PIT.ID, "took": 1, "timed_out": false, "_shards": shards,
+		"hits": obj{"total": obj{"value": len(hits), "relation": "eq"}, "max_score": nil, "hits": hits}}
+}
+
+// glob matches '*' patterns, comma lists included.
+func glob(pattern, name string) bool {
+	for _, p := range strings.Split(pattern, ",") {
+		if ok, _ := path.Match(strings.ReplaceAll(p, "?", "\\?"), name); ok {
 			return true
 		}
 	}
