@@ -120,6 +120,16 @@ type Sweeper interface {
 	Get(ctx context.Context, collection, id string) (*StoredDoc, error)
 }
 
+// Compactor is implemented by Sweepers whose datastore keeps the bodies
+// of earlier versions of a document (CouchDB's revision tree keeps them
+// until the database is compacted): after a sweep, those still hold the
+// values as they were, plaintext included, for anyone who asks for an old
+// revision. Compact asks the datastore to drop them; it returns once the
+// datastore has accepted the request (the work may finish later).
+type Compactor interface {
+	Compact(ctx context.Context, collection string) error
+}
+
 // MaxCursorLen bounds a Scan cursor: it is stored in the keystore next to
 // the sweep's counts.
 const MaxCursorLen = 4096

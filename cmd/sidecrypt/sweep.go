@@ -90,6 +90,10 @@ in plaintext in the store. The sweep checkpoints after every page into the
 keystore: stopped at any point (^C, kill -9), the same command resumes
 where it stopped. COLLECTION may be a pattern ("tenant-*").
 
+The datastore keeps earlier revisions of each rewritten document (old
+tokens, legacy plaintext) until it is compacted: --compact asks it to drop
+them when the sweep is done.
+
 --dry-run writes nothing and counts values per key version and plaintext
 values per field: the inventory to check before 'keys destroy' (which
 shows the last count). Progress goes to stderr; the result to stdout.`+envHelp+`
@@ -106,6 +110,7 @@ SIDECRYPT_UPSTREAM (the datastore) and SIDECRYPT_RULES (a version 2 rule file).`
 	restart := fs.Bool("restart", false, "drop an unfinished sweep of the collection and start over")
 	force := fs.Bool("force", false, "take over a sweep that another process seems to be running")
 	batch := fs.Int("batch", 0, "documents per page (default 500)")
+	compact := fs.Bool("compact", false, "when done, have the datastore drop earlier revisions of documents, which still hold the old values (CouchDB: POST /{db}/_compact, admin rights)")
 	allowLost := fs.Bool("allow-lost-updates", false, "sweep a datastore without optimistic concurrency (a concurrent update by the application may be lost)")
 	pos, code, ok := a.parseInterspersed(fs, args)
 	if !ok {
@@ -123,7 +128,7 @@ SIDECRYPT_UPSTREAM (the datastore) and SIDECRYPT_RULES (a version 2 rule file).`
 	if *rateFlag < 0 {
 		return a.usageError(fs, "--rate must be positive")
 	}
-	spec := sweep.Spec{DryRun: *dry, From: from, DecryptRemoved: *decrypt, Removed: removed, Rate: *rateFlag, Grant: *approval}
+	spec := sweep.Spec{DryRun: *dry, From: from, DecryptRemoved: *decrypt, Removed: removed, Rate: *rateFlag, Grant: *approval, Compact: *compact}
 	req := sweep.Request{Spec: spec, Runner: sweep.RunnerCLI, Restart: *restart, Force: *force, AllowNoConcurrency: *allowLost}
 	return a.runSweep(pos[0], req, *batch, *asJSON)
 }
@@ -383,6 +388,13 @@ func (a *app) printSweep(ctx context.Context, m *keystore.Manager, st *sweep.Sta
 	printCounts(w, "could not be opened (left as they were)", c.Unopenable)
 	printCounts(w, "tokens in fields whose protection was removed (--decrypt-removed with an approval writes them back in plaintext)", c.Removed)
 	printCounts(w, "documents skipped", c.Skipped)
+	if !dry && c.Rewritten > 0 {
+		if run.Compacted.IsZero() {
+			fmt.Fprintf(w, "  earlier revisions of the %d rewritten document(s) still hold their old values until the database is compacted: run with --compact (or POST /{db}/_compact)\n", c.Rewritten)
+		} else {
+			fmt.Fprintf(w, "  compaction requested %s: earlier revisions are being dropped\n", formatTime(run.Compacted))
+		}
+	}
 	if c.Blocked > 0 {
 		fmt.Fprintf(w, "  %d document(s) hold plaintext and a token that cannot be opened in protected fields: not encrypted (sealing would hide that token inside a new one); restore or destroy that version, then sweep again\n", c.Blocked)
 	}

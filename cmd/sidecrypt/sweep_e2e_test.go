@@ -416,8 +416,9 @@ func TestSweepMigratesLegacyPlaintext(t *testing.T) {
 		t.Fatalf("dry run tokens %v", inv.Collections[0].Inventory.Tokens)
 	}
 
+	oldRev := storeDocs(t, db.URL, "clinic")["l00042"]["_rev"].(string)
 	start := time.Now()
-	res := s.sweepJSON("clinic")
+	res := s.sweepJSON("clinic", "--compact")
 	took := time.Since(start)
 	c := res.Collections[0].Run.Counts
 	t.Logf("SWEEP RATE: %d documents (%d values encrypted) in %v: %.0f documents/s, %.0f values/s (the whole command: keys, HSM, checkpoints)",
@@ -435,6 +436,11 @@ func TestSweepMigratesLegacyPlaintext(t *testing.T) {
 	if got := tokenCounts(stored); got["pii:1"] != 2*n || got["contact:1"] != n {
 		t.Fatalf("the store holds %v", got)
 	}
+	// The legacy revision, plaintext, is gone once compacted.
+	waitFor(t, "compaction to drop the plaintext revision", func() bool {
+		status, _ := call(t, "GET", db.URL+"/clinic/l00042?rev="+oldRev, "")
+		return status == http.StatusNotFound
+	})
 	// The application reads its data as it was, through the sidecar.
 	for _, i := range []int{0, 1, 4999, 9999} {
 		d := decode(t, mustCall(t, "GET", s.url+fmt.Sprintf("/clinic/l%05d", i), "", 200))

@@ -26,6 +26,7 @@ type memStore struct {
 	beforeWrite func(id string)
 	writes      map[string]int // sweep writes per document
 	noOCC       bool
+	compacted   int
 }
 
 type memDoc struct {
@@ -175,4 +176,14 @@ func (m *memStore) Get(ctx context.Context, collection, id string) (*datastore.S
 	return &datastore.StoredDoc{ID: id, Version: strconv.Itoa(d.rev), Body: b}, nil
 }
 
-var _ datastore.Sweeper = (*memStore)(nil)
+func (m *memStore) Compact(ctx context.Context, collection string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.compacted++
+	return nil
+}
+
+var (
+	_ datastore.Sweeper   = (*memStore)(nil)
+	_ datastore.Compactor = (*memStore)(nil)
+)

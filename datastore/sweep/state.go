@@ -127,6 +127,9 @@ type Run struct {
 	// Total is the datastore's estimate of the collection's size at the
 	// start, for progress; -1 when unknown.
 	Total int64 `json:"total"`
+	// Compacted is when the datastore accepted the request to drop
+	// earlier document versions after the run (Spec.Compact).
+	Compacted time.Time `json:"compacted,omitzero"`
 }
 
 // Spec is what a run does; a run is resumed only with the same Spec.
@@ -141,12 +144,17 @@ type Spec struct {
 	Rate float64 `json:"rate,omitempty"`
 	// Grant is the approval id that allows DecryptRemoved.
 	Grant string `json:"grant,omitempty"`
+	// Compact asks the datastore, once the run is done, to drop the
+	// bodies of earlier document versions (datastore.Compactor), which
+	// still hold the values as they were. It may change on a resume.
+	Compact bool `json:"compact,omitempty"`
 }
 
 // same reports whether two specs do the same work (Rate aside).
 func (s Spec) same(o Spec) bool {
 	a, b := s, o
 	a.Rate, b.Rate = 0, 0
+	a.Compact, b.Compact = false, false
 	x, _ := json.Marshal(a)
 	y, _ := json.Marshal(b)
 	return string(x) == string(y)

@@ -308,6 +308,7 @@ func (r *Runner) claim(ctx context.Context, collection string, col *datastore.Co
 			}
 			run = cur
 			run.Options.Rate = req.Rate
+			run.Options.Compact = req.Compact
 			resumed = cur.Cursor != "" || cur.Counts.Documents > 0
 		} else {
 			run = &Run{ID: newID(), Options: spec, Started: now, Total: -1}
@@ -476,6 +477,11 @@ func (r *Runner) loop(ctx context.Context, st *State, run *Run, col *datastore.C
 		}
 		if page.Done {
 			r.record(ctx, "sweep.finish", st.Collection, rules.Hash, run, outcomeOf(run), "")
+			if run.Options.Compact && !run.Options.DryRun {
+				if err := r.compact(ctx, &st, run, rules.Hash); err != nil {
+					return st, err
+				}
+			}
 			r.c.Logger.Info("sweep: done", "collection", st.Collection, "run", run.ID, "documents", run.Counts.Documents,
 				"rewritten", run.Counts.Rewritten, "values", run.Counts.Values(), "failed", run.Counts.Failed)
 			if r.c.Hooks.Finished != nil {
@@ -484,6 +490,23 @@ func (r *Runner) loop(ctx context.Context, st *State, run *Run, col *datastore.C
 			return st, nil
 		}
 	}
+}
+
+// compact asks the datastore to drop earlier document versions, which
+// still hold what the sweep replaced, and records when it accepted.
+func (r *Runner) compact(ctx context.Context, stp **State, run *Run, rulesHash string) error {
+	c, ok := r.c.Sweeper.(datastore.Compactor)
+	if !ok {
+		r.c.Logger.Info("sweep: this datastore keeps no earlier document versions to compact", "collection", (*stp).Collection)
+		return nil
+	}
+	if err := c.Compact(ctx, (*stp).Collection); err != nil {
+		r.record(ctx, "sweep.compact", (*stp).Collection, rulesHash, run, "error", err.Error())
+		return fmt.Errorf("sweep: the sweep is done, but compacting failed (earlier revisions still hold the old values; compact the database by hand): %w", err)
+	}
+	run.Compacted = r.c.Now()
+	r.record(ctx, "sweep.compact", (*stp).Collection, rulesHash, run, "ok", "")
+	return r.checkpoint(ctx, stp, run)
 }
 
 func outcomeOf(run *Run) string {

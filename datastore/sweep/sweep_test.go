@@ -520,3 +520,18 @@ func waitState(t *testing.T, jobs *Jobs, col string, ok func(*State) bool) *Stat
 	t.Fatalf("state never reached: %+v %+v, %v", st, st.Sweep, err)
 	return nil
 }
+
+func TestSweepCompactsWhenAsked(t *testing.T) {
+	e := newEnv(t)
+	e.store.put("a", map[string]any{"ssn": "plain"})
+	if _, err := e.runner(Hooks{}).Sweep(e.ctx, "clinic", Request{Runner: RunnerCLI, Spec: Spec{DryRun: true, Compact: true}}); err != nil || e.store.compacted != 0 {
+		t.Fatalf("a dry run compacted (%d), %v", e.store.compacted, err)
+	}
+	st, err := e.runner(Hooks{}).Sweep(e.ctx, "clinic", Request{Runner: RunnerCLI, Spec: Spec{Compact: true}})
+	if err != nil || e.store.compacted != 1 || st.Sweep.Compacted.IsZero() {
+		t.Fatalf("compacted %d, state %+v, %v", e.store.compacted, st.Sweep, err)
+	}
+	if evs := e.rec.Find("sweep.compact"); len(evs) != 1 || evs[0].Outcome != "ok" {
+		t.Fatalf("audit: %+v", evs)
+	}
+}

@@ -4,7 +4,7 @@ package admin
 //
 //	GET  /v1/sweeps                          any role: every collection's sweep state and last inventory
 //	GET  /v1/sweeps/{collection}             any role
-//	POST /v1/sweeps                          operator: {"collection", "from": ["pii:3"], "rate", "restart",
+//	POST /v1/sweeps                          operator: {"collection", "from": ["pii:3"], "rate", "restart", "compact",
 //	                                         "decrypt_removed", "removed_fields": ["nick:pii"], "runner"}
 //	POST /v1/sweeps/inventory                operator, auditor: a dry run {"collection", "rate", "restart"}
 //	POST /v1/sweeps/{collection}/pause       operator
@@ -132,6 +132,7 @@ type sweepRequest struct {
 	DecryptRemoved bool     `json:"decrypt_removed"`
 	RemovedFields  []string `json:"removed_fields"`
 	Runner         string   `json:"runner"`
+	Compact        bool     `json:"compact"`
 }
 
 func (s *Server) startSweep(w http.ResponseWriter, r *http.Request) error {
@@ -157,7 +158,7 @@ func (s *Server) start(w http.ResponseWriter, r *http.Request, dry bool) error {
 	if req.Rate < 0 {
 		return badRequest(`"rate" must be positive (documents per second; 0 for no limit)`)
 	}
-	spec := sweep.Spec{DryRun: dry, Rate: req.Rate}
+	spec := sweep.Spec{DryRun: dry, Rate: req.Rate, Compact: req.Compact && !dry}
 	for _, f := range req.From {
 		kv, err := sweep.ParseKeyVersion(f)
 		if err != nil {
