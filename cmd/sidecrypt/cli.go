@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/sidecrypt/sidecrypt/internal/config"
@@ -42,17 +43,18 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"serve", "run the proxy (reverse mode with SIDECRYPT_UPSTREAM, forward mode without)", cmdServe},
-		{"keys", "manage data keys: list, create, rotate, revoke, destroy, rewrap, backup, restore", cmdKeys},
+		{"keys", "manage data keys: list, create, activate, rotate, revoke, override, destroy, status, rewrap, backup, restore, recovery-keygen, backup-signer, verify, seal-records", cmdKeys},
 		{"kek", "manage key-encryption keys in the HSM: list, rotate, retire", cmdKEK},
 		{"sweep", "rewrite a collection in place: re-encrypt old key versions, encrypt legacy plaintext; --dry-run counts", cmdSweep},
-		{"rules", "check and try rule files: lint, test, diff, push", cmdRules},
+		{"rules", "check, try, review and publish rule files: lint, test, diff, report, convert, push", cmdRules},
 		{"audit", "check and follow the audit log: verify, tail", cmdAudit},
 		{"admin", "admin API principals and tokens; call a running sidecar: token, principals, whoami, call", cmdAdmin},
 		{"approvals", "dual control on a running sidecar: list, show, approve, reject", cmdApprovals},
 		{"ca", "manage the forward-mode interception CA: init, show", cmdCA},
 		{"loadtest", "measure throughput and latency against direct and plain-proxy baselines", cmdLoadtest},
 		{"demo", "run the demo: a datastore, the sidecar in front of it, a few records (make demo)", cmdDemo},
-		{"version", "print the version", cmdVersion},
+		{"completion", "print a shell completion script: bash, zsh, fish", cmdCompletion},
+		{"version", "print the version (also: sidecrypt --version)", cmdVersion},
 	}
 }
 
@@ -61,6 +63,14 @@ var version = "dev"
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	a := &app{ctx: ctx, stdin: os.Stdin, stdout: stdout, stderr: stderr, environ: os.Environ()}
+	if len(args) > 0 {
+		switch args[0] {
+		case "--version", "-version", "-V":
+			return cmdVersion(a, args[1:])
+		case "__complete": // the shell completion scripts' callback, not listed
+			return cmdComplete(a, args[1:])
+		}
+	}
 	return a.dispatch("sidecrypt", commands(), args)
 }
 
@@ -108,21 +118,47 @@ func (a *app) groupUsage(w io.Writer, prefix string, cmds []command) {
 }
 
 // flags returns a FlagSet for a subcommand whose usage text is usage (the
-// synopsis line, then a description).
+// synopsis line, then a description). Its help lists the flags the way the
+// synopsis lines and the docs write them, --name (the flag package itself
+// prints -name; both spellings parse).
 func (a *app) flags(name, usage string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(a.stderr)
 	fs.Usage = func() {
 		w := fs.Output()
 		fmt.Fprintf(w, "Usage: %s\n", usage)
-		hasFlags := false
-		fs.VisitAll(func(*flag.Flag) { hasFlags = true })
-		if hasFlags {
-			fmt.Fprintln(w, "\nFlags:")
-			fs.PrintDefaults()
+		if defs := flagDefaults(fs); defs != "" {
+			fmt.Fprintf(w, "\nFlags:\n%s", defs)
 		}
 	}
 	return fs
+}
+
+// flagDefaults renders fs's flags as flag.PrintDefaults does, but with
+// two dashes: "  --name type\n    \tusage (default ...)". Single-letter
+// flags keep one dash (-o, -n), as is the convention.
+func flagDefaults(fs *flag.FlagSet) string {
+	var b strings.Builder
+	fs.VisitAll(func(f *flag.Flag) {
+		dash := "--"
+		if len(f.Name) == 1 {
+			dash = "-"
+		}
+		kind, text := flag.UnquoteUsage(f)
+		fmt.Fprintf(&b, "  %s%s", dash, f.Name)
+		if kind != "" {
+			b.WriteString(" " + kind)
+		}
+		b.WriteString("\n    \t" + strings.ReplaceAll(text, "\n", "\n    \t"))
+		if def := f.DefValue; def != "" && def != "false" && def != "0" && def != "[]" {
+			if kind == "string" {
+				def = strconv.Quote(def)
+			}
+			fmt.Fprintf(&b, " (default %s)", def)
+		}
+		b.WriteString("\n")
+	})
+	return b.String()
 }
 
 // parse parses args into fs. It returns (code, false) when the caller must
@@ -180,11 +216,26 @@ func (a *app) config() (config.Config, error) {
 func (a *app) logger(c config.Config) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.LogLevel))
-	opts := &slog.HandlerOptions{Level: level}
+	return a.newLogger(c, level)
+}
+
+func (a *app) newLogger(c config.Config, level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: readableDurations}
 	if c.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(a.stderr, opts))
 	}
 	return slog.New(slog.NewTextHandler(a.stderr, opts))
+}
+
+// readableDurations writes time.Duration values as Go writes them ("1.5ms",
+// "30s") rather than as integer nanoseconds, which is what slog's JSON
+// handler does by default and nobody reads at 3 a.m. (The text handler
+// already writes them this way.)
+func readableDurations(_ []string, attr slog.Attr) slog.Attr {
+	if attr.Value.Kind() == slog.KindDuration {
+		attr.Value = slog.StringValue(attr.Value.Duration().String())
+	}
+	return attr
 }
 
 // fail prints "sidecrypt: <err>" and returns exitFail.
@@ -212,9 +263,5 @@ func (a *app) usageError(fs *flag.FlagSet, msg string) int {
 // quietLogger is the logger for one-shot commands: warnings and errors
 // only, so that a provider's start-up notes do not drown the output.
 func (a *app) quietLogger(c config.Config) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: slog.LevelWarn}
-	if c.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(a.stderr, opts))
-	}
-	return slog.New(slog.NewTextHandler(a.stderr, opts))
+	return a.newLogger(c, slog.LevelWarn)
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -28,37 +27,6 @@ func cmdRules(a *app, args []string) int {
 		{"convert", "write the version 2 equivalent of a version 1 rule file", cmdRulesConvert},
 		{"push", "validate a rule file and store it in etcd for every sidecar", cmdRulesPush},
 	}, args)
-}
-
-// rulesFlags is a.flags with the flags listed as --name, the way the docs
-// and the synopsis lines write them (the flag package prints -name).
-func (a *app) rulesFlags(name, usage string) *flag.FlagSet {
-	fs := a.flags(name, usage)
-	fs.Usage = func() {
-		w := fs.Output()
-		fmt.Fprintf(w, "Usage: %s\n", usage)
-		var lines []string
-		fs.VisitAll(func(f *flag.Flag) {
-			kind, text := flag.UnquoteUsage(f)
-			line := "  --" + f.Name
-			if len(f.Name) == 1 {
-				line = "  -" + f.Name
-			}
-			if kind != "" {
-				line += " " + kind
-			}
-			text = strings.ReplaceAll(text, "\n", "\n    \t")
-			line += "\n    \t" + text
-			if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
-				line += fmt.Sprintf(" (default %q)", f.DefValue)
-			}
-			lines = append(lines, line)
-		})
-		if len(lines) > 0 {
-			fmt.Fprintf(w, "\nFlags:\n%s\n", strings.Join(lines, "\n"))
-		}
-	}
-	return fs
 }
 
 // loadRules compiles a rule file for a command that needs a valid one. It
@@ -84,7 +52,7 @@ func (a *app) loadRules(file string, withWarnings bool) (*rules.Plan, bool) {
 }
 
 func cmdRulesLint(a *app, args []string) int {
-	fs := a.rulesFlags("rules lint", `sidecrypt rules lint [--json] [--strict] [--plan] FILE...
+	fs := a.flags("rules lint", `sidecrypt rules lint [--json] [--strict] [--plan] FILE...
 
 Checks rule files and lists every problem, each as FILE:LINE:COL: severity:
 message, with a hint where one helps. Exit status: 0 when no file has an
@@ -163,7 +131,7 @@ func plural(n int, one, many string) string {
 const maxTestBody = 16 << 20
 
 func cmdRulesTest(a *app, args []string) int {
-	fs := a.rulesFlags("rules test", `sidecrypt rules test FILE --method POST --path /db/_bulk_docs [--host H] [--query 'email=a@b'] [--body FILE|-] [--explain] [--response]
+	fs := a.flags("rules test", `sidecrypt rules test FILE --method POST --path /db/_bulk_docs [--host H] [--query 'email=a@b'] [--body FILE|-] [--explain] [--response]
 
 Dry-runs one request through a rule file, with throw-away random keys
 (nothing touches the keystore or the HSM), and prints the request as the
@@ -462,7 +430,7 @@ func withNewline(b []byte) []byte {
 }
 
 func cmdRulesDiff(a *app, args []string) int {
-	fs := a.rulesFlags("rules diff", `sidecrypt rules diff [--json] OLD NEW
+	fs := a.flags("rules diff", `sidecrypt rules diff [--json] OLD NEW
 
 Shows what replacing rule file OLD by NEW changes in protection, in words a
 reviewer signs off: collections and routes added or removed, fields newly

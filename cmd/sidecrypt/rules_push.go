@@ -16,7 +16,7 @@ import (
 const pushTimeout = 15 * time.Second
 
 func cmdRulesPush(a *app, args []string) int {
-	fs := a.rulesFlags("rules push", `sidecrypt rules push [--to etcd://HOST:2379/KEY] [--dry-run] FILE
+	fs := a.flags("rules push", `sidecrypt rules push [--to etcd://HOST:2379/KEY] [--dry-run] FILE
 
 Validates the rule file FILE and stores it in etcd, where every sidecar
 started with SIDECRYPT_RULES=etcd://.../KEY watches it: each loads it

@@ -10,7 +10,7 @@ import (
 )
 
 func cmdRulesReport(a *app, args []string) int {
-	fs := a.rulesFlags("rules report", `sidecrypt rules report FILE [--format md|html] [-o OUT]
+	fs := a.flags("rules report", `sidecrypt rules report FILE [--format md|html] [-o OUT]
 
 Writes the data-protection inventory of rule file FILE, the document an
 auditor asks for: per collection, every protected field with its key,
@@ -71,7 +71,7 @@ written, 2 on a usage error.`)
 }
 
 func cmdRulesConvert(a *app, args []string) int {
-	fs := a.rulesFlags("rules convert", `sidecrypt rules convert V1FILE > rules-v2.yaml
+	fs := a.flags("rules convert", `sidecrypt rules convert V1FILE > rules-v2.yaml
 
 Writes the version 2 equivalent of the version 1 rule file V1FILE to
 standard output, for CouchDB: each route's databases from its paths, each
