@@ -25,10 +25,11 @@ import (
 )
 
 func cmdServe(a *app, args []string) int {
-	cfg, err := a.config()
-	if err != nil {
-		return a.fail(err)
-	}
+	// The environment is read first because it gives the flags their
+	// defaults; a setting it gets wrong is reported after the flags are
+	// parsed, so that --help works whatever the environment holds and a
+	// flag can correct it.
+	cfg, cfgErr := a.config()
 	fs := a.flags("serve", `sidecrypt serve [flags]
 
 Runs the proxy. With SIDECRYPT_UPSTREAM set (reverse mode) the application
@@ -41,7 +42,12 @@ way in; tokens in responses are opened (or masked) on the way out. The admin
 API, /metrics, /healthz and /readyz listen on SIDECRYPT_ADMIN_LISTEN.
 
 Signals: SIGTERM/SIGINT drain and stop; SIGHUP reloads the rule file.
-Secrets come only from the environment (see README.md).`)
+
+Every setting below is also an environment variable (named after each
+flag); a flag overrides it. Secrets (SIDECRYPT_HSM_PIN,
+SIDECRYPT_MASTER_PASSPHRASE, SIDECRYPT_ADMIN_TOKEN, and their _FILE
+variants) come only from the environment: a command line is visible to
+every user of the host. See README.md, "Settings".`)
 	cfg.BindFlags(fs)
 	if code, ok := a.parse(fs, args); !ok {
 		return code
@@ -49,7 +55,10 @@ Secrets come only from the environment (see README.md).`)
 	if fs.NArg() > 0 {
 		return a.usageError(fs, "unexpected arguments")
 	}
-	if err := cfg.Validate(); err != nil {
+	if cfgErr != nil && cfg.Listen == "" {
+		return a.fail(cfgErr) // the environment did not even parse
+	}
+	if err := cfg.FlagsParsed(fs); err != nil {
 		return a.fail(err)
 	}
 	if cfg.Rules == "" {
@@ -57,10 +66,44 @@ Secrets come only from the environment (see README.md).`)
 	}
 	log := a.logger(cfg)
 	if err := serve(a.ctx, cfg, log); err != nil {
-		log.Error("sidecrypt stopped", "err", err)
+		logStopped(log, err)
 		return exitFail
 	}
 	return exitOK
+}
+
+// logStopped logs why serve stopped. A refused rule file gets one line per
+// problem, each with its FILE:LINE:COL and hint, rather than one line of
+// escaped newlines: it is what an operator reads first after a failed
+// start (and `sidecrypt rules lint FILE` prints the same list).
+func logStopped(log *slog.Logger, err error) {
+	var re *rules.Error
+	if !errors.As(err, &re) {
+		log.Error("sidecrypt stopped", "err", err)
+		return
+	}
+	n := 0
+	for _, d := range re.Diagnostics {
+		if !d.IsError() {
+			continue
+		}
+		n++
+		attrs := []any{"at", diagPosition(d)}
+		if d.Hint != "" {
+			attrs = append(attrs, "hint", d.Hint)
+		}
+		log.Error("rules: "+d.Message, attrs...)
+	}
+	log.Error("sidecrypt stopped: the rule file is invalid; nothing was served", "rules", re.Source, "errors", n,
+		"check", "sidecrypt rules lint "+re.Source)
+}
+
+// diagPosition is FILE:LINE:COL, or FILE for a problem of the whole file.
+func diagPosition(d rules.Diagnostic) string {
+	if d.Line <= 0 {
+		return d.File
+	}
+	return fmt.Sprintf("%s:%d:%d", d.File, d.Line, max(d.Col, 1))
 }
 
 // gcPercent is the garbage collector target when GOGC is not set. The
