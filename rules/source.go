@@ -177,9 +177,11 @@ func (s *FileSource) load(ctx context.Context, data []byte, trigger string) erro
 	summary := "initial load"
 	action := "rules.load"
 	details := map[string]string{"source": s.path, "new_hash": plan.Hash, "trigger": trigger}
+	flagged := 0
 	if old != nil {
 		action = "rules.reload"
-		summary = Compare(old, plan).Summary()
+		diff := Compare(old, plan)
+		summary, flagged = diff.Summary(), diff.Flagged()
 		details["old_hash"] = old.Hash
 	}
 	details["diff"] = summary
@@ -203,10 +205,16 @@ func (s *FileSource) load(ctx context.Context, data []byte, trigger string) erro
 	s.status.LastError = nil
 	_, warnings := CountDiagnostics(diags)
 	attrs := []any{"source", s.path, "hash", plan.Hash, "routes", len(plan.Routes), "warnings", warnings, "took", took, "trigger", trigger}
-	if old != nil {
+	switch {
+	case flagged > 0:
+		// Protection removed or weakened (what dual control guards in
+		// the admin API): worth a WARN, whoever made the change.
+		attrs = append(attrs, "old_hash", old.Hash, "diff", summary, "flagged", flagged)
+		s.log.Warn("rules: reloaded, and the change removes or weakens protection", attrs...)
+	case old != nil:
 		attrs = append(attrs, "old_hash", old.Hash, "diff", summary)
 		s.log.Info("rules: reloaded", attrs...)
-	} else {
+	default:
 		s.log.Info("rules: loaded", attrs...)
 	}
 	for _, d := range diags {
