@@ -113,6 +113,30 @@
 // the one named, else 409 masked_value_write; without them the current
 // document is compared. Creates and automatic ids hold new data.
 //
+// # Tokens in requests and responses
+//
+// A request may carry a token only where the field's rule would have put
+// it (fieldcrypt.CheckToken under the request's token policy): a token of
+// a key this sidecar opens or masks, in a document member, a compared
+// value or a query parameter that no rule protects, or in another field,
+// is refused with 403 token_not_allowed. Answers are opened by bound
+// decryptors only in the protected fields of the documents they carry
+// (_source of a GET, an update's get, _mget docs, search hits and their
+// fields sections, _msearch responses, _bulk update gets), with dotted
+// member spellings; write results, counts and everything outside the
+// protected indices open nothing, so a token copied into another field,
+// document or index stays closed.
+//
+// # The store sweep
+//
+// [Profile.Sweeper] walks an index with a point in time and search_after
+// on _shard_doc (OpenSearch's point-in-time endpoint as a fallback),
+// resumable from a cursor that holds the point in time and the last sort
+// values (an expired one starts the walk again), and writes with one
+// _bulk of index actions carrying if_seq_no, if_primary_term and routing:
+// a document changed meanwhile conflicts. Compact expunges the replaced
+// versions from the segments (_forcemerge?only_expunge_deletes=true).
+//
 // # Limits
 //
 // The profile cannot see aliases, default pipelines or templates that

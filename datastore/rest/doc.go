@@ -46,6 +46,27 @@
 // a member literally named "card.number", which json-server's filters
 // (lodash get) read when a record has one.
 //
+// # Tokens in requests and responses
+//
+// A token in a request is kept only as its own field's
+// (fieldcrypt.CheckToken); one of a key this sidecar opens or masks in a
+// query parameter no rule protects is refused (token_not_allowed), as
+// the document encryptor refuses it elsewhere in a body. Answers are
+// opened by bound decryptors only in the protected fields of the records
+// they carry (a record or an array of them under a protected prefix, a
+// nested read's collection, json-server's GET /db by collection name);
+// everything else opens nothing.
+//
+// # The store sweep
+//
+// [Profile.Sweeper] walks a prefix's listing by id
+// (?_sort=id&_order=asc&_limit=N&id_gte=LAST), resumable from the last id.
+// json-server has no conditional writes, so the Sweeper declares no
+// concurrency control and the sweep engine writes only when the operator
+// accepts that; each write still reads the record again and PUTs only
+// over the version the walk read. A pattern prefix cannot be listed and
+// is not swept.
+//
 // # Limits
 //
 // A filter value is a string; it matches only fields stored as strings
