@@ -115,8 +115,10 @@ type Description struct {
 	// ("alias/sidecrypt").
 	Object string `json:"object,omitempty"`
 	File   string `json:"file,omitempty"`
-	// Region is the AWS region of an awskms provider.
-	Region string `json:"region,omitempty"`
+	// Region is the AWS region of an awskms provider, and Endpoint the
+	// KMS endpoint when not the region's public one.
+	Region   string `json:"region,omitempty"`
+	Endpoint string `json:"endpoint,omitempty"`
 	// BindsContext: Wrap authenticates the Binding with the wrapped key,
 	// so Unwrap under another Binding fails (see Binding).
 	BindsContext bool   `json:"binds_context,omitempty"`
@@ -165,6 +167,16 @@ var (
 	// provider.
 	ErrRecordMAC = errors.New("record MAC does not verify")
 )
+
+// isSentinel reports whether err wraps one of the sentinel errors.
+func isSentinel(err error) bool {
+	for _, s := range []error{ErrUnavailable, ErrUnknownKEK, ErrKEKRetired, ErrUnwrap, ErrNotCompiled, ErrConfig, ErrInvalidArgument, ErrRecordMAC} {
+		if errors.Is(err, s) {
+			return true
+		}
+	}
+	return false
+}
 
 // RecordMACSize is the length of a record MAC: HMAC-SHA256.
 const RecordMACSize = 32

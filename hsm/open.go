@@ -19,15 +19,17 @@ type Options struct {
 	// KEKFile is the software provider's sealed KEK file.
 	KEKFile string
 	// Create allows the software provider to create KEKFile, and the
-	// PKCS#11 provider to generate the first KEK version, when absent.
+	// PKCS#11 and AWS KMS providers to generate the first KEK version,
+	// when absent.
 	Create bool
 	// Logger receives start-up warnings (e.g. "software provider: not an
 	// HSM"); nil means slog.Default().
 	Logger *slog.Logger
 }
 
-// Open returns the provider named by spec: "software" or an RFC 7512
-// pkcs11: URI (pkcs11:token=...;object=...?module-path=...).
+// Open returns the provider named by spec: "software", an RFC 7512
+// pkcs11: URI (pkcs11:token=...;object=...?module-path=...) or an awskms:
+// URI (awskms:///alias/sidecrypt?region=eu-west-1).
 func Open(ctx context.Context, spec string, opts Options) (Provider, error) {
 	return open(ctx, spec, opts)
 }
@@ -40,6 +42,12 @@ func open(ctx context.Context, spec string, opts Options) (Provider, error) {
 	switch {
 	case spec == "" || spec == "software":
 		return openSoftware(ctx, opts, log)
+	case len(spec) >= len("awskms:") && strings.EqualFold(spec[:len("awskms:")], "awskms:"):
+		cfg, err := parseAWSKMSURI(spec)
+		if err != nil {
+			return nil, err
+		}
+		return openAWSKMS(ctx, cfg, opts, log)
 	case len(spec) >= len("pkcs11:") && strings.EqualFold(spec[:len("pkcs11:")], "pkcs11:"):
 		cfg, err := parsePKCS11URI(spec)
 		if err != nil {
@@ -48,6 +56,6 @@ func open(ctx context.Context, spec string, opts Options) (Provider, error) {
 		return openPKCS11(ctx, cfg, opts, log)
 	default:
 		// Do not echo spec: a mistyped URI may carry a pin-value.
-		return nil, fmt.Errorf("hsm: unknown provider (want \"software\" or an RFC 7512 pkcs11: URI): %w", ErrConfig)
+		return nil, fmt.Errorf("hsm: unknown provider (want \"software\", an RFC 7512 pkcs11: URI or an awskms: URI): %w", ErrConfig)
 	}
 }

@@ -294,15 +294,6 @@ func (p *pkcs11Provider) fail(op string, err error) error {
 	return fmt.Errorf("hsm: pkcs11: %s (token %q, module %q): %w", op, token, p.cfg.ModulePath, err)
 }
 
-func isSentinel(err error) bool {
-	for _, s := range []error{ErrUnavailable, ErrUnknownKEK, ErrKEKRetired, ErrUnwrap, ErrNotCompiled, ErrConfig, ErrInvalidArgument, ErrRecordMAC} {
-		if errors.Is(err, s) {
-			return true
-		}
-	}
-	return false
-}
-
 // attempt runs fn once. The module's read lock is held throughout, so a
 // re-initialisation waits for it and the generation cannot change under
 // it.

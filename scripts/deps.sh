@@ -10,6 +10,8 @@
 #                        with json-server (the REST store of the rest
 #                        profile's tests) and the unmodified clients the
 #                        tests drive (nano, PouchDB, @elastic/elasticsearch)
+#   local-kms     (go)   the AWS KMS emulator of the awskms tests, built
+#                        with go install into .deps/bin
 # Usage: scripts/deps.sh [all|test|demo|bench]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,3 +65,18 @@ if [ ! -x "$pouch" ] || ! cmp -s scripts/pouchdb/package-lock.json .deps/pouchdb
   # for --in-memory and would need a compiler toolchain for node.
   (cd .deps/pouchdb && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null)
 fi
+
+# local-kms: the AWS KMS emulator the awskms provider's tests run against,
+# built from the Go module proxy (no prebuilt binary is fetched) into
+# .deps/bin at the pinned version. Rebuilt when the pin changes.
+local_kms_version=v0.0.0-20260228092603-2a5e92d09ab6
+case $what in
+  all|test)
+    if [ ! -x .deps/bin/local-kms ] || [ "$(cat .deps/bin/local-kms.version 2>/dev/null)" != "$local_kms_version" ]; then
+      echo "deps: building local-kms $local_kms_version with go install into .deps/bin" >&2
+      mkdir -p .deps/bin
+      GOBIN="$PWD/.deps/bin" CGO_ENABLED=0 go install "github.com/nsmithuk/local-kms@$local_kms_version"
+      echo "$local_kms_version" > .deps/bin/local-kms.version
+    fi
+    ;;
+esac
