@@ -2,6 +2,7 @@ package elasticsearch
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 
@@ -68,5 +69,49 @@ func TestBoundResponses(t *testing.T) {
 				t.Errorf("opened %d, closed %d: %s", opened, closed, out)
 			}
 		})
+	}
+}
+
+type policyOf map[string]fieldcrypt.Action
+
+func (p policyOf) Action(k string) (fieldcrypt.Action, fieldcrypt.Masker) { return p[k], nil }
+
+// A request may carry a token only where its field's rule puts it.
+func TestTokensInRequests(t *testing.T) {
+	p := newProfile(t)
+	ctx := fieldcrypt.WithTokenPolicy(context.Background(), policyOf{"contact": fieldcrypt.ActionOpen, "pii": fieldcrypt.ActionOpen})
+	contact := tok(t, "contact", `"ann@example.com"`)
+	card := tok(t, "card", `"4111"`)
+	for _, tc := range []struct {
+		path, body string
+		refused    bool
+		kept       string
+	}{
+		{"/orders/_doc/1", `{"note":` + contact + `}`, true, ""},
+		{"/orders/_doc/1", `{"email":` + contact + `}`, true, ""},
+		{"/orders/_doc/1", `{"card":{"number":` + card + `}}`, false, card},
+		{"/orders/_doc/1", `{"note":` + card + `}`, false, card},
+		{"/orders/_search", `{"query":{"term":{"email":` + contact + `}}}`, true, ""},
+		{"/orders/_search", `{"query":{"term":{"ward":` + contact + `}}}`, true, ""},
+		{"/orders/_search", `{"query":{"term":{"card.number":` + card + `}}}`, false, card},
+	} {
+		op := p.Classify(request("POST", tc.path, "", true))
+		var out []byte
+		var err error
+		if op.Body == datastore.BodyNDJSON {
+			lt := op.Lines(ctx, &datastore.LinesEnv{Keys: keyring(t)})
+			if _, err = lt.Line([]byte(tc.body)); err == nil {
+				out, err = lt.End()
+			}
+		} else {
+			out, err = op.Transform(ctx, []byte(tc.body), keyring(t))
+		}
+		if tc.refused != errors.Is(err, fieldcrypt.ErrTokenNotAllowed) {
+			t.Errorf("%s %s: %v", tc.path, tc.body, err)
+			continue
+		}
+		if tc.kept != "" && !strings.Contains(string(out), tc.kept) {
+			t.Errorf("%s %s: token not kept: %s", tc.path, tc.body, out)
+		}
 	}
 }
