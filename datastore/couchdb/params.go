@@ -177,6 +177,9 @@ func (ps *params) check(raw string) *datastore.Refusal {
 
 func (ps *params) checkParam(prm *param) *datastore.Refusal {
 	spec, ok := ps.names[prm.name]
+	if !ok && prm.base() == "_method" {
+		return datastore.Refuse("couchdb: method override (a _method parameter) is refused on a protected database: the datastore could apply another method than the one the sidecar checked")
+	}
 	if !ok {
 		if base := prm.base(); base != prm.name {
 			if _, known := ps.names[base]; known {

@@ -44,12 +44,23 @@ var errDocShape = datastore.BadRequest("couchdb: a document must be a JSON objec
 func documentShape(body []byte) error {
 	i := skipSpace(body, 0)
 	switch {
-	case i == len(body):
+	case i == len(body) || !valueStart(body[i]):
 		return fmt.Errorf("couchdb: document body: %w", fieldcrypt.ErrSyntax)
 	case body[i] != '{':
 		return errDocShape
 	}
 	return nil
+}
+
+// valueStart reports a byte that can start a JSON value. A body that
+// starts with another (UTF-16 without a byte-order mark, say) is
+// malformed, not of the wrong type.
+func valueStart(c byte) bool {
+	switch c {
+	case '{', '[', '"', '-', 't', 'f', 'n':
+		return true
+	}
+	return c >= '0' && c <= '9'
 }
 
 // ---- _bulk_docs ----
@@ -64,7 +75,7 @@ var errBulkShape = datastore.BadRequest(`couchdb: a _bulk_docs body must be an o
 // document, and on a valid document this reading is exact.
 func bulkShape(b []byte) error {
 	i := skipSpace(b, 0)
-	if i == len(b) {
+	if i == len(b) || !valueStart(b[i]) {
 		return bulkSyntax
 	}
 	if b[i] != '{' {
@@ -142,7 +153,7 @@ func bulkDocs(b []byte, i int) (int, error) {
 		return i + 1, nil
 	}
 	for {
-		if i >= len(b) {
+		if i >= len(b) || !valueStart(b[i]) {
 			return 0, bulkSyntax
 		}
 		if b[i] != '{' {
