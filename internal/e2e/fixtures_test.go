@@ -8,8 +8,9 @@ import (
 )
 
 // clinicRules protects every database whose name starts with "clinic".
-// Fields by name (any depth) and one dotted path; email searchable; two
-// declared views. The sidecar may open every key, so that what the
+// Fields by name (any depth) and one dotted path; email searchable; three
+// declared views (a view's keys come back opened only where the file
+// declares them). The sidecar may open every key, so that what the
 // application reads can be compared with a direct connection.
 const clinicRules = `version: 2
 datastore: couchdb
@@ -26,6 +27,7 @@ collections:
     views:
       patients/by_email: {key: email}
       patients/by_ward_email: {key: [ward, email]}
+      patients/count_by_email: {key: email}
 decrypt:
   keys: [pii, phi, contact, card]
 `
