@@ -63,6 +63,8 @@ type Log struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	stats logStats // stats.go
+
 	// Owned by the writer goroutine (and by Open before it starts).
 	f        *os.File
 	size     int64 // file size after our last write or check; -1 before the first
@@ -575,6 +577,7 @@ func (l *Log) sync() error {
 	}
 	if len(notes) > 0 {
 		for i := range notes {
+			l.countNote(notes[i].Action)
 			notes[i].Time = l.opts.Now()
 			notes[i].Actor = "audit"
 		}

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -240,6 +241,8 @@ type publisher struct {
 	ch   chan Head
 	done chan struct{}
 	once sync.Once
+	// failures counts heads the witness did not take (Log.Stats).
+	failures atomic.Uint64
 }
 
 func newPublisher(w Witness, log *slog.Logger) *publisher {
@@ -269,6 +272,9 @@ func (p *publisher) run() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		err := p.w.Publish(ctx, h)
 		cancel()
+		if err != nil {
+			p.failures.Add(1)
+		}
 		if err != nil && time.Since(lastErr) > time.Minute {
 			lastErr = time.Now()
 			p.log.Error("audit: the witness did not take the log's head; a rollback of the log cannot be detected past the last head it holds", "seq", h.Seq, "err", err)
