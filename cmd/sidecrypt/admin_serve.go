@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -37,7 +38,7 @@ func (p *adminParts) close() {
 // (SIDECRYPT_ADMIN_SOCKET), and builds the API. It returns nil parts when
 // both are off.
 func openAdmin(cfg config.Config, env *keyEnv, src ruleSource, rw admin.RulesWriter, sched *scheduler.Scheduler, sweeps admin.Sweeps,
-	m *metrics.Metrics, cache *keycache.Cache, rec audit.Recorder, log *slog.Logger) (*adminParts, error) {
+	m *metrics.Metrics, cache *keycache.Cache, rec audit.Recorder, pingUpstream func(context.Context) error, log *slog.Logger) (*adminParts, error) {
 	if cfg.AdminListen == "off" && cfg.AdminSocket == "off" {
 		return nil, nil
 	}
@@ -86,7 +87,7 @@ func openAdmin(cfg config.Config, env *keyEnv, src ruleSource, rw admin.RulesWri
 		Signer: env.provider, AuditWitness: witness,
 		Principals: principals, Token: cfg.AdminToken.Reveal(), AllowedHosts: cfg.AdminHosts,
 		ApprovalsFile: cfg.AdminApprovals, ApprovalTTL: cfg.AdminApprovalTTL,
-		PingStore: env.store.Ping, PingHSM: env.provider.Ping, CachedEnough: cache.Cached,
+		PingStore: env.store.Ping, PingHSM: env.provider.Ping, CachedEnough: cache.Cached, PingUpstream: pingUpstream,
 		Logger: log,
 	})
 	if err != nil {

@@ -132,6 +132,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	defer cache.Close()
 	m.RegisterKeyCache(cache.Stats)
 	m.RegisterKeystore(env.manager.IntegrityFailures)
+	m.RegisterAudit(env.audit.Stats)
+	m.ZeroKnownLabels(nil)
 	if n, err := env.manager.Verify(ctx); err != nil {
 		log.Error("keystore records failed their integrity check: the keys they hold are refused (503) until restored; unsealed records need 'sidecrypt keys seal-records' (docs/KEYS.md)", "keys_ok", n, "err", err)
 	}
@@ -141,6 +143,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Loaded: func(p *rules.Plan, at time.Time, _ time.Duration) {
 			m.RulesReloads.Inc()
 			m.SetRules(p.Hash, at)
+			m.ZeroKnownLabels(planKeyNames(p))
 		},
 		Refused: func(error) { m.RulesReloadFailures.Inc() },
 	})
@@ -167,12 +170,14 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if pcfg.UpstreamTLS, err = proxy.UpstreamTLSConfig(cfg.UpstreamCA); err != nil {
 		return err
 	}
+	var probe *upstreamProbe
 	if cfg.Upstream != "" {
 		u, err := url.Parse(cfg.Upstream)
 		if err != nil {
 			return fmt.Errorf("SIDECRYPT_UPSTREAM: %w", err)
 		}
 		pcfg.Upstream = u
+		probe = newUpstreamProbe(u, log)
 	} else {
 		ca, err := proxy.LoadCA(cfg.CADir)
 		if err != nil {
@@ -216,7 +221,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	// The store sweep's background jobs, run by the same leader.
 	sweeps := newSweepJobs(cfg, env, cache, src, leaderFunc(elector), m, log)
-	adm, err := openAdmin(cfg, env, src, rulesWriter, sched, adminSweeps(sweeps), m, cache, auditLog, log)
+	var pingUpstream func(context.Context) error
+	if probe != nil {
+		pingUpstream = probe.Ready
+	}
+	adm, err := openAdmin(cfg, env, src, rulesWriter, sched, adminSweeps(sweeps), m, cache, auditLog, pingUpstream, log)
 	if err != nil {
 		ln.Close()
 		return err
@@ -235,6 +244,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}()
 	}
 	goRun("rules watcher", src.Run)
+	if probe != nil {
+		goRun("upstream probe", probe.Run)
+	}
 	goRun("key cache watcher", func(ctx context.Context) error { return cache.Run(ctx, env.store) })
 	goRun("scheduler", runWhileLeader(elector, withSweeps(sched.Run, sweeps)))
 	if adm != nil {
@@ -277,21 +289,58 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 // checkRuleKeys warns, at start, about keys that the rules seal with but
 // that do not exist or have no active primary: requests on those routes
-// will be refused (503) until an operator creates or rotates them.
+// (or collections) will be refused (503) until an operator creates or
+// rotates them.
 func checkRuleKeys(ctx context.Context, log *slog.Logger, m *keystore.Manager, p *rules.Plan) {
+	for _, k := range planSealKeys(p) {
+		if _, err := m.Primary(ctx, k.name); err != nil {
+			log.Warn("a rule seals with a key that cannot be used: requests that need it will be refused (503) until it can",
+				"key", k.name, "where", k.where, "err", err, "fix", "sidecrypt keys create "+k.name)
+		}
+	}
+}
+
+type sealKey struct{ name, where string }
+
+// planSealKeys lists the keys a plan seals with, each once, with the
+// first route (version 1) or collection (version 2) that uses it.
+func planSealKeys(p *rules.Plan) []sealKey {
+	var out []sealKey
 	seen := map[string]bool{}
+	add := func(name, where string) {
+		if name != "" && !seen[name] {
+			seen[name] = true
+			out = append(out, sealKey{name, where})
+		}
+	}
+	if p == nil {
+		return nil
+	}
 	for _, rt := range p.Routes {
 		for _, name := range rt.Keys {
-			if seen[name] {
-				continue
-			}
-			seen[name] = true
-			if _, err := m.Primary(ctx, name); err != nil {
-				log.Warn("a rule seals with a key that cannot be used: requests on its routes will be refused (503) until it can",
-					"key", name, "route", rt.Name, "err", err, "fix", "sidecrypt keys create "+name)
+			add(name, "route "+rt.Name)
+		}
+	}
+	if p.Schema != nil {
+		for _, c := range p.Schema.Collections {
+			for _, f := range c.Fields {
+				add(f.Key, "collection "+c.Name)
 			}
 		}
 	}
+	return out
+}
+
+// planKeyNames lists every key name a plan uses: to seal, open or mask.
+func planKeyNames(p *rules.Plan) []string {
+	var names []string
+	for _, k := range planSealKeys(p) {
+		names = append(names, k.name)
+	}
+	if p != nil {
+		names = append(append(names, p.DecryptKeys...), p.MaskKeys...)
+	}
+	return names
 }
 
 // redactURL drops credentials and the query from a URL for logging.

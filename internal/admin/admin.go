@@ -131,6 +131,9 @@ type Config struct {
 	PingStore    func(ctx context.Context) error
 	PingHSM      func(ctx context.Context) error
 	CachedEnough func(keys []string) bool
+	// PingUpstream reports whether the datastore answered its last probe
+	// (reverse mode); nil leaves the check out.
+	PingUpstream func(ctx context.Context) error
 	Logger       *slog.Logger
 	Now          func() time.Time
 
@@ -797,6 +800,14 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 			checks = append(checks, c)
 		} else {
 			checks = append(checks, check{"hsm", true, ""})
+		}
+	}
+	if s.c.PingUpstream != nil {
+		if err := s.c.PingUpstream(ctx); err != nil {
+			checks = append(checks, check{"upstream", false, err.Error()})
+			ready = false
+		} else {
+			checks = append(checks, check{"upstream", true, ""})
 		}
 	}
 	status := http.StatusOK
