@@ -387,6 +387,7 @@ func (a *app) printSweep(ctx context.Context, m *keystore.Manager, st *sweep.Sta
 	printCounts(w, label, c.Plaintext)
 	printCounts(w, "could not be opened (left as they were)", c.Unopenable)
 	printCounts(w, "tokens in fields whose protection was removed (--decrypt-removed with an approval writes them back in plaintext)", c.Removed)
+	printCounts(w, "tokens of another key or mode in protected fields (left; the sidecar never opens them there)", c.Misplaced)
 	printCounts(w, "documents skipped", c.Skipped)
 	if !dry && c.Rewritten > 0 {
 		if run.Compacted.IsZero() {

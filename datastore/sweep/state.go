@@ -197,6 +197,9 @@ type Counts struct {
 	Unopenable map[string]int64 `json:"unopenable,omitempty"`
 	// Removed are tokens left in fields the rules no longer protect.
 	Removed map[string]int64 `json:"removed,omitempty"`
+	// Misplaced are tokens in protected fields that are not of the
+	// field's key and mode.
+	Misplaced map[string]int64 `json:"misplaced,omitempty"`
 }
 
 // add adds one document's outcome.
@@ -215,6 +218,9 @@ func (c *Counts) add(o *Outcome) {
 	}
 	for f, n := range o.Removed {
 		inc(&c.Removed, f, n)
+	}
+	for f, n := range o.Misplaced {
+		inc(&c.Misplaced, f, n)
 	}
 	if o.Blocked {
 		c.Blocked++
@@ -245,6 +251,7 @@ type Inventory struct {
 	Plaintext  map[string]int64 `json:"plaintext,omitempty"`
 	Unopenable map[string]int64 `json:"unopenable,omitempty"`
 	Removed    map[string]int64 `json:"removed,omitempty"`
+	Misplaced  map[string]int64 `json:"misplaced,omitempty"`
 	// Failed documents were not rewritten: their values are counted as
 	// they stayed.
 	Failed int64 `json:"failed,omitempty"`
@@ -253,7 +260,7 @@ type Inventory struct {
 func inventoryOf(r *Run, rulesHash string) *Inventory {
 	return &Inventory{RunID: r.ID, DryRun: r.Options.DryRun, Finished: r.Finished, RulesHash: rulesHash,
 		Documents: r.Counts.Documents, Tokens: orEmpty(r.Counts.Tokens), Plaintext: r.Counts.Plaintext,
-		Unopenable: r.Counts.Unopenable, Removed: r.Counts.Removed, Failed: r.Counts.Failed}
+		Unopenable: r.Counts.Unopenable, Removed: r.Counts.Removed, Misplaced: r.Counts.Misplaced, Failed: r.Counts.Failed}
 }
 
 func orEmpty(m map[string]int64) map[string]int64 {

@@ -769,7 +769,7 @@ func mergeCounts(c, d *Counts) {
 	c.Decrypted += d.Decrypted
 	for _, pair := range []struct{ dst, src *map[string]int64 }{
 		{&c.Skipped, &d.Skipped}, {&c.Tokens, &d.Tokens}, {&c.Plaintext, &d.Plaintext},
-		{&c.Unopenable, &d.Unopenable}, {&c.Removed, &d.Removed},
+		{&c.Unopenable, &d.Unopenable}, {&c.Removed, &d.Removed}, {&c.Misplaced, &d.Misplaced},
 	} {
 		for k, n := range *pair.src {
 			incN(pair.dst, k, n)

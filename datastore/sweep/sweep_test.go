@@ -205,6 +205,7 @@ func TestDryRunCountsWithoutWriting(t *testing.T) {
 	e.store.put("a", map[string]any{"ssn": seal(t, p1, fieldcrypt.ModeRandom, `"1"`), "email": "plain@example.com"})
 	e.store.put("b", map[string]any{"ssn": seal(t, p2, fieldcrypt.ModeRandom, `"2"`), "card": []any{map[string]any{"number": 4111}}})
 	e.store.put("c", map[string]any{"ssn": nil, "x": map[string]any{"ssn": "nested plaintext"}})
+	e.store.put("d", map[string]any{"name": "x", "email": seal(t, p1, fieldcrypt.ModeRandom, `"pasted"`)})
 	st, err := e.runner(Hooks{}).Sweep(e.ctx, "clinic", Request{Runner: RunnerCLI, Spec: Spec{DryRun: true}})
 	if err != nil {
 		t.Fatal(err)
@@ -213,12 +214,15 @@ func TestDryRunCountsWithoutWriting(t *testing.T) {
 	if c.Rewritten != 0 || len(e.store.writes) != 0 {
 		t.Fatalf("a dry run wrote: %+v %v", c, e.store.writes)
 	}
-	if c.Tokens["pii:1"] != 1 || c.Tokens["pii:2"] != 1 || c.Reencrypted != 1 {
+	if c.Tokens["pii:1"] != 2 || c.Tokens["pii:2"] != 1 || c.Reencrypted != 2 {
 		t.Fatalf("tokens = %v, reencrypted %d", c.Tokens, c.Reencrypted)
 	}
 	// A null is left (nulls: leave), a nested ssn is a field.
 	if c.Plaintext["email"] != 1 || c.Plaintext["card.number"] != 1 || c.Plaintext["ssn"] != 1 || c.Encrypted != 3 {
 		t.Fatalf("plaintext = %v, encrypted %d", c.Plaintext, c.Encrypted)
+	}
+	if c.Misplaced["email"] != 1 || len(c.Misplaced) != 1 {
+		t.Fatalf("misplaced = %v", c.Misplaced)
 	}
 	if st.Last == nil || !st.Last.DryRun || st.Sweep != nil {
 		t.Fatalf("state = %+v", st)
@@ -533,5 +537,28 @@ func TestSweepCompactsWhenAsked(t *testing.T) {
 	}
 	if evs := e.rec.Find("sweep.compact"); len(evs) != 1 || evs[0].Outcome != "ok" {
 		t.Fatalf("audit: %+v", evs)
+	}
+}
+
+// A padded searchable field keeps its padding when its tokens are sealed
+// again, so that lookups sealed by the proxy still find them.
+func TestReencryptKeepsTheFieldsPadding(t *testing.T) {
+	e := newEnv(t)
+	pad, err := fieldcrypt.ParsePadding("64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.schema.Collections[0].Fields[1].Pad = pad // email, contact, deterministic
+	old, err := fieldcrypt.SealValuePadded(e.k["contact:1"], fieldcrypt.ModeDeterministic, fieldcrypt.TypeString, []byte(`"a@example.com"`), pad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.store.put("a", map[string]any{"email": string(old)})
+	if _, err := e.runner(Hooks{}).Sweep(e.ctx, "clinic", Request{Runner: RunnerCLI}); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := fieldcrypt.SealValuePadded(e.k["contact:2"], fieldcrypt.ModeDeterministic, fieldcrypt.TypeString, []byte(`"a@example.com"`), pad)
+	if got := e.store.get("a")["email"]; got != string(want) {
+		t.Fatalf("re-sealed %v, want the padded token %s", got, want)
 	}
 }

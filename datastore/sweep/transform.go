@@ -205,6 +205,16 @@ func (p *plan) protected(s *scan, v *jsontree.Node, names []string, f *datastore
 	s.plain = append(s.plain, plainAt{field: f})
 }
 
+// misplaced counts the tokens of a scan that stand in a protected field
+// of another key or mode.
+func (s *scan) misplaced(o *Outcome) {
+	for _, t := range s.tokens {
+		if f := t.field; f != nil && (f.Key != t.info.Key || f.Mode != t.info.Mode) {
+			addName(&o.Misplaced, f.Name, 1)
+		}
+	}
+}
+
 // tokenInfo reports whether a string node holds a token, as the
 // transformer recognises one: written without escapes, with a header that
 // parses. Whether it opens is another matter.
@@ -243,6 +253,11 @@ type Outcome struct {
 	// Removed counts tokens left in fields the rules no longer protect,
 	// by field name.
 	Removed map[string]int
+	// Misplaced counts tokens in protected fields that are not of the
+	// field's key and mode (pasted there, or from older rules), by field
+	// name: the proxy never opens a token there (bound responses), and
+	// the sweep leaves it as it is.
+	Misplaced map[string]int
 	// Blocked: the document holds plaintext in protected fields and
 	// tokens there that cannot be opened, so it was not encrypted (the
 	// encryptor would take such a token for plaintext and seal it
@@ -283,6 +298,7 @@ func (p *plan) inventory(ctx context.Context, body []byte, prim func(string) (ui
 	}
 	s := p.walk(doc)
 	o := &Outcome{}
+	s.misplaced(o)
 	for _, t := range s.tokens {
 		kv := KeyVersion{t.info.Key, t.info.KeyVersion}
 		o.addToken(kv, 1)
@@ -318,6 +334,7 @@ func (p *plan) apply(ctx context.Context, body []byte, keys fieldcrypt.Keyring, 
 	}
 	s := p.walk(doc)
 	o := &Outcome{}
+	s.misplaced(o)
 	sealKeys := map[string]*fieldcrypt.DataKey{}
 	unopenedInField := false
 	for _, t := range s.tokens {
@@ -357,7 +374,15 @@ func (p *plan) apply(ctx context.Context, body []byte, keys fieldcrypt.Keyring, 
 			}
 			sealKeys[t.info.Key] = pk
 		}
-		tok, err := fieldcrypt.SealValue(pk, t.info.Mode, typ, text)
+		// A token in its own field is padded as the field pads (the
+		// proxy seals that field and its lookups so: a searchable field
+		// must stay findable); a token anywhere else is never opened by
+		// the proxy (bound responses), and gets the format's minimum.
+		var pad fieldcrypt.Padding
+		if f := t.field; f != nil && f.Key == t.info.Key && f.Mode == t.info.Mode {
+			pad = f.Pad
+		}
+		tok, err := fieldcrypt.SealValuePadded(pk, t.info.Mode, typ, text, pad)
 		clear(text)
 		if err != nil {
 			return nil, fmt.Errorf("sweep: seal under %s: %w", pk, err)
