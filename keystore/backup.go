@@ -391,7 +391,7 @@ func (m *Manager) Backup(ctx context.Context, w io.Writer, rcpt *RecoveryRecipie
 		bk := backupKey{Name: k.Name, Primary: k.Primary, Cryptoperiod: k.Cryptoperiod, Created: k.Created}
 		for _, v := range k.Versions {
 			meta := v
-			meta.Wrapped, meta.KEKVersion, meta.Mechanism, meta.Counter = nil, 0, "", 0
+			meta.Wrapped, meta.KEKVersion, meta.Mechanism, meta.Counter, meta.Escrow = nil, 0, "", 0, nil
 			bv := backupVersion{Meta: meta, Reserved: UsageOf(usages, k.Name, v.Version, m.sealLimit).Reserved}
 			if len(v.Wrapped) == 0 {
 				res.Destroyed++
@@ -617,7 +617,7 @@ func (b *OpenedBackup) open(id *RecoveryIdentity, info func(string, *Version) []
 			if v.Version == 0 || b.deks[bk.Name][v.Version] != nil || !v.State.Valid() {
 				return fmt.Errorf("keystore: %w: key %q: invalid or repeated version %d (state %q)", ErrBackup, bk.Name, v.Version, v.State)
 			}
-			v.Wrapped, v.KEKVersion, v.Mechanism, v.Counter = nil, 0, "", 0
+			v.Wrapped, v.KEKVersion, v.Mechanism, v.Counter, v.Escrow = nil, 0, "", 0, nil
 			if v.State == StateDestroyed {
 				if len(bv.Sealed) != 0 {
 					return fmt.Errorf("keystore: %w: key %q v%d is destroyed yet carries material", ErrBackup, bk.Name, v.Version)
@@ -942,6 +942,7 @@ func (m *Manager) applyKey(ctx context.Context, b *OpenedBackup, pk *plannedKey)
 		}
 		tv := t.Lookup(v)
 		tv.Wrapped, tv.KEKVersion, tv.Mechanism = w.Bytes, w.KEKVersion, w.Mechanism
+		tv.Escrow = m.escrowWrapOrLater(ctx, pk.name, v, b.deks[pk.name][v])
 	}
 	// Counters: every version that may seal gets one, continuing from
 	// the backup's count when that is higher.

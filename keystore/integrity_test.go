@@ -367,8 +367,11 @@ func TestMACInputCoversEveryField(t *testing.T) {
 	if n := reflect.TypeFor[keystore.Key]().NumField(); n != 9 {
 		t.Errorf("Key has %d fields; keyMACInput covers 9 (5 stored, the seal, 3 from the store): add the new one to it and to docs/KEYS.md", n)
 	}
-	if n := reflect.TypeFor[keystore.Version]().NumField(); n != 16 {
-		t.Errorf("Version has %d fields; keyMACInput covers 16: add the new one to it and to docs/KEYS.md", n)
+	if n := reflect.TypeFor[keystore.Version]().NumField(); n != 17 {
+		t.Errorf("Version has %d fields; keyMACInput covers 17 (the escrow copy in a trailer): add the new one to it and to docs/KEYS.md", n)
+	}
+	if n := reflect.TypeFor[keystore.EscrowWrap]().NumField(); n != 4 {
+		t.Errorf("EscrowWrap has %d fields; keyMACInput covers 4: add the new one to it and to docs/KEYS.md", n)
 	}
 	// And every field's change changes the MAC: each edit is refused.
 	for _, edit := range []func(k, v map[string]any){

@@ -79,6 +79,10 @@ type Config struct {
 	// process (SIDECRYPT_SEAL_LIMIT); zero means DefaultSealLimit. It
 	// may not exceed MaxSealLimit.
 	SealLimit uint64
+	// Escrow, when set, is a second provider (SIDECRYPT_HSM_ESCROW) that
+	// wraps every data key too, and MACs every record too, so that either
+	// provider alone recovers every key (escrow.go, Recover).
+	Escrow EscrowKEK
 }
 
 // Manager runs the lifecycle of data keys: it generates them, keeps them
@@ -98,6 +102,14 @@ type Manager struct {
 
 	integ     *integrity
 	sealLimit uint64
+
+	// escrow is the second provider, escrowID its hsm.Description ID.
+	escrow   EscrowKEK
+	escrowID string
+	// viaEscrow makes reads check records' escrow MACs under the escrow
+	// provider's record key instead of their MACs: a recovery's view of
+	// the store (escrowView).
+	viaEscrow bool
 }
 
 // NewManager returns a Manager.
@@ -120,8 +132,12 @@ func NewManager(c Config) (*Manager, error) {
 	case c.SealLimit > MaxSealLimit:
 		return nil, fmt.Errorf("keystore: seal limit %d is above 2^32, the most NIST SP 800-38D allows one AES-GCM key with random nonces", c.SealLimit)
 	}
-	return &Manager{store: c.Store, kek: c.KEK, audit: c.Audit, now: c.Now, rand: c.Rand,
-		integ: newIntegrity(c.Logger, c.OnIntegrityFailure), sealLimit: c.SealLimit}, nil
+	m := &Manager{store: c.Store, kek: c.KEK, audit: c.Audit, now: c.Now, rand: c.Rand,
+		integ: newIntegrity(c.Logger, c.OnIntegrityFailure), sealLimit: c.SealLimit}
+	if c.Escrow != nil {
+		m.escrow, m.escrowID = c.Escrow, c.Escrow.Describe().ID()
+	}
+	return m, nil
 }
 
 // Store returns the manager's store (for Watch and Ping).
@@ -281,6 +297,9 @@ func (m *Manager) wrapVerified(ctx context.Context, name string, version uint32,
 
 // newVersion generates, wraps and describes a new data key version.
 func (m *Manager) newVersion(ctx context.Context, name string, version uint32, state State) (Version, error) {
+	if err := m.checkEscrowConfigured(ctx); err != nil {
+		return Version{}, err
+	}
 	dek, err := m.newDEK()
 	if err != nil {
 		return Version{}, err
@@ -300,6 +319,7 @@ func (m *Manager) newVersion(ctx context.Context, name string, version uint32, s
 		Mechanism:   w.Mechanism,
 		Fingerprint: Fingerprint(dek),
 		Created:     now,
+		Escrow:      m.escrowWrapOrLater(ctx, name, version, dek),
 	}
 	if state == StateActive {
 		v.Activated = now
@@ -555,8 +575,12 @@ func (m *Manager) Destroy(ctx context.Context, name string, version uint32, reas
 		}
 		details["from"] = string(v.State)
 		clear(v.Wrapped)
+		if v.Escrow != nil {
+			// Both copies go: crypto-shredding needs every wrap erased.
+			clear(v.Escrow.Wrapped)
+		}
 		v.State, v.Destroyed = StateDestroyed, m.now().UTC()
-		v.Wrapped, v.KEKVersion, v.Mechanism = nil, 0, ""
+		v.Wrapped, v.KEKVersion, v.Mechanism, v.Escrow = nil, 0, "", nil
 		v.OverrideUntil, v.OverrideReason = time.Time{}, ""
 		if reason != "" {
 			v.Reason = reason

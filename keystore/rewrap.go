@@ -30,12 +30,19 @@ type RewrapOptions struct {
 // RewrapResult says what Rewrap did.
 type RewrapResult struct {
 	KEKVersion uint32 // the current KEK that versions were moved under
-	Total      int    // versions found wrapped under another KEK
-	Rewrapped  int
+	// Total counts versions found wrapped under another KEK, or (with an
+	// escrow provider) lacking an up-to-date escrow copy.
+	Total     int
+	Rewrapped int
 	// Skipped counts versions that changed under Rewrap (destroyed, or
 	// re-wrapped by another process) and so needed nothing more.
 	Skipped int
 	Failed  int
+	// EscrowKEKVersion is the escrow provider's current KEK, when there
+	// is one and it answered; EscrowMACs counts records that were given
+	// the escrow MAC they lacked.
+	EscrowKEKVersion uint32
+	EscrowMACs       int
 }
 
 // rewrapItem is one version waiting to move.
@@ -45,27 +52,44 @@ type rewrapItem struct {
 }
 
 // RewrapPending lists the versions whose wrapped copy is under a KEK
-// other than the current one: the work Rewrap has left.
+// other than the current one, or (with an escrow provider) whose escrow
+// copy is missing or under another escrow KEK: the work Rewrap has left.
 func (m *Manager) RewrapPending(ctx context.Context) (current uint32, pending int, err error) {
 	current, err = m.kek.CurrentKEK(ctx)
 	if err != nil {
 		return 0, 0, fmt.Errorf("keystore: current KEK: %w", err)
 	}
-	items, err := m.rewrapWork(ctx, current)
+	items, err := m.rewrapWork(ctx, current, m.escrowCurrent(ctx))
 	return current, len(items), err
+}
+
+// escrowCurrent returns the escrow provider's current KEK, or 0 when there
+// is none or it does not answer (then only missing escrow copies count as
+// work, and adding them waits until it answers).
+func (m *Manager) escrowCurrent(ctx context.Context) uint32 {
+	if m.escrow == nil {
+		return 0
+	}
+	v, err := m.escrow.CurrentKEK(ctx)
+	if err != nil {
+		m.integ.log.Warn("keystore: the escrow provider does not answer; escrow copies wait", "escrow", m.escrowID, "error", err)
+		return 0
+	}
+	return v
 }
 
 // rewrapWork lists the versions to move. Records that fail their
 // integrity check are left out, and reported in the error.
-func (m *Manager) rewrapWork(ctx context.Context, current uint32) ([]rewrapItem, error) {
+func (m *Manager) rewrapWork(ctx context.Context, current, escrowCurrent uint32) ([]rewrapItem, error) {
 	keys, err := m.listKeys(ctx)
 	if keys == nil && err != nil {
 		return nil, err
 	}
 	var items []rewrapItem
 	for _, k := range keys {
-		for _, v := range k.Versions {
-			if len(v.Wrapped) > 0 && v.KEKVersion != current {
+		for i := range k.Versions {
+			v := &k.Versions[i]
+			if len(v.Wrapped) > 0 && (v.KEKVersion != current || m.needsEscrow(v, escrowCurrent)) {
 				items = append(items, rewrapItem{k.Name, v.Version})
 			}
 		}
@@ -89,11 +113,12 @@ func (m *Manager) Rewrap(ctx context.Context, opts RewrapOptions) (RewrapResult,
 	if err != nil {
 		return RewrapResult{}, fmt.Errorf("keystore: rewrap: current KEK: %w", err)
 	}
-	items, err := m.rewrapWork(ctx, current)
+	escCurrent := m.escrowCurrent(ctx)
+	items, err := m.rewrapWork(ctx, current, escCurrent)
 	if items == nil && err != nil {
 		return RewrapResult{}, fmt.Errorf("keystore: rewrap: %w", err)
 	}
-	res := RewrapResult{KEKVersion: current, Total: len(items)}
+	res := RewrapResult{KEKVersion: current, Total: len(items), EscrowKEKVersion: escCurrent}
 	var errs []error
 	if err != nil {
 		// Records that fail their check are not touched; the others are.
@@ -108,7 +133,7 @@ func (m *Manager) Rewrap(ctx context.Context, opts RewrapOptions) (RewrapResult,
 		if err := ctx.Err(); err != nil {
 			return res, errors.Join(append(errs, fmt.Errorf("keystore: rewrap stopped after %d of %d: %w", i, len(items), err))...)
 		}
-		moved, err := m.rewrapOne(ctx, it, current)
+		moved, err := m.rewrapOne(ctx, it, current, escCurrent)
 		switch {
 		case err != nil:
 			res.Failed++
@@ -122,18 +147,31 @@ func (m *Manager) Rewrap(ctx context.Context, opts RewrapOptions) (RewrapResult,
 			opts.Progress(i+1, len(items))
 		}
 	}
+	if escCurrent != 0 {
+		// Records written before the escrow was configured, or while it
+		// was down, get their escrow MAC, so a recovery can check them.
+		n, err := m.addEscrowMACs(ctx)
+		res.EscrowMACs = n
+		if err != nil {
+			errs = append(errs, fmt.Errorf("keystore: rewrap: escrow MACs: %w", err))
+		}
+	}
 	return res, errors.Join(errs...)
 }
 
-// rewrapOne moves one version; false with no error means it needed
-// nothing by the time it was reached.
-func (m *Manager) rewrapOne(ctx context.Context, it rewrapItem, current uint32) (bool, error) {
+// rewrapOne moves one version, and adds or renews its escrow copy; false
+// with no error means it needed nothing by the time it was reached.
+func (m *Manager) rewrapOne(ctx context.Context, it rewrapItem, current, escCurrent uint32) (bool, error) {
 	k, err := m.getKey(ctx, it.name)
 	if err != nil {
 		return false, m.finish(ctx, "key.rewrap", it.name, it.version, "", nil, err)
 	}
 	v := k.Lookup(it.version)
-	if v == nil || len(v.Wrapped) == 0 || v.KEKVersion == current {
+	if v == nil || len(v.Wrapped) == 0 {
+		return false, nil
+	}
+	needPrimary, needEscrow := v.KEKVersion != current, m.needsEscrow(v, escCurrent)
+	if !needPrimary && !needEscrow {
 		return false, nil
 	}
 	from := v.KEKVersion
@@ -141,6 +179,7 @@ func (m *Manager) rewrapOne(ctx context.Context, it rewrapItem, current uint32) 
 		"from_kek": strconv.FormatUint(uint64(from), 10),
 		"to_kek":   strconv.FormatUint(uint64(current), 10),
 	}
+	oldEscrow := v.Escrow
 	old := hsm.Wrapped{KEKVersion: v.KEKVersion, Mechanism: v.Mechanism, Bytes: slices.Clone(v.Wrapped)}
 	dek, err := m.kek.Unwrap(ctx, old, hsm.Binding{Key: it.name, Version: it.version})
 	if err != nil {
@@ -152,24 +191,41 @@ func (m *Manager) rewrapOne(ctx context.Context, it rewrapItem, current uint32) 
 		err = fmt.Errorf("keystore: key %q v%d: %w", it.name, it.version, ErrFingerprint)
 		return false, m.finish(ctx, "key.rewrap", it.name, it.version, "", details, err)
 	}
-	w, err := m.wrapVerified(ctx, it.name, it.version, dek)
-	if err != nil {
-		return false, m.finish(ctx, "key.rewrap", it.name, it.version, "", details, err)
+	w := old
+	if needPrimary {
+		if w, err = m.wrapVerified(ctx, it.name, it.version, dek); err != nil {
+			return false, m.finish(ctx, "key.rewrap", it.name, it.version, "", details, err)
+		}
+		if w.KEKVersion != current {
+			// The KEK rotated again meanwhile; the next run picks it up.
+			details["to_kek"] = strconv.FormatUint(uint64(w.KEKVersion), 10)
+		}
+	} else {
+		details = map[string]string{}
 	}
-	if w.KEKVersion != current {
-		// The KEK rotated again meanwhile; the next run picks it up.
-		details["to_kek"] = strconv.FormatUint(uint64(w.KEKVersion), 10)
+	var ew *EscrowWrap
+	var escrowErr error
+	if needEscrow {
+		if ew, escrowErr = m.escrowWrapVerified(ctx, it.name, it.version, dek); escrowErr == nil {
+			details["escrow"] = ew.Provider
+			details["escrow_kek"] = strconv.FormatUint(uint64(ew.KEKVersion), 10)
+		} else if !needPrimary {
+			return false, m.finish(ctx, "key.rewrap", it.name, it.version, "", details, escrowErr)
+		}
 	}
 	moved := false
 	_, err = m.update(ctx, it.name, func(k *Key) error {
 		v := k.Lookup(it.version)
-		// Replace only the copy we unwrapped: if another process has
+		// Replace only the copies we read: if another process has
 		// re-wrapped or destroyed the version since, leave its work be.
-		if v == nil || v.KEKVersion != old.KEKVersion || !bytes.Equal(v.Wrapped, old.Bytes) {
+		if v == nil || v.KEKVersion != old.KEKVersion || !bytes.Equal(v.Wrapped, old.Bytes) || !sameEscrow(v.Escrow, oldEscrow) {
 			moved = false
 			return nil
 		}
 		v.Wrapped, v.KEKVersion, v.Mechanism = w.Bytes, w.KEKVersion, w.Mechanism
+		if ew != nil {
+			v.Escrow = ew
+		}
 		moved = true
 		return nil
 	})
@@ -179,7 +235,20 @@ func (m *Manager) rewrapOne(ctx context.Context, it rewrapItem, current uint32) 
 		}
 		return false, m.finish(ctx, "key.rewrap", it.name, it.version, "", details, err)
 	}
+	if escrowErr != nil {
+		// Moved under the new primary KEK; the escrow copy waits for the
+		// next run.
+		return true, errors.Join(m.finish(ctx, "key.rewrap", it.name, it.version, "", details, nil), escrowErr)
+	}
 	return true, m.finish(ctx, "key.rewrap", it.name, it.version, "", details, nil)
+}
+
+// sameEscrow reports whether two escrow copies are the same.
+func sameEscrow(a, b *EscrowWrap) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Provider == b.Provider && a.KEKVersion == b.KEKVersion && a.Mechanism == b.Mechanism && bytes.Equal(a.Wrapped, b.Wrapped)
 }
 
 // KEKStatus is one KEK version and how many data key versions it wraps.

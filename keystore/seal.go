@@ -35,6 +35,12 @@ var (
 	// seal-records` seals such records once, after the operator checks
 	// them.
 	ErrUnsealed = errors.New("keystore record carries no integrity seal (written before record MACs; check it and run `sidecrypt keys seal-records`)")
+	// ErrNoEscrowMAC: in a recovery from the escrow provider, a record
+	// carries no escrow MAC (written before the escrow was configured,
+	// or while it was unreachable, and not re-sealed since): nothing the
+	// escrow vouches for. `keys recover --trust-unverified` takes it as
+	// it is, after the operator has checked it.
+	ErrNoEscrowMAC = errors.New("keystore record carries no escrow MAC")
 )
 
 // recordDomain starts every MAC input: it names the format and its
@@ -118,6 +124,25 @@ func keyMACInput(k *Key, s *Seal) []byte {
 		e.time(v.OverrideUntil)
 		e.str(v.OverrideReason)
 		e.i64(v.Counter)
+	}
+	// The escrow copies follow the versions, only in a record that has
+	// one: a record without keeps the encoding (and the MAC) it always
+	// had. The encoding before this point is self-delimiting, so the two
+	// forms cannot collide.
+	if slices.ContainsFunc(k.Versions, func(v Version) bool { return v.Escrow != nil }) {
+		e.str("escrow")
+		for i := range k.Versions {
+			ew := k.Versions[i].Escrow
+			if ew == nil {
+				e.u8(0)
+				continue
+			}
+			e.u8(1)
+			e.str(ew.Provider)
+			e.u32(ew.KEKVersion)
+			e.str(ew.Mechanism)
+			e.bytes(ew.Wrapped)
+		}
 	}
 	return e.b
 }
@@ -241,7 +266,7 @@ func (m *Manager) checkMAC(ctx context.Context, input, mac []byte) error {
 	ok, known := m.integ.memo[mk]
 	m.integ.mu.Unlock()
 	if !known {
-		err := m.kek.VerifyRecordMAC(ctx, input, mac)
+		err := m.verifyRecordMAC(ctx, input, mac)
 		if err != nil && !errors.Is(err, hsm.ErrRecordMAC) {
 			return err
 		}
@@ -254,9 +279,21 @@ func (m *Manager) checkMAC(ctx context.Context, input, mac []byte) error {
 		m.integ.mu.Unlock()
 	}
 	if !ok {
+		if m.viaEscrow {
+			return errors.New("its escrow MAC does not verify under the escrow provider's record key (edited outside sidecrypt, or sealed for another escrow)")
+		}
 		return errors.New("its MAC does not verify under the HSM's record key (edited outside sidecrypt, or sealed by another HSM)")
 	}
 	return nil
+}
+
+// verifyRecordMAC asks the provider whose record key this Manager reads
+// with: the primary, or the escrow in a recovery's view (escrowView).
+func (m *Manager) verifyRecordMAC(ctx context.Context, input, mac []byte) error {
+	if m.viaEscrow {
+		return m.escrow.VerifyRecordMAC(ctx, input, mac)
+	}
+	return m.kek.VerifyRecordMAC(ctx, input, mac)
 }
 
 // hwOf returns the highest generation of record hwKey this process has
@@ -301,7 +338,13 @@ func (m *Manager) checkSeal(ctx context.Context, hwKey string, floor uint64, s *
 	case s.Generation > 1 && s.Incarnation != inc:
 		return fmt.Errorf("%w: it was sealed for incarnation %d of the record, and this is incarnation %d (deleted and made again outside sidecrypt)", ErrIntegrity, s.Incarnation, inc)
 	}
-	if err := m.checkMAC(ctx, input(s), s.MAC); err != nil {
+	mac := s.MAC
+	if m.viaEscrow {
+		if mac = s.EscrowMAC; len(mac) == 0 {
+			return ErrNoEscrowMAC
+		}
+	}
+	if err := m.checkMAC(ctx, input(s), mac); err != nil {
 		if errors.Is(err, hsm.ErrUnavailable) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("verify record MAC: %w", err)
 		}
@@ -325,7 +368,7 @@ func (m *Manager) noteGeneration(hwKey string, gen uint64) {
 // ERROR, counter, hook, audit event) and returns it, wrapped with what
 // failed. Errors that are not about integrity pass through.
 func (m *Manager) refuse(ctx context.Context, record, name string, version uint32, err error) error {
-	if !errors.Is(err, ErrIntegrity) && !errors.Is(err, ErrUnsealed) {
+	if !errors.Is(err, ErrIntegrity) && !errors.Is(err, ErrUnsealed) && !errors.Is(err, ErrNoEscrowMAC) {
 		return err
 	}
 	err = fmt.Errorf("keystore: %s: %w", record, err)
@@ -372,6 +415,16 @@ func (m *Manager) sealWith(ctx context.Context, writes uint64, inc int64, input 
 		return nil, fmt.Errorf("keystore: record MAC: %w", err)
 	}
 	s.MAC = mac
+	if m.escrow != nil {
+		// Best effort: an unreachable escrow must not stop the keystore.
+		// The record is written without its escrow MAC, and the next
+		// re-wrap run adds it (addEscrowMACs).
+		if em, err := m.escrow.RecordMAC(ctx, in); err == nil {
+			s.EscrowMAC = em
+		} else {
+			m.integ.log.Warn("keystore: the escrow provider could not MAC a record; it is written without an escrow MAC, which the next re-wrap adds", "error", err)
+		}
+	}
 	// What this process MACs it need not ask the HSM to verify.
 	mk := memoKey(in, mac)
 	m.integ.mu.Lock()

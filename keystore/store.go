@@ -50,6 +50,26 @@ type Version struct {
 	// whose incarnation differs was deleted and made again outside
 	// sidecrypt (a reset), and is refused.
 	Counter int64 `json:"counter,omitempty"`
+
+	// Escrow is the second wrapped copy of the data key, under the
+	// keystore's escrow provider (Config.Escrow, SIDECRYPT_HSM_ESCROW),
+	// when it has one: either copy alone opens the key, so the loss of
+	// one provider loses nothing (escrow.go). Empty once destroyed.
+	Escrow *EscrowWrap `json:"escrow,omitempty"`
+}
+
+// EscrowWrap is a data key wrapped under the escrow provider.
+type EscrowWrap struct {
+	// Provider is the escrow provider's hsm.Description ID: which
+	// provider made this copy ("awskms:eu-west-1:alias/sidecrypt").
+	Provider   string `json:"provider"`
+	KEKVersion uint32 `json:"kek_version"`
+	Mechanism  string `json:"mechanism"`
+	Wrapped    []byte `json:"wrapped"`
+}
+
+func (e *EscrowWrap) wrapped() hsm.Wrapped {
+	return hsm.Wrapped{KEKVersion: e.KEKVersion, Mechanism: e.Mechanism, Bytes: e.Wrapped}
 }
 
 // wrapped returns the version's primary wrapped copy as the provider
@@ -93,6 +113,11 @@ type Seal struct {
 	Generation  uint64 `json:"generation"`
 	Incarnation int64  `json:"incarnation,omitempty"`
 	MAC         []byte `json:"mac"`
+	// EscrowMAC is the same MAC input under the escrow provider's record
+	// key, written when the keystore has an escrow provider. Reads check
+	// MAC only; a recovery from the escrow, when the primary provider and
+	// its record key are gone, checks this one (escrow.go).
+	EscrowMAC []byte `json:"escrow_mac,omitempty"`
 }
 
 // Meta is a small record the Manager keeps beside the keys, outside what
