@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os/user"
 
@@ -18,9 +19,12 @@ import (
 type keyEnv struct {
 	cfg      config.Config
 	provider hsm.Provider
-	audit    *audit.Log
-	store    keystore.Store
-	manager  *keystore.Manager
+	// escrow is the keystore's second provider (SIDECRYPT_HSM_ESCROW), or
+	// nil.
+	escrow  hsm.Provider
+	audit   *audit.Log
+	store   keystore.Store
+	manager *keystore.Manager
 }
 
 // openKeyEnv opens the key environment that cfg describes. wrap, when not
@@ -41,6 +45,14 @@ func openKeyEnv(ctx context.Context, cfg config.Config, log *slog.Logger, create
 		p = wrap(p)
 	}
 	e := &keyEnv{cfg: cfg, provider: p}
+	if cfg.HSMEscrow != "" {
+		// The escrow's first KEK is made when the primary's is: a new
+		// keystore starts with both wraps.
+		if e.escrow, err = hsm.Open(ctx, cfg.HSMEscrow, hsm.Options{PIN: cfg.HSMEscrowPIN.Reveal(), Create: create, Logger: log}); err != nil {
+			e.Close()
+			return nil, fmt.Errorf("the escrow provider (SIDECRYPT_HSM_ESCROW): %w", err)
+		}
+	}
 	if e.store, err = openStoreLog(ctx, cfg, log); err != nil {
 		e.Close()
 		return nil, err
@@ -55,7 +67,11 @@ func openKeyEnv(ctx context.Context, cfg config.Config, log *slog.Logger, create
 		e.Close()
 		return nil, err
 	}
-	if e.manager, err = keystore.NewManager(keystore.Config{Store: e.store, KEK: p, Audit: e.audit, Logger: log, SealLimit: cfg.SealLimit}); err != nil {
+	kc := keystore.Config{Store: e.store, KEK: p, Audit: e.audit, Logger: log, SealLimit: cfg.SealLimit}
+	if e.escrow != nil {
+		kc.Escrow = e.escrow
+	}
+	if e.manager, err = keystore.NewManager(kc); err != nil {
 		e.Close()
 		return nil, err
 	}
@@ -115,6 +131,9 @@ func (e *keyEnv) Close() error {
 	}
 	if e.provider != nil {
 		errs = append(errs, e.provider.Close())
+	}
+	if e.escrow != nil {
+		errs = append(errs, e.escrow.Close())
 	}
 	return errors.Join(errs...)
 }

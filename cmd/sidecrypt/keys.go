@@ -43,6 +43,7 @@ func cmdKeys(a *app, args []string) int {
 		{"rewrap", "re-wrap every data key under the current KEK", cmdKeysRewrap},
 		{"backup", "write every data key, sealed to a recovery key, to a file", cmdKeysBackup},
 		{"restore", "restore data keys from a backup into this keystore and HSM", cmdKeysRestore},
+		{"recover", "re-wrap every data key under a new primary provider from its escrow copy (SIDECRYPT_HSM_ESCROW)", cmdKeysRecover},
 		{"recovery-keygen", "make a recovery key pair for backups", cmdKeysRecoveryKeygen},
 		{"backup-signer", "print the HSM's backup signing public key, for restores into a new HSM", cmdKeysBackupSigner},
 		{"verify", "check every keystore record's integrity (HSM record MAC, generations, head record)", cmdKeysVerify},
@@ -61,7 +62,8 @@ func cmdKEK(a *app, args []string) int {
 // envHelp is appended to every keys/kek usage text.
 const envHelp = `
 Settings come from the environment: SIDECRYPT_KEYSTORE (key store file),
-SIDECRYPT_HSM ("software" or a pkcs11: URI), SIDECRYPT_HSM_PIN,
+SIDECRYPT_HSM ("software", a pkcs11: or an awskms: URI), SIDECRYPT_HSM_PIN,
+SIDECRYPT_HSM_ESCROW (a second provider that wraps every data key too),
 SIDECRYPT_MASTER_PASSPHRASE and SIDECRYPT_KEK_FILE (software provider),
 SIDECRYPT_AUDIT_LOG. Secrets are never taken from flags. See docs/KEYS.md.`
 

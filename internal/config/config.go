@@ -49,9 +49,20 @@ type Config struct {
 	EtcdCA   string `env:"ETCD_CA" help:"CA file that verifies the etcd servers"`
 	EtcdCert string `env:"ETCD_CERT" help:"client certificate file for etcd"`
 	EtcdKey  string `env:"ETCD_KEY" help:"client key file for etcd"`
-	// HSM is "software" (development) or an RFC 7512 pkcs11: URI with
-	// module-path. SIDECRYPT_HSM, default software.
-	HSM string `env:"HSM" envDefault:"software" help:"\"software\" (development) or an RFC 7512 pkcs11: URI"`
+	// HSM is "software" (development), an RFC 7512 pkcs11: URI with
+	// module-path, or an awskms: URI (docs/KEK.md). SIDECRYPT_HSM,
+	// default software.
+	HSM string `env:"HSM" envDefault:"software" help:"\"software\" (development), an RFC 7512 pkcs11: URI or an awskms: URI"`
+	// HSMEscrow is the keystore's second provider, a pkcs11: or awskms:
+	// URI, which wraps every data key too so that either provider alone
+	// recovers them (docs/KEK.md, "Two wraps per data key"). Every
+	// process on a keystore must have the same. SIDECRYPT_HSM_ESCROW,
+	// default none.
+	HSMEscrow string `env:"HSM_ESCROW" help:"second KEK provider that also wraps every data key (pkcs11: or awskms: URI; default none)"`
+	// HSMEscrowPIN is the escrow token's user PIN when the escrow is a
+	// pkcs11: URI. SIDECRYPT_HSM_ESCROW_PIN or SIDECRYPT_HSM_ESCROW_PIN_FILE.
+	HSMEscrowPIN     Secret `env:"HSM_ESCROW_PIN"`
+	HSMEscrowPINFile string `env:"HSM_ESCROW_PIN_FILE" flag:"-"`
 	// HSMPIN is the token user PIN. SIDECRYPT_HSM_PIN or SIDECRYPT_HSM_PIN_FILE.
 	HSMPIN     Secret `env:"HSM_PIN"`
 	HSMPINFile string `env:"HSM_PIN_FILE" flag:"-"`
@@ -207,6 +218,7 @@ func (c *Config) resolve() error {
 		file string
 	}{
 		{"SIDECRYPT_HSM_PIN", &c.HSMPIN, c.HSMPINFile},
+		{"SIDECRYPT_HSM_ESCROW_PIN", &c.HSMEscrowPIN, c.HSMEscrowPINFile},
 		{"SIDECRYPT_MASTER_PASSPHRASE", &c.MasterPassphrase, c.MasterPassphraseFile},
 		{"SIDECRYPT_ADMIN_TOKEN", &c.AdminToken, c.AdminTokenFile},
 		{"SIDECRYPT_ADMIN_CLIENT_TOKEN", &c.AdminClientToken, c.AdminClientTokenFile},
@@ -282,6 +294,15 @@ func (c *Config) Validate() error {
 		}
 	}
 	errs = append(errs, c.validateAdmin()...)
+	if e := c.HSMEscrow; e != "" {
+		kind, _, _ := strings.Cut(strings.ToLower(e), ":")
+		switch {
+		case kind != "pkcs11" && kind != "awskms":
+			errs = append(errs, fmt.Errorf("SIDECRYPT_HSM_ESCROW: want a pkcs11: or awskms: URI (the software provider is for development and cannot be an escrow)"))
+		case e == c.HSM:
+			errs = append(errs, fmt.Errorf("SIDECRYPT_HSM_ESCROW names the same provider as SIDECRYPT_HSM: the escrow must be another one, or losing one loses both"))
+		}
+	}
 	if c.CacheTTL <= 0 {
 		errs = append(errs, fmt.Errorf("SIDECRYPT_CACHE_TTL must be positive"))
 	}
