@@ -94,6 +94,10 @@ func (d *dryRun) runV2(ctx context.Context, req v2Request, body []byte) int {
 		if _, _, err := validator.EncryptBytes(ctx, body, d.ring, nil); err != nil {
 			return d.refuseErr(err, http.StatusBadRequest, "invalid_json")
 		}
+	case datastore.BodyNDJSON:
+		if !ndjsonMedia(req.contentType) {
+			return d.refuseV2(http.StatusUnsupportedMediaType, "unsupported_media_type", fmt.Sprintf("this request accepts newline-delimited JSON or JSON only, not %q", req.contentType))
+		}
 	}
 	switch bodyRule {
 	case datastore.BodyEncrypt:
@@ -105,6 +109,12 @@ func (d *dryRun) runV2(ctx context.Context, req v2Request, body []byte) int {
 			return d.refuseErr(err, http.StatusBadRequest, "invalid_json")
 		}
 		stored = out
+	case datastore.BodyNDJSON: // rules_dryrun_ndjson.go
+		out, seals, code, ok := d.runNDJSON(ctx, op, body)
+		if !ok {
+			return code
+		}
+		stored, sealed = out, append(sealed, seals...)
 	case datastore.BodyTransform:
 		out, err := op.Transform(ctx, body, d.ring)
 		if err != nil {
@@ -245,7 +255,7 @@ func (d *dryRun) explainV2(op *datastore.Operation, sealed []sealedValue, body d
 	if c == nil {
 		return
 	}
-	if body != datastore.BodyEncrypt && body != datastore.BodyTransform && !queried {
+	if body != datastore.BodyEncrypt && body != datastore.BodyTransform && body != datastore.BodyNDJSON && !queried {
 		fmt.Fprintln(w, "field rules: not applied (this request carries no document and no compared value)")
 		return
 	}
@@ -259,7 +269,7 @@ func (d *dryRun) explainV2(op *datastore.Operation, sealed []sealedValue, body d
 		fmt.Fprintln(w, "field rules that selected nothing in this sample: none")
 		return
 	}
-	if body != datastore.BodyEncrypt {
+	if body != datastore.BodyEncrypt && body != datastore.BodyNDJSON {
 		// A query names only the fields it compares: say which, briefly.
 		names := make([]string, len(idle))
 		for i, f := range idle {
