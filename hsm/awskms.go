@@ -61,6 +61,13 @@ const awsMACDomain = "sidecrypt awskms mac v1"
 // window KMS allows. The key was never used.
 const awsPendingWindowDays = 7
 
+// awsListTTL is how long a read of the version aliases answers CurrentKEK
+// and KEKs again: each scheduler pass (every 30 seconds) asks three times
+// within milliseconds, and ListAliases is the provider's most frequent
+// KMS call. A rotation by another process shows after at most this long;
+// a version that Unwrap does not know reads the aliases at once.
+const awsListTTL = 2 * time.Second
+
 // awsDescribeTTL is how long KEKs() trusts what it learnt of a version's
 // state: a retirement made by another process shows after at most this
 // long (Unwrap learns it at once, from KMS's refusal).
@@ -114,6 +121,8 @@ type awsProvider struct {
 	// "backup-signing") to its key ARN, once found or made.
 	aux     map[string]string
 	signPub *ecdsa.PublicKey
+	// listed is when the aliases were last read (awsListTTL).
+	listed time.Time
 
 	rotateMu sync.Mutex
 	closed   atomic.Bool
@@ -364,7 +373,48 @@ func (p *awsProvider) refresh(ctx context.Context) error {
 	return p.refreshFull(ctx, false)
 }
 
+// refreshRecent is refresh, unless the aliases were read less than
+// awsListTTL ago.
+func (p *awsProvider) refreshRecent(ctx context.Context, full bool) error {
+	p.mu.Lock()
+	recent := !p.listed.IsZero() && time.Since(p.listed) < awsListTTL
+	p.mu.Unlock()
+	if recent && !full {
+		return nil
+	}
+	if recent {
+		return p.describeStale(ctx)
+	}
+	return p.refreshFull(ctx, full)
+}
+
+// describeStale describes again the versions whose description is older
+// than awsDescribeTTL, without reading the aliases.
+func (p *awsProvider) describeStale(ctx context.Context) error {
+	p.mu.Lock()
+	var stale []*awsKEK
+	for _, k := range p.keks {
+		if k.retired.IsZero() && time.Since(k.described) > awsDescribeTTL {
+			cp := *k
+			stale = append(stale, &cp)
+		}
+	}
+	p.mu.Unlock()
+	for _, k := range stale {
+		if err := p.describe(ctx, k); err != nil {
+			return err
+		}
+		p.mu.Lock()
+		if cur := p.keks[k.version]; cur != nil && cur.keyID == k.keyID {
+			p.keks[k.version] = k
+		}
+		p.mu.Unlock()
+	}
+	return nil
+}
+
 func (p *awsProvider) refreshFull(ctx context.Context, full bool) error {
+	started := time.Now()
 	vs, err := p.listVersions(ctx)
 	if err != nil {
 		return err
@@ -390,7 +440,7 @@ func (p *awsProvider) refreshFull(ctx context.Context, full bool) error {
 		current = max(current, v)
 	}
 	p.mu.Lock()
-	p.keks, p.current = next, current
+	p.keks, p.current, p.listed = next, current, started
 	p.mu.Unlock()
 	return nil
 }
@@ -553,7 +603,7 @@ func (p *awsProvider) CurrentKEK(ctx context.Context) (uint32, error) {
 	if p.closed.Load() {
 		return 0, p.closedErr("current KEK")
 	}
-	if err := p.refresh(ctx); err != nil {
+	if err := p.refreshRecent(ctx, false); err != nil {
 		return 0, p.wrapErr("current KEK", p.cfg.Alias, err)
 	}
 	p.mu.Lock()
@@ -585,7 +635,7 @@ func (p *awsProvider) KEKs(ctx context.Context) ([]KEKInfo, error) {
 	if p.closed.Load() {
 		return nil, p.closedErr("list KEKs")
 	}
-	if err := p.refreshFull(ctx, true); err != nil {
+	if err := p.refreshRecent(ctx, true); err != nil {
 		return nil, p.wrapErr("list KEKs", p.cfg.Alias, err)
 	}
 	p.mu.Lock()
