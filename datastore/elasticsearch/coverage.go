@@ -42,7 +42,7 @@ func (p *Profile) Coverage(c *datastore.Collection) []datastore.Coverage {
 		op(OpAliases, EpAlias, "PUT|POST /{index}/_alias/{name}, POST /_aliases, aliases in PUT /{index}", "an alias the rule file does not name is a second name for a protected index, under which writes pass unencrypted; when allowed, alias filters are sealed like queries"),
 		{Endpoint: EpCopy, Request: "/{index}/_clone|_split|_shrink/{target}, /{alias}/_rollover", Treatment: "into a protected index: same collection only, unless allow: reindex",
 			Why: "the target gets the source's documents as stored"},
-		{Endpoint: EpAnalyze, Request: "/{index}/_analyze", Treatment: "refused for an encrypted field", Why: "text analysed as an encrypted field is that field's plaintext"},
+		{Endpoint: EpAnalyze, Request: "/{index}/_analyze", Treatment: "passes unless it names an encrypted field", Why: "text analysed as an encrypted field is that field's plaintext, and is refused"},
 		{Endpoint: EpTermVectors, Request: "/{index}/_termvectors, _mtermvectors", Treatment: "ids pass; artificial documents refused", Why: "a doc in the request is a document in plaintext"},
 		refused(EpQueryText, "/{index}/_eql, _graph, _rank_eval", "queries and rated documents the sidecar does not read, with compared values in plaintext"),
 		op(OpUpdateByQuery, EpByQuery, "POST /{index}/_update_by_query", "rewrites every matching document inside the datastore; when allowed, the query is sealed and a script still needs allow: scripts"),
