@@ -144,7 +144,10 @@
 // name every alias as a collection, and check index settings. Equality on
 // numbers matches only the same JSON type and spelling (5 and "5" differ
 // once sealed). A mask written back in a member with a dotted name
-// ({"card.number": "***1111"}) is taken as new data.
+// ({"card.number": "***1111"}) is taken as new data. A field written as
+// a single name is sealed under any dotted spelling ({"patient.ssn": x}),
+// but answers open it only where the member is named ssn itself: the
+// application sees such a value as a token.
 //
 // [Profile.Coverage] lists the endpoint table for `rules report` and
 // docs/RULES.md.
