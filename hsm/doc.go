@@ -1,8 +1,8 @@
 // Package hsm holds sidecrypt's key-encryption keys (KEKs) and wraps data
-// keys (DEKs) under them. A Provider is either a PKCS#11 token (any
-// vendor's module; SoftHSM2 in tests) or, for development, a file sealed
-// under a passphrase. docs/HSM.md is the operator's guide; this is the
-// programmer's.
+// keys (DEKs) under them. A Provider is a PKCS#11 token (any vendor's
+// module; SoftHSM2 in tests), AWS KMS (local-kms in tests) or, for
+// development, a file sealed under a passphrase. docs/KEK.md is the
+// operator's guide; this is the programmer's.
 //
 // # Choosing a provider
 //
@@ -10,6 +10,7 @@
 //
 //	software
 //	pkcs11:token=prod;object=sidecrypt-kek?module-path=/usr/lib/softhsm/libsofthsm2.so
+//	awskms:///alias/sidecrypt?region=eu-west-1
 //
 // The pkcs11: form is an RFC 7512 URI. Path attributes select the token
 // (token, serial, manufacturer, model, slot-id; at least one of token,
@@ -19,6 +20,22 @@
 // RFC 7512 allows, and warned about), and sidecrypt's own wrap-mechanism
 // (kwp, kwp-v3, kw) and max-sessions. Unknown attributes are errors, not
 // ignored. The PIN comes from Options.PIN (SIDECRYPT_HSM_PIN) first.
+//
+// The awskms: form names an alias prefix: KEK version N is the KMS key
+// that alias "<prefix>-vN" names (each version its own key, so that a
+// version can be chosen and retired), and the record MAC, audit MAC and
+// backup signing keys are "<prefix>-records", "-audit" (HMAC_256) and
+// "-backup-signing" (ECC_NIST_P256). Query attributes: region and endpoint
+// (https, or http to loopback for an emulator). Credentials come from the
+// AWS SDK for Go v2's default chain, never from the URI (awskms.go).
+//
+// # Binding
+//
+// Wrap and Unwrap take the data key's name and version (Binding). AWS KMS
+// binds them as encryption context: a wrap presented for another data key
+// fails. KWP takes no associated data, so the PKCS#11 and software
+// providers record nothing, and the keystore's record MAC does the binding
+// (Description.BindsContext tells which).
 //
 // # Wrapping
 //
@@ -30,6 +47,12 @@
 // another KEK, fails its integrity check (ErrUnwrap). Data keys are 16 to
 // 8192 bytes, a multiple of 8 (MinDEKLen, MaxDEKLen): every AES and
 // AES-SIV key qualifies, and SoftHSM2 mishandles other lengths.
+//
+// The AWS KMS provider does not use KWP: Wrap is KMS Encrypt under the
+// current version's key with the Binding as encryption context, Unwrap is
+// KMS Decrypt naming the version's key, and Wrapped holds KMS's
+// ciphertext blob (MechanismAWSKMS). Data keys are at most 4096 bytes
+// there (KMS's limit).
 //
 // The software provider wraps with tink's KWP
 // (github.com/tink-crypto/tink-go/v2/kwp/subtle). The PKCS#11 provider
@@ -71,12 +94,18 @@
 // these keys is a KEK, so KEK rotation leaves records and backups valid.
 // A software key file that group or others can read is refused at Open.
 //
+// With AWS KMS, the record and audit MACs are KMS GenerateMac over
+// "sidecrypt awskms mac v1" || 0x00 || SHA-256(msg) (KMS takes 1 to 4096
+// bytes), VerifyRecordMAC is KMS VerifyMac, and SignBackup is KMS Sign with
+// MessageType DIGEST, its DER signature turned into r || s.
+//
 // # Errors
 //
 // Every error wraps one of the sentinels (ErrUnavailable, ErrUnknownKEK,
 // ErrKEKRetired, ErrUnwrap, ErrNotCompiled, ErrConfig,
-// ErrInvalidArgument), starts with "hsm: ", names the operation, the KEK
-// version and the token or file, and holds no key byte, PIN or
+// ErrInvalidArgument, ErrRecordMAC), starts with "hsm: ", names the
+// operation, the KEK version and the token, file or KMS key (with the AWS
+// error code, never the AWS message), and holds no key byte, PIN or
 // passphrase. The proxy answers ErrUnavailable with 503 and forwards
 // nothing.
 //

@@ -26,7 +26,7 @@ import (
 // sealed is AES-256-GCM under the Argon2id key, with the JSON encoding of
 // the header (everything but nonce and sealed) as additional data, so the
 // KDF parameters and salt cannot be swapped without detection. Inside is
-// softPayload. docs/HSM.md describes the format for operators.
+// softPayload. docs/KEK.md describes the format for operators.
 const (
 	softFormat         = "sidecrypt-kek-file"
 	softVersion        = 1

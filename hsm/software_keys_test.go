@@ -20,7 +20,7 @@ import (
 
 // The keys the software provider derives from its master secret, checked
 // against an independent computation from RFC 5869 and FIPS 198-1 as
-// docs/HSM.md states them, and against fixed vectors so that a change of
+// docs/KEK.md states them, and against fixed vectors so that a change of
 // label or construction (which would invalidate every record MAC and
 // backup signature) cannot go unnoticed.
 func TestSoftwareDerivedKeysVectors(t *testing.T) {

@@ -35,7 +35,7 @@ type wrapMechanism struct {
 // wrapMechanisms are the values of the wrap-mechanism query attribute.
 // SoftHSM2 implements RFC 5649 under CKM_AES_KEY_WRAP_PAD (0x210A), which
 // PKCS#11 2.40 names for PKCS#7 padding followed by RFC 3394; PKCS#11 3.0
-// added CKM_AES_KEY_WRAP_KWP (0x210B) for RFC 5649. docs/HSM.md lists which
+// added CKM_AES_KEY_WRAP_KWP (0x210B) for RFC 5649. docs/KEK.md lists which
 // vendor uses which.
 var wrapMechanisms = []wrapMechanism{
 	{name: "kwp", code: 0x210A, algorithm: MechanismKWP},

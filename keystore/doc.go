@@ -164,4 +164,17 @@
 // primary, never replaces a version with other material unless forced,
 // and refuses outright to bring back a destroyed one. docs/KEYS.md,
 // "Backup file format", specifies every byte.
+//
+// # Two wraps: the escrow provider
+//
+// With Config.Escrow, a second provider wraps every DEK too
+// (Version.Escrow) and MACs every record too (Seal.EscrowMAC), so either
+// provider alone recovers every key; Destroy erases both copies. The
+// escrow is best effort when writing (Rewrap adds what an outage left
+// out), and a keystore that has escrow copies refuses new versions from a
+// Manager without one (ErrEscrowRequired). Recover rebuilds the keystore
+// on a new primary when the old one is lost: it checks every record
+// against its escrow MAC under the escrow's record key and every escrow
+// copy against its fingerprint before it writes anything, then re-wraps
+// and re-seals. escrow.go has the details, docs/KEK.md the procedure.
 package keystore
