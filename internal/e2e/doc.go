@@ -4,7 +4,7 @@
 // rules in front of pouchdb-server, and between them a recording relay
 // (internal/testenv.Relay) that keeps every byte the datastore received.
 //
-// Two tests, each on one set of stores and sidecars:
+// The tests, each on one set of stores and sidecars:
 //
 //   - TestEndpoints (endpoints_test.go, clients_test.go): every endpoint
 //     of the CouchDB profile, each group run twice, through the sidecar
@@ -20,6 +20,10 @@
 //     exact outcome each must have, the relay proving that nothing (or
 //     nothing in plaintext) reached the store; forward mode with a second
 //     sidecar in front of the same store.
+//   - TestMaskedWriteBackNano (masked_test.go): issue 19 with nano: a
+//     card number shown masked (last4) and written back with db.insert
+//     and db.bulk keeps its stored value, read through a second sidecar
+//     that shares the keystore and opens the card key.
 //
 // Settings for a run by hand:
 //
