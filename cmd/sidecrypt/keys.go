@@ -956,8 +956,14 @@ each still wraps, and which may be retired.`+envHelp)
 			}{desc, st})
 		}
 		where := desc.File
-		if desc.Kind == "pkcs11" {
+		switch desc.Kind {
+		case "pkcs11":
 			where = "token " + desc.Token + ", module " + desc.Module
+		case "awskms":
+			where = "region " + desc.Region + ", " + desc.Object + "-vN"
+			if desc.Endpoint != "" {
+				where += ", endpoint " + desc.Endpoint
+			}
 		}
 		fmt.Fprintf(a.stdout, "provider: %s (%s)", desc.Kind, where)
 		if desc.Warning != "" {
