@@ -136,12 +136,18 @@ func TestEscrowAddedByRewrap(t *testing.T) {
 	if _, pending, err := m.RewrapPending(f.ctx); err != nil || pending != 2 {
 		t.Fatalf("pending = %d, %v; want both versions (no escrow copy yet)", pending, err)
 	}
+	if c, err := m.EscrowCoverage(f.ctx); err != nil || c.Covered != 0 || len(c.Missing) != 2 || c.UnsealedRecords < 4 {
+		t.Fatalf("coverage before the re-wrap = %+v, %v", c, err)
+	}
 	res, err := m.Rewrap(f.ctx, keystore.RewrapOptions{})
 	if err != nil || res.Rewrapped != 2 || res.EscrowMACs == 0 {
 		t.Fatalf("Rewrap = %+v, %v", res, err)
 	}
 	if _, pending, _ := m.RewrapPending(f.ctx); pending != 0 {
 		t.Fatalf("pending after Rewrap = %d", pending)
+	}
+	if c, err := m.EscrowCoverage(f.ctx); err != nil || c.Covered != 2 || c.Versions != 2 || c.UnsealedRecords != 0 {
+		t.Fatalf("coverage after the re-wrap = %+v, %v", c, err)
 	}
 	// Every record now carries an escrow MAC, so a dry-run recovery
 	// finds nothing unverified.

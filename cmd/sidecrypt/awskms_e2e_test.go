@@ -165,6 +165,9 @@ func TestRecoverSoftHSMTokenFromKMSEscrow(t *testing.T) {
 	mustCall(t, "PUT", s.url+"/clinic/p-ann", patientAnn, 201)
 	checkCiphertext(t, db.URL, "after PUT")
 	readBack(t, s, "before the loss")
+	if out := s.cli("keys", "verify"); !strings.Contains(out, "4 of 4 version(s) have an escrow copy; 0 record(s) lack an escrow MAC") {
+		t.Fatalf("keys verify before the loss:\n%s", out)
+	}
 	s.proc.Stop()
 
 	// The token is gone.

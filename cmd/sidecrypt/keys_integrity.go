@@ -21,7 +21,10 @@ sit at the generation the store says it was written at, and agree with
 the head record (no version revoked or destroyed there may be anything
 less here). Prints OK, or each record that fails, and exits 1 then.
 Records that fail are never used: requests that need them get 503.
-Restore them from a backup (docs/KEYS.md, "Record integrity").`+envHelp)
+Restore them from a backup (docs/KEYS.md, "Record integrity"). With an
+escrow provider (SIDECRYPT_HSM_ESCROW), it also says how many versions
+have an escrow copy and how many records an escrow MAC: what a recovery
+from the escrow would find (docs/KEK.md).`+envHelp)
 	pos, code, ok := a.parseInterspersed(fs, args)
 	if !ok {
 		return code
@@ -46,6 +49,22 @@ Restore them from a backup (docs/KEYS.md, "Record integrity").`+envHelp)
 		}
 		for _, k := range keys {
 			fmt.Fprintf(a.stdout, "%s: generation %d\n", k.Name, k.Seal.Generation)
+		}
+		if s.escrow == nil {
+			return nil
+		}
+		// What a recovery from the escrow would find (docs/KEK.md).
+		c, err := s.m.EscrowCoverage(s.ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "escrow %s: %d of %d version(s) have an escrow copy; %d record(s) lack an escrow MAC\n",
+			c.Provider, c.Covered, c.Versions, c.UnsealedRecords)
+		for _, m := range c.Missing {
+			fmt.Fprintf(a.stdout, "  no escrow copy: %s\n", m)
+		}
+		if len(c.Missing) > 0 || c.UnsealedRecords > 0 {
+			fmt.Fprintln(a.stdout, "  'sidecrypt keys rewrap' (or any running serve's re-wrap) adds them once the escrow answers")
 		}
 		return nil
 	})
