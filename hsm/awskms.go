@@ -82,6 +82,10 @@ const (
 	awsTagRetired = "sidecrypt:retired"
 )
 
+// awsKeyGone is the state of a version whose alias names a key that no
+// longer exists.
+const awsKeyGone types.KeyState = "Deleted"
+
 // awsKEK is one KEK version: the KMS key that "<prefix>-vN" names.
 type awsKEK struct {
 	version   uint32
@@ -334,6 +338,12 @@ func (p *awsProvider) listVersions(ctx context.Context) (map[uint32]string, erro
 // and, when it is not enabled, when sidecrypt retired it.
 func (p *awsProvider) describe(ctx context.Context, k *awsKEK) error {
 	out, err := p.client.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(k.keyID)})
+	if awsCode(err) == "NotFoundException" {
+		// The alias outlived its key: the version is gone for good, and
+		// unwrapping under it fails with ErrUnknownKEK.
+		k.state, k.described = awsKeyGone, time.Now()
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -445,6 +455,17 @@ func (p *awsProvider) refreshFull(ctx context.Context, full bool) error {
 	return nil
 }
 
+// currentKEK returns the current version as last read. Every version's
+// alias may have been deleted since Open (by hand): then there is none.
+func (p *awsProvider) currentKEK() (*awsKEK, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if k := p.keks[p.current]; k != nil {
+		return k, nil
+	}
+	return nil, fmt.Errorf("%w: no alias %s-vN is left", ErrUnavailable, p.cfg.Alias)
+}
+
 // kek returns version v, reading the aliases again once when it is not
 // known (another process may have rotated).
 func (p *awsProvider) kek(ctx context.Context, v uint32) (*awsKEK, error) {
@@ -536,9 +557,10 @@ func (p *awsProvider) Wrap(ctx context.Context, dek []byte, b Binding) (Wrapped,
 	if len(dek) > awsMaxPlaintext {
 		return Wrapped{}, p.wrapErr("wrap", p.cfg.Alias, fmt.Errorf("%w: data key of %d bytes; KMS Encrypt takes at most %d", ErrInvalidArgument, len(dek), awsMaxPlaintext))
 	}
-	p.mu.Lock()
-	k := p.keks[p.current]
-	p.mu.Unlock()
+	k, err := p.currentKEK()
+	if err != nil {
+		return Wrapped{}, p.wrapErr("wrap", p.cfg.Alias, err)
+	}
 	op := fmt.Sprintf("wrap under KEK v%d", k.version)
 	if !k.usable() {
 		return Wrapped{}, p.wrapErr(op, k.alias, fmt.Errorf("%w: the current KEK version is %s", ErrKEKRetired, k.stateName()))
@@ -915,9 +937,10 @@ func (p *awsProvider) Ping(ctx context.Context) error {
 	if p.closed.Load() {
 		return p.closedErr("ping")
 	}
-	p.mu.Lock()
-	k := p.keks[p.current]
-	p.mu.Unlock()
+	k, err := p.currentKEK()
+	if err != nil {
+		return p.wrapErr("ping", p.cfg.Alias, err)
+	}
 	out, err := p.client.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(k.ref())})
 	if err != nil {
 		return p.wrapErr("ping", k.alias, err)

@@ -285,6 +285,45 @@ func TestAWSKMS(t *testing.T) {
 		}
 	})
 
+	t.Run("KeysDeletedBehindItsBack", func(t *testing.T) {
+		prefix := "sc-" + randHexT(t, 4)
+		p := openKMS(t, k, prefix, nil)
+		w, _ := p.Wrap(ctx, make([]byte, 64), bind)
+		if _, err := p.RotateKEK(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// v1's key scheduled for deletion by hand: KMS refuses it, and it
+		// is listed as retired.
+		out, _ := raw.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String("alias/" + prefix + "-v1")})
+		if _, err := raw.ScheduleKeyDeletion(ctx, &kms.ScheduleKeyDeletionInput{KeyId: out.KeyMetadata.KeyId, PendingWindowInDays: aws.Int32(7)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Unwrap(ctx, w, bind); !errors.Is(err, hsm.ErrKEKRetired) || !strings.Contains(err.Error(), "KMSInvalidStateException") {
+			t.Errorf("Unwrap under a key pending deletion = %v; want ErrKEKRetired naming the code", err)
+		}
+		q := openKMS(t, k, prefix, nil)
+		if infos, err := q.KEKs(ctx); err != nil || len(infos) != 2 || infos[0].State != "retired" {
+			t.Errorf("KEKs with v1 pending deletion = %+v, %v", infos, err)
+		}
+		// Every alias deleted by hand: the provider says so, it does not
+		// crash.
+		for _, v := range []string{"-v1", "-v2"} {
+			if _, err := raw.DeleteAlias(ctx, &kms.DeleteAliasInput{AliasName: aws.String("alias/" + prefix + v)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(2100 * time.Millisecond) // past the alias read's reuse (awsListTTL)
+		if cur, err := q.CurrentKEK(ctx); err != nil || cur != 0 {
+			t.Errorf("CurrentKEK without aliases = %d, %v", cur, err)
+		}
+		if _, err := q.Wrap(ctx, make([]byte, 64), bind); !errors.Is(err, hsm.ErrUnavailable) {
+			t.Errorf("Wrap without aliases = %v; want ErrUnavailable", err)
+		}
+		if err := q.Ping(ctx); !errors.Is(err, hsm.ErrUnavailable) {
+			t.Errorf("Ping without aliases = %v; want ErrUnavailable", err)
+		}
+	})
+
 	t.Run("Unreachable", func(t *testing.T) {
 		p := openKMS(t, k, "", nil)
 		w, _ := p.Wrap(ctx, make([]byte, 64), bind)
