@@ -164,8 +164,8 @@ func openAWSKMS(ctx context.Context, cfg awsConfig, opts Options, log *slog.Logg
 	}
 	if p.current == 0 {
 		if !opts.Create {
-			return nil, fmt.Errorf("hsm: awskms: open (region %s): no KEK: alias %s does not exist; open with Create (sidecrypt serve, keys create) to make the first version: %w",
-				p.region, p.versionAlias(1), ErrUnavailable)
+			return nil, fmt.Errorf("hsm: awskms: open (region %s): %w: alias %s does not exist; open with Create (sidecrypt serve, keys create, kek rotate) to make the first version: %w",
+				p.region, ErrNoKEK, p.versionAlias(1), ErrUnavailable)
 		}
 		if _, err := p.createKEK(ctx, 1); err != nil {
 			return nil, err

@@ -150,6 +150,11 @@ var (
 	ErrUnavailable = errors.New("hsm unavailable")
 	// ErrUnknownKEK: no KEK with that version exists.
 	ErrUnknownKEK = errors.New("unknown KEK version")
+	// ErrNoKEK: the provider holds no KEK version at all yet (a fresh
+	// token, no key file, no alias), and Open was not allowed to create
+	// the first (Options.Create). Always wrapped together with
+	// ErrUnavailable.
+	ErrNoKEK = errors.New("no KEK yet")
 	// ErrKEKRetired: the KEK version was retired and no longer unwraps.
 	ErrKEKRetired = errors.New("KEK version retired")
 	// ErrUnwrap: the wrapped key failed its integrity check.

@@ -187,7 +187,7 @@ func openPKCS11(ctx context.Context, cfg pkcs11Config, opts Options, log *slog.L
 		}
 		if len(p.keks) == 0 {
 			if !opts.Create {
-				return fmt.Errorf("%w: no KEK labelled %q on the token; open with Create to generate the first version", ErrUnavailable, kekLabel(cfg.Object, 1))
+				return fmt.Errorf("%w: %w: the token has no KEK labelled %q", ErrUnavailable, ErrNoKEK, kekLabel(cfg.Object, 1))
 			}
 			if _, err := p.generateKEK(s, 1); err != nil {
 				return err

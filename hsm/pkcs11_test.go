@@ -622,7 +622,7 @@ func TestPKCS11OpenErrors(t *testing.T) {
 		{"missing token", strings.Replace(tok.URI(""), tok.Label, "no-such-token", 1), hsm.Options{PIN: tok.PIN, Create: true}, hsm.ErrUnavailable, []string{`token="no-such-token"`, "tokens present"}},
 		{"missing module", "pkcs11:token=x?module-path=/nonexistent/libpkcs11.so", hsm.Options{PIN: "1"}, hsm.ErrUnavailable, []string{"/nonexistent/libpkcs11.so"}},
 		{"not a library", "pkcs11:token=x?module-path=" + notALibrary, hsm.Options{PIN: "1"}, hsm.ErrUnavailable, []string{"cannot load", notALibrary}},
-		{"no KEK without Create", empty.URI(""), hsm.Options{PIN: empty.PIN}, hsm.ErrUnavailable, []string{"sidecrypt-kek-v1", "Create"}},
+		{"no KEK without Create", empty.URI(""), hsm.Options{PIN: empty.PIN}, hsm.ErrUnavailable, []string{"sidecrypt-kek-v1", "no KEK yet"}},
 		{"unsupported mechanism", tok.URI("", "wrap-mechanism=kwp-v3"), hsm.Options{PIN: tok.PIN, Create: true}, hsm.ErrConfig, []string{"kwp-v3", "0x210B"}},
 		{"no PIN", tok.URI(""), hsm.Options{Create: true}, hsm.ErrConfig, []string{"SIDECRYPT_HSM_PIN"}},
 		{"missing pin-source", tok.URI("", "pin-source=/nonexistent/pin"), hsm.Options{Create: true}, hsm.ErrConfig, []string{"/nonexistent/pin"}},

@@ -153,7 +153,7 @@ func openSoftware(ctx context.Context, opts Options, log *slog.Logger) (Provider
 	unlock, err := lockFile(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, softErr("open", path, ErrUnavailable, "directory does not exist")
+			return nil, fmt.Errorf("hsm: software: open (file %q): %w: %w: its directory does not exist (Options.Create makes it)", path, ErrUnavailable, ErrNoKEK)
 		}
 		return nil, softErr("lock", path, ErrUnavailable, err.Error())
 	}
@@ -170,7 +170,7 @@ func openSoftware(ctx context.Context, opts Options, log *slog.Logger) (Provider
 		}
 		log.Info("hsm: software provider created a new key file", "file", path, "kek_version", p.current)
 	case errors.Is(err, fs.ErrNotExist):
-		return nil, softErr("open", path, ErrUnavailable, "file does not exist (create it with Options.Create)")
+		return nil, fmt.Errorf("hsm: software: open (file %q): %w: %w: the file does not exist (Options.Create makes it)", path, ErrUnavailable, ErrNoKEK)
 	case err != nil:
 		return nil, softErr("open", path, ErrUnavailable, err.Error())
 	default:

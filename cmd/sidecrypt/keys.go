@@ -12,7 +12,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -90,10 +89,11 @@ func (a *app) session(create bool) (*keysSession, error) {
 	}
 	env, err := openKeyEnv(a.ctx, cfg, a.quietLogger(cfg), create, nil)
 	if err != nil {
-		if !create && isSoftware(cfg) {
-			if _, serr := os.Stat(cfg.KEKFile); errors.Is(serr, fs.ErrNotExist) {
-				return nil, fmt.Errorf("no KEK file at %s yet ('sidecrypt keys create NAME' makes one): %w", cfg.KEKFile, err)
+		if !create && errors.Is(err, hsm.ErrNoKEK) {
+			if isSoftware(cfg) {
+				return nil, fmt.Errorf("no KEK file at %s yet: 'sidecrypt keys create NAME' or 'sidecrypt kek rotate' makes one (%w)", cfg.KEKFile, err)
 			}
+			return nil, fmt.Errorf("the HSM has no KEK yet: 'sidecrypt kek rotate' or 'sidecrypt keys create NAME' generates the first (%w)", err)
 		}
 		return nil, err
 	}
@@ -106,7 +106,13 @@ func (a *app) withSession(create bool, fn func(s *keysSession) error) int {
 	if err != nil {
 		return a.fail(err)
 	}
-	err = fn(s)
+	return a.inSession(s, fn)
+}
+
+// inSession runs fn with the open session s, closes it and reports any
+// error.
+func (a *app) inSession(s *keysSession, fn func(s *keysSession) error) int {
+	err := fn(s)
 	if cerr := s.Close(); cerr != nil {
 		err = errors.Join(err, cerr)
 	}
@@ -938,7 +944,25 @@ each still wraps, and which may be retired.`+envHelp)
 	if len(pos) != 0 {
 		return a.usageError(fs, "kek list takes no arguments")
 	}
-	return a.withSession(false, func(s *keysSession) error {
+	sess, err := a.session(false)
+	switch {
+	case errors.Is(err, hsm.ErrNoKEK):
+		// A fresh token or no key file: nothing to list, which is not
+		// a failure, unless the keystore holds keys (then the settings
+		// point at the wrong provider).
+		if n, serr := a.storedKeys(); serr != nil || n > 0 {
+			return a.fail(noKEKButKeys(err, n, serr))
+		}
+		if *asJSON {
+			fmt.Fprintln(a.stdout, `{"keks": []}`)
+		} else {
+			fmt.Fprintln(a.stdout, "no KEK yet: 'sidecrypt kek rotate' or 'sidecrypt keys create NAME' makes the first")
+		}
+		return exitOK
+	case err != nil:
+		return a.fail(err)
+	}
+	return a.inSession(sess, func(s *keysSession) error {
 		st, err := s.m.KEKs(s.ctx)
 		if err != nil {
 			return err
@@ -983,6 +1007,30 @@ each still wraps, and which may be retired.`+envHelp)
 	})
 }
 
+// storedKeys counts the keys in the keystore, without the HSM.
+func (a *app) storedKeys() (int, error) {
+	cfg, err := a.config()
+	if err != nil {
+		return 0, err
+	}
+	st, err := openStore(a.ctx, cfg)
+	if err != nil {
+		return 0, err
+	}
+	defer st.Close()
+	keys, err := st.List(a.ctx)
+	return len(keys), err
+}
+
+// noKEKButKeys explains a provider without a KEK next to a keystore that
+// holds keys: SIDECRYPT_HSM or SIDECRYPT_KEK_FILE names the wrong one.
+func noKEKButKeys(noKEK error, n int, storeErr error) error {
+	if storeErr != nil {
+		return errors.Join(noKEK, storeErr)
+	}
+	return fmt.Errorf("%w; yet the keystore holds %d key(s) wrapped under a KEK: SIDECRYPT_HSM or SIDECRYPT_KEK_FILE probably names the wrong provider", noKEK, n)
+}
+
 func cmdKEKRotate(a *app, args []string) int {
 	fs := a.flags("kek rotate", `sidecrypt kek rotate
 
@@ -997,7 +1045,28 @@ them.`+envHelp)
 	if len(pos) != 0 {
 		return a.usageError(fs, "kek rotate takes no arguments")
 	}
-	return a.withSession(false, func(s *keysSession) error {
+	// On a provider without any KEK (a fresh token, no key file), the
+	// rotation that makes sense is the first version.
+	sess, err := a.session(false)
+	switch {
+	case errors.Is(err, hsm.ErrNoKEK):
+		// Making a first KEK beside a keystore full of keys wrapped
+		// under another one would only hide the real mistake.
+		if n, serr := a.storedKeys(); serr != nil || n > 0 {
+			return a.fail(noKEKButKeys(err, n, serr))
+		}
+		return a.withSession(true, func(s *keysSession) error {
+			v, err := s.provider.CurrentKEK(s.ctx)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "KEK v%d is now current (the first: there was none)\n", v)
+			return nil
+		})
+	case err != nil:
+		return a.fail(err)
+	}
+	return a.inSession(sess, func(s *keysSession) error {
 		v, err := s.m.RotateKEK(s.ctx)
 		if err != nil {
 			return err
