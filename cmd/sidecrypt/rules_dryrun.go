@@ -94,6 +94,12 @@ func (d *dryRun) runV2(ctx context.Context, req v2Request, body []byte) int {
 		if _, _, err := validator.EncryptBytes(ctx, body, d.ring, nil); err != nil {
 			return d.refuseErr(err, http.StatusBadRequest, "invalid_json")
 		}
+		// The body's shape, as the proxy checks it (Operation.Check).
+		if op.Check != nil && bodyRule != datastore.BodyTransform {
+			if err := op.Check(body); err != nil {
+				return d.refuseErr(err, http.StatusBadRequest, "invalid_json")
+			}
+		}
 	case datastore.BodyNDJSON:
 		if !ndjsonMedia(req.contentType) {
 			return d.refuseV2(http.StatusUnsupportedMediaType, "unsupported_media_type", fmt.Sprintf("this request accepts newline-delimited JSON or JSON only, not %q", req.contentType))
