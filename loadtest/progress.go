@@ -3,6 +3,7 @@ package loadtest
 import (
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -10,10 +11,12 @@ import (
 
 // progress draws one line on a terminal, redrawn in place a few times a
 // second: a bar for the measured part of the run, the phase, the target
-// and its rate. It writes nothing when the run is not on a terminal (the
-// caller passes a nil writer then).
+// and its rate. Elsewhere (a pipe, a CI log) it writes a plain line when a
+// phase starts and when a round ends, with the round's rate, so that a
+// long run never looks hung and a log file holds no control characters.
 type progress struct {
 	w      io.Writer
+	plain  bool
 	mu     sync.Mutex
 	stopCh chan struct{}
 	done   chan struct{}
@@ -34,9 +37,23 @@ type progress struct {
 const barWidth = 24
 
 func startProgress(w io.Writer) *progress {
-	p := &progress{w: w, stopCh: make(chan struct{}), done: make(chan struct{})}
+	p := &progress{w: w, plain: !isTerminal(w), stopCh: make(chan struct{}), done: make(chan struct{})}
+	if p.plain {
+		close(p.done)
+		return p
+	}
 	go p.loop()
 	return p
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 func (p *progress) loop() {
@@ -55,8 +72,29 @@ func (p *progress) loop() {
 }
 
 func (p *progress) stop() {
+	if p.plain {
+		p.mu.Lock()
+		p.endRoundLocked(time.Now())
+		p.mu.Unlock()
+		return
+	}
 	close(p.stopCh)
 	<-p.done
+}
+
+// endRoundLocked writes the plain line of the round that is ending.
+func (p *progress) endRoundLocked(now time.Time) {
+	if !p.plain || p.rec == nil {
+		return
+	}
+	ok, _ := p.rec.Counts()
+	rate := 0.0
+	if dt := now.Sub(p.lastAt).Seconds(); dt > 0 {
+		rate = float64(ok-p.lastOK) / dt
+	}
+	left := max(0, p.began.Add(p.total).Sub(now)).Round(time.Second)
+	fmt.Fprintf(p.w, "loadtest: round %d/%d  %-22s %8.0f req/s  %s left\n", p.roundNo, p.rounds, p.target, rate, left)
+	p.rec = nil
 }
 
 // phase starts a phase: an unmeasured one with a label (calibration,
@@ -64,16 +102,24 @@ func (p *progress) stop() {
 func (p *progress) phase(label string, d time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.endRoundLocked(time.Now())
 	p.label = label
 	p.phaseEnd = time.Now().Add(d)
 	if label == "" {
 		p.total, p.began = d, time.Now()
+	}
+	if p.plain {
+		if label == "" {
+			label = "measuring"
+		}
+		fmt.Fprintf(p.w, "loadtest: %s (%s)\n", label, d.Round(time.Second))
 	}
 }
 
 func (p *progress) round(target string, i, rounds int, rec *Recorder) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.endRoundLocked(time.Now())
 	p.target, p.roundNo, p.rounds, p.rec = target, i+1, rounds, rec
 	p.lastOK, _ = rec.Counts()
 	p.lastAt = time.Now()

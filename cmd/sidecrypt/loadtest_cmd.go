@@ -73,6 +73,8 @@ func cmdLoadtest(a *app, args []string) int {
 	fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "per-request timeout")
 	fs.IntVar(&cfg.SetupDocs, "setup-docs", 1000, "documents written per target before read and query workloads")
 	fs.StringVar(&cfg.DB, "db", "loadtest", "database name prefix")
+	fs.StringVar(&cfg.Generator, "generator", "builtin", "load generator: builtin (closed or open loop) or wrk (closed loop, apt-get install wrk)")
+	fs.IntVar(&cfg.RulesVersion, "rules-version", 2, "rule file version of the sidecrypt targets: 2 (CouchDB profile) or 1 (routes)")
 	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow targets that are not loopback addresses")
 	fs.StringVar(&cfg.PprofDir, "pprof", "", "directory for CPU profiles of the sidecrypt targets (from their admin listener)")
 	fs.BoolVar(&jsonOut, "json", false, "print the result as JSON instead of a table")
@@ -124,9 +126,9 @@ func cmdLoadtest(a *app, args []string) int {
 		cfg.Executable = exe
 	}
 	cfg.Log = a.stderr
-	if isTerminal(a.stderr) {
-		cfg.Progress = a.stderr
-	}
+	// A bar redrawn in place on a terminal; elsewhere a line per phase
+	// and per round (loadtest/progress.go).
+	cfg.Progress = a.stderr
 	cfg.Command = append([]string{"sidecrypt", "loadtest"}, args...)
 
 	res, err := loadtest.Run(a.ctx, cfg)
@@ -162,17 +164,6 @@ func cmdLoadtest(a *app, args []string) int {
 		return exitFail
 	}
 	return exitOK
-}
-
-// isTerminal reports whether w is a character device (a terminal), so
-// that the progress display stays out of pipes and files.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 func cmdLoadtestUpstream(a *app, args []string) int {
