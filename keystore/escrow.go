@@ -55,6 +55,11 @@ type EscrowKEK interface {
 	Wrap(ctx context.Context, dek []byte, b hsm.Binding) (hsm.Wrapped, error)
 	Unwrap(ctx context.Context, w hsm.Wrapped, b hsm.Binding) ([]byte, error)
 	CurrentKEK(ctx context.Context) (uint32, error)
+	// KEKs, RotateKEK and RetireKEK manage the escrow's own KEK versions
+	// (EscrowKEKs, RotateEscrowKEK, RetireEscrowKEK).
+	KEKs(ctx context.Context) ([]hsm.KEKInfo, error)
+	RotateKEK(ctx context.Context) (uint32, error)
+	RetireKEK(ctx context.Context, version uint32) error
 	RecordMAC(ctx context.Context, msg []byte) ([]byte, error)
 	VerifyRecordMAC(ctx context.Context, msg, mac []byte) error
 	Describe() hsm.Description
@@ -598,4 +603,94 @@ func (m *Manager) EscrowCoverage(ctx context.Context) (EscrowCoverage, error) {
 		}
 	}
 	return c, errors.Join(err, merr)
+}
+
+// errNoEscrow is returned by the escrow KEK operations without an escrow.
+var errNoEscrow = errors.New("keystore: no escrow provider is configured (SIDECRYPT_HSM_ESCROW)")
+
+// escrowUse counts escrow copies per escrow KEK version (only those made by
+// the configured escrow).
+func (m *Manager) escrowUse(ctx context.Context) (map[uint32]int, error) {
+	keys, err := m.listKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	use := map[uint32]int{}
+	for _, k := range keys {
+		for _, v := range k.Versions {
+			if e := v.Escrow; e != nil && e.Provider == m.escrowID {
+				use[e.KEKVersion]++
+			}
+		}
+	}
+	return use, nil
+}
+
+// EscrowKEKs lists the escrow provider's KEK versions with the escrow
+// copies each wraps, as KEKs does for the primary.
+func (m *Manager) EscrowKEKs(ctx context.Context) ([]KEKStatus, error) {
+	if m.escrow == nil {
+		return nil, errNoEscrow
+	}
+	infos, err := m.escrow.KEKs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: list escrow KEKs: %w", err)
+	}
+	current, err := m.escrow.CurrentKEK(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: current escrow KEK: %w", err)
+	}
+	use, err := m.escrowUse(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]KEKStatus, len(infos))
+	for i, info := range infos {
+		out[i] = KEKStatus{KEKInfo: info, DEKs: use[info.Version]}
+		out[i].Retirable = info.Version != current && info.State != "retired" && use[info.Version] == 0
+	}
+	return out, nil
+}
+
+// RotateEscrowKEK makes a new KEK version in the escrow provider; Rewrap
+// then moves every escrow copy under it.
+func (m *Manager) RotateEscrowKEK(ctx context.Context) (uint32, error) {
+	if m.escrow == nil {
+		return 0, errNoEscrow
+	}
+	v, err := m.escrow.RotateKEK(ctx)
+	if err != nil {
+		err = fmt.Errorf("keystore: rotate escrow KEK: %w", err)
+	}
+	return v, m.finish(ctx, "kek.rotate", "", v, "", map[string]string{"escrow": m.escrowID}, err)
+}
+
+// RetireEscrowKEK retires an old escrow KEK version, refusing (ErrKEKInUse)
+// while any escrow copy is still under it, or when it is current.
+func (m *Manager) RetireEscrowKEK(ctx context.Context, version uint32) error {
+	const action = "kek.retire"
+	details := map[string]string{"escrow": m.escrowID}
+	if m.escrow == nil {
+		return errNoEscrow
+	}
+	current, err := m.escrow.CurrentKEK(ctx)
+	if err != nil {
+		return m.finish(ctx, action, "", version, "", details, fmt.Errorf("keystore: current escrow KEK: %w", err))
+	}
+	if version == current {
+		err := fmt.Errorf("keystore: escrow KEK v%d: %w: it is the escrow's current KEK; rotate it first", version, ErrKEKInUse)
+		return m.finish(ctx, action, "", version, "", details, err)
+	}
+	use, err := m.escrowUse(ctx)
+	if err != nil {
+		return m.finish(ctx, action, "", version, "", details, err)
+	}
+	if n := use[version]; n > 0 {
+		err := fmt.Errorf("keystore: escrow KEK v%d: %w: it still wraps %d escrow copy(ies); run `sidecrypt keys rewrap` first", version, ErrKEKInUse, n)
+		return m.finish(ctx, action, "", version, "", details, err)
+	}
+	if err := m.escrow.RetireKEK(ctx, version); err != nil {
+		return m.finish(ctx, action, "", version, "", details, fmt.Errorf("keystore: retire escrow KEK v%d: %w", version, err))
+	}
+	return m.finish(ctx, action, "", version, "", details, nil)
 }

@@ -300,3 +300,33 @@ func mustList(t *testing.T, f *fixture, m *keystore.Manager) []*keystore.Key {
 	}
 	return ks
 }
+
+func TestEscrowKEKs(t *testing.T) {
+	f := newFixture(t)
+	escrow := keystoretest.NewFakeKEK()
+	f.m = f.escrowManager(t, f.kek, escrow)
+	f.create(t, "pii")
+	if err := f.m.RetireEscrowKEK(f.ctx, 1); !errors.Is(err, keystore.ErrKEKInUse) {
+		t.Fatalf("retire the current escrow KEK: %v", err)
+	}
+	if v, err := f.m.RotateEscrowKEK(f.ctx); err != nil || v != 2 {
+		t.Fatalf("RotateEscrowKEK = %d, %v", v, err)
+	}
+	if err := f.m.RetireEscrowKEK(f.ctx, 1); !errors.Is(err, keystore.ErrKEKInUse) {
+		t.Fatalf("retire an escrow KEK still in use: %v", err)
+	}
+	if _, err := f.m.Rewrap(f.ctx, keystore.RewrapOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := f.m.EscrowKEKs(f.ctx)
+	if err != nil || len(st) != 2 || st[0].DEKs != 0 || !st[0].Retirable || st[1].DEKs != 1 {
+		t.Fatalf("EscrowKEKs = %+v, %v", st, err)
+	}
+	if err := f.m.RetireEscrowKEK(f.ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	// The primary's KEKs are not the escrow's.
+	if st, _ := f.m.KEKs(f.ctx); len(st) != 1 || st[0].DEKs != 1 {
+		t.Errorf("primary KEKs = %+v", st)
+	}
+}

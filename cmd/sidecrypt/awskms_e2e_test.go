@@ -170,6 +170,31 @@ func TestRecoverSoftHSMTokenFromKMSEscrow(t *testing.T) {
 	}
 	s.proc.Stop()
 
+	// The escrow's own KEK rotates and retires like the primary's.
+	if out, err := sidecarCLI(s, "kek", "escrow", "retire", "--version", "1"); err == nil || !strings.Contains(out, "current") {
+		t.Fatalf("retiring the escrow's current KEK: %v\n%s", err, out)
+	}
+	if out := s.cli("kek", "escrow", "rotate"); !strings.Contains(out, "escrow KEK v2 is now current") {
+		t.Fatalf("kek escrow rotate:\n%s", out)
+	}
+	if out, err := sidecarCLI(s, "kek", "escrow", "retire", "--version", "1"); err == nil || !strings.Contains(out, "still wraps 4 escrow copy") {
+		t.Fatalf("retiring an escrow KEK still in use: %v\n%s", err, out)
+	}
+	s.cli("keys", "rewrap")
+	var esc struct {
+		Provider struct {
+			Kind string `json:"kind"`
+		} `json:"provider"`
+		KEKs []kekStatus `json:"keks"`
+	}
+	if err := json.Unmarshal([]byte(s.cli("kek", "escrow", "list", "--json")), &esc); err != nil {
+		t.Fatal(err)
+	}
+	if esc.Provider.Kind != "awskms" || len(esc.KEKs) != 2 || esc.KEKs[0].DEKs != 0 || esc.KEKs[1].DEKs != 4 || !esc.KEKs[0].Retirable {
+		t.Fatalf("kek escrow list after the re-wrap: %+v", esc)
+	}
+	s.cli("kek", "escrow", "retire", "--version", "1")
+
 	// The token is gone.
 	lost.Delete()
 	if out, err := sidecarCLI(s, "keys", "list"); err == nil {

@@ -55,6 +55,7 @@ func cmdKEK(a *app, args []string) int {
 		{"list", "list KEK versions and how many data keys each wraps", cmdKEKList},
 		{"rotate", "create a new KEK version in the HSM and make it current", cmdKEKRotate},
 		{"retire", "retire a KEK version that no data key uses any more", cmdKEKRetire},
+		{"escrow", "list, rotate and retire the escrow provider's KEK versions (SIDECRYPT_HSM_ESCROW)", cmdKEKEscrow},
 	}, args)
 }
 
