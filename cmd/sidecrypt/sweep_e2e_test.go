@@ -491,7 +491,8 @@ func TestSweepThroughAdminAPI(t *testing.T) {
 	const n = 600
 	legacy(t, db.URL, "clinic", n)
 
-	s.admin("POST", "/v1/sweeps", `{"collection":"clinic","rate":150}`, http.StatusAccepted)
+	// Pages of 2 s worth (120 documents): a pause lands at the next one.
+	s.admin("POST", "/v1/sweeps", `{"collection":"clinic","rate":60}`, http.StatusAccepted)
 	waitFor(t, "the background sweep to start", func() bool { return encryptedDocs(t, db.URL) >= 50 })
 	s.admin("POST", "/v1/sweeps/clinic/pause", `{}`, http.StatusOK)
 	var st map[string]any
