@@ -68,7 +68,11 @@ type invCollection struct {
 	Fields      []invField
 	Attachments invPolicy
 	DesignDocs  invPolicy
-	Views       []invView
+	// Policies: the datastore has attachments and design documents
+	// (CouchDB); the other profiles have neither, and their reports do
+	// not show the two policies.
+	Policies bool
+	Views    []invView
 	Coverage    []datastore.Coverage // from the profile; nil when it has none
 	Refused     []string             // when it has none: from the policies
 }
@@ -139,7 +143,8 @@ func (p *Plan) inventory(now time.Time) *inventory {
 		for _, c := range s.Collections {
 			ic := invCollection{Name: c.Name, Line: c.Line,
 				Attachments: invPolicy{Value: c.Attachments.String(), Open: c.Attachments == datastore.PolicyAllow},
-				DesignDocs:  invPolicy{Value: c.DesignDocs.String(), Open: c.DesignDocs == datastore.PolicyAllow}}
+				DesignDocs:  invPolicy{Value: c.DesignDocs.String(), Open: c.DesignDocs == datastore.PolicyAllow},
+				Policies:    s.Datastore != "elasticsearch" && s.Datastore != "rest"}
 			ic.Attachments.Means = "refused: a document with attachments, or an attachment, is not forwarded"
 			if ic.Attachments.Open {
 				ic.Attachments.Means = "allowed: attachments pass opaque and UNPROTECTED (the sidecar cannot see into them)"
@@ -289,8 +294,10 @@ func (inv *inventory) markdown() string {
 			}
 			b.WriteByte('\n')
 		}
-		fmt.Fprintf(&b, "- Attachments: **%s**: %s\n", c.Attachments.Value, c.Attachments.Means)
-		fmt.Fprintf(&b, "- Design documents: **%s**: %s\n", c.DesignDocs.Value, c.DesignDocs.Means)
+		if c.Policies {
+			fmt.Fprintf(&b, "- Attachments: **%s**: %s\n", c.Attachments.Value, c.Attachments.Means)
+			fmt.Fprintf(&b, "- Design documents: **%s**: %s\n", c.DesignDocs.Value, c.DesignDocs.Means)
+		}
 		for _, v := range c.Views {
 			fmt.Fprintf(&b, "- View %s: key %s\n", mdCode(v.Name), mdCode(v.Key))
 		}
@@ -402,8 +409,8 @@ table.meta th{width:16em}
 <p>No protected fields.</p>
 {{- end}}
 <ul class="policies">
-<li class="{{if .Attachments.Open}}open{{end}}">Attachments: <span class="badge {{.Attachments.Value}}">{{.Attachments.Value}}</span> {{.Attachments.Means}}</li>
-<li class="{{if .DesignDocs.Open}}open{{end}}">Design documents: <span class="badge {{.DesignDocs.Value}}">{{.DesignDocs.Value}}</span> {{.DesignDocs.Means}}</li>
+{{if .Policies}}<li class="{{if .Attachments.Open}}open{{end}}">Attachments: <span class="badge {{.Attachments.Value}}">{{.Attachments.Value}}</span> {{.Attachments.Means}}</li>
+<li class="{{if .DesignDocs.Open}}open{{end}}">Design documents: <span class="badge {{.DesignDocs.Value}}">{{.DesignDocs.Value}}</span> {{.DesignDocs.Means}}</li>{{end}}
 {{- range .Views}}
 <li>View <code>{{.Name}}</code>: key <code>{{.Key}}</code></li>
 {{- end}}
