@@ -1,8 +1,10 @@
 package doctest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -10,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -339,7 +342,6 @@ func (s *session) bash(script, stdin string) (string, int) {
 	var cmd *exec.Cmd
 	if stdin != "" {
 		cmd = exec.CommandContext(ctx, "script", "-qefc", "bash --noprofile --norc "+file, "/dev/null")
-		cmd.Stdin = strings.NewReader(stdin + "\n")
 	} else {
 		cmd = exec.CommandContext(ctx, "bash", "--noprofile", "--norc", file)
 	}
@@ -347,7 +349,13 @@ func (s *session) bash(script, stdin string) (string, int) {
 	cmd.Dir = s.work
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.WaitDelay = 5 * time.Second
-	out, err := cmd.CombinedOutput()
+	var out []byte
+	var err error
+	if stdin != "" {
+		out, err = typeAtPrompt(cmd, stdin)
+	} else {
+		out, err = cmd.CombinedOutput()
+	}
 	code := 0
 	if err != nil {
 		code = -1
@@ -359,6 +367,61 @@ func (s *session) bash(script, stdin string) (string, int) {
 		}
 	}
 	return strings.ReplaceAll(string(out), "\r\n", "\n"), code
+}
+
+// typeAtPrompt runs cmd (on a terminal, through script(1)) and types text
+// and Enter once the output stops at a prompt (a line ending in ": " or
+// "? "), as a person would; the terminal's echo then shows it after the
+// prompt, as in the docs.
+func typeAtPrompt(cmd *exec.Cmd, text string) ([]byte, error) {
+	var out lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	typed := false
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			in.Close()
+			return out.bytes(), err
+		case <-tick.C:
+			if typed {
+				continue
+			}
+			b := out.bytes()
+			last := b[bytes.LastIndexByte(b, '\n')+1:]
+			if bytes.HasSuffix(last, []byte(": ")) || bytes.HasSuffix(last, []byte("? ")) {
+				io.WriteString(in, text+"\n")
+				typed = true
+			}
+		}
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) bytes() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return bytes.Clone(l.b.Bytes())
 }
 
 func (s *session) stopBackground() {
