@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"encoding/json"
+	"mime"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -196,4 +197,49 @@ func FuzzParseCoding(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestPlainMediaType checks the fast path of strictRequest against
+// mime.ParseMediaType: whenever it says "plain", ParseMediaType accepts
+// the value and finds no parameter.
+func TestPlainMediaType(t *testing.T) {
+	for _, ct := range []string{
+		"application/json", " application/json ", "APPLICATION/JSON", "text/plain", "application",
+		"application/", "/json", "application/json/x", "application/json;charset=latin1",
+		"application/json; charset=utf-8", "appli cation/json", "application/js\"on", "application/jsön",
+		"application/json\t", "\tapplication/json", "a/b", "a@b/c", "", " ", "application/vnd.api+json",
+		"application/json\x00", "application/json\x7f", "application/\u00a0json",
+	} {
+		plain := plainMediaType(ct)
+		_, params, err := mime.ParseMediaType(ct)
+		if plain && (err != nil || len(params) > 0) {
+			t.Errorf("plainMediaType(%q) = true, but ParseMediaType: %v %v", ct, params, err)
+		}
+		if !plain && err == nil && len(params) == 0 && !strings.ContainsAny(ct, ";") && isASCII(ct) {
+			t.Errorf("plainMediaType(%q) = false, but ParseMediaType accepts it without parameters", ct)
+		}
+	}
+}
+
+func FuzzPlainMediaType(f *testing.F) {
+	for _, s := range []string{"application/json", "text/plain;charset=utf-8", "a/b/c", " x/y "} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, ct string) {
+		if !plainMediaType(ct) {
+			return
+		}
+		if _, params, err := mime.ParseMediaType(ct); err != nil || len(params) > 0 {
+			t.Fatalf("plainMediaType(%q) = true, but ParseMediaType: %v %v", ct, params, err)
+		}
+	})
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }

@@ -242,6 +242,8 @@ type exchange struct {
 	// dest is a forward-mode request's checked destination; nil in
 	// reverse mode.
 	dest *destination
+	// keys is the request's view of Proxy.keys (keys.go), for sealing.
+	keys requestKeys
 }
 
 type exchangeKey struct{}
@@ -256,6 +258,7 @@ func exchangeFrom(ctx context.Context) *exchange {
 // the response.
 func (p *Proxy) pipeline(w http.ResponseWriter, r *http.Request, m mode, host string, target *url.URL) {
 	ex := &exchange{mode: m, target: target, start: time.Now()}
+	ex.keys.Keyring = p.keys
 	defer p.finish(w, r, ex)
 	ex.plan = p.rules.Current()
 
@@ -534,6 +537,11 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	}
 	if ex.decrypt {
 		limitAcceptEncoding(pr.Out.Header)
+	}
+	if ex.body != nil {
+		// The body is in memory (setBody, readSmallBody): nothing to
+		// wait for a 100 Continue about.
+		delete(pr.Out.Header, "Expect")
 	}
 	ex.sent = time.Now()
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"unsafe"
 
 	"github.com/sidecrypt/sidecrypt/fieldcrypt"
@@ -49,7 +48,7 @@ func (p *Proxy) protect(r *http.Request, ex *exchange) *refusal {
 	// reads that name no protected parameter keep working in an outage.
 	if needBody {
 		for _, name := range route.Keys {
-			if _, err := p.keys.SealKey(ctx, name); err != nil {
+			if _, err := ex.keys.SealKey(ctx, name); err != nil {
 				return p.keyRefusal(ctx, name, err)
 			}
 		}
@@ -57,7 +56,7 @@ func (p *Proxy) protect(r *http.Request, ex *exchange) *refusal {
 
 	if needQuery {
 		counts := make(map[string]int, len(route.Query))
-		q, ref := sealQuery(ctx, r.URL.RawQuery, route.Query, p.keys, counts)
+		q, ref := sealQuery(ctx, r.URL.RawQuery, route.Query, &ex.keys, counts)
 		if ref != nil {
 			return ref
 		}
@@ -121,7 +120,7 @@ func (p *Proxy) sealBody(ctx context.Context, r *http.Request, ex *exchange, c c
 	}
 	// The operator's depth limit (SIDECRYPT_MAX_DEPTH) applies in the same
 	// pass as the encryption.
-	sealed, rep, err := ex.route.Body.EncryptBytes(ctx, plain, p.keys, &p.encOpts)
+	sealed, rep, err := ex.route.Body.EncryptBytes(ctx, plain, &ex.keys, &p.encOpts)
 	if err != nil {
 		return nil, p.encryptRefusal(ctx, ex, err)
 	}
@@ -144,8 +143,12 @@ func (p *Proxy) sealBody(ctx context.Context, r *http.Request, ex *exchange, c c
 }
 
 // setBody replaces r's body by b and fixes the framing: a fixed
-// Content-Length, no chunking, no Expect (the body is already here; making
-// the upstream confirm it first would only add a round trip).
+// Content-Length and no chunking. The outgoing request also loses its
+// Expect header (rewrite drops it when the exchange's body is in memory:
+// the body is already here, and making the upstream confirm it first
+// would only add a round trip). r's header is left as it is: it is the
+// client's, shared with the server's request, and the Transport writes
+// Content-Length from r.ContentLength, never from the header.
 func setBody(r *http.Request, b []byte) {
 	if len(b) == 0 {
 		r.Body = http.NoBody
@@ -156,10 +159,6 @@ func setBody(r *http.Request, b []byte) {
 	}
 	r.ContentLength = int64(len(b))
 	r.TransferEncoding = nil
-	h := r.Header.Clone()
-	h.Del("Expect")
-	h.Set("Content-Length", strconv.Itoa(len(b)))
-	r.Header = h
 }
 
 // encryptRefusal maps an error of the body transformer to a refusal. The

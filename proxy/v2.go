@@ -92,13 +92,13 @@ func (p *Proxy) protectV2(r *http.Request, ex *exchange) *refusal {
 	// request is refused before the client sends it.
 	if body == datastore.BodyEncrypt || body == datastore.BodyTransform || body == datastore.BodyNDJSON {
 		for _, name := range op.Keys {
-			if _, err := p.keys.SealKey(ctx, name); err != nil {
+			if _, err := ex.keys.SealKey(ctx, name); err != nil {
 				return p.keyRefusal(ctx, name, err)
 			}
 		}
 	}
 	if op.Query != nil && r.URL.RawQuery != "" {
-		q, err := op.Query(ctx, r.URL.RawQuery, p.keys)
+		q, err := op.Query(ctx, r.URL.RawQuery, &ex.keys)
 		if err != nil {
 			return p.transformRefusal(ctx, ex, err, refBadQuery)
 		}
@@ -194,7 +194,7 @@ func (p *Proxy) rewriteBodyV2(ctx context.Context, r *http.Request, ex *exchange
 			}
 			plain = kept
 		}
-		sealed, rep, err := op.Encryptor.EncryptBytes(ctx, plain, p.keys, &p.encOpts)
+		sealed, rep, err := op.Encryptor.EncryptBytes(ctx, plain, &ex.keys, &p.encOpts)
 		if err != nil {
 			return nil, p.transformRefusal(ctx, ex, err, refInvalidJSON)
 		}
@@ -208,7 +208,7 @@ func (p *Proxy) rewriteBodyV2(ctx context.Context, r *http.Request, ex *exchange
 		if _, _, err := jsonValidator.EncryptBytes(ctx, plain, p.keys, &p.encOpts); err != nil {
 			return nil, p.transformRefusal(ctx, ex, err, refInvalidJSON)
 		}
-		t, err := op.Transform(ctx, plain, p.keys)
+		t, err := op.Transform(ctx, plain, &ex.keys)
 		if err != nil {
 			return nil, p.transformRefusal(ctx, ex, err, refInvalidJSON)
 		}
@@ -320,7 +320,7 @@ func strictRequest(r *http.Request) *refusal {
 	if len(cts) > 1 {
 		return refContentType
 	}
-	if len(cts) == 1 && strings.TrimSpace(cts[0]) != "" {
+	if len(cts) == 1 && strings.TrimSpace(cts[0]) != "" && !plainMediaType(cts[0]) {
 		_, params, err := mime.ParseMediaType(cts[0])
 		if err != nil {
 			return refContentType
@@ -332,6 +332,41 @@ func strictRequest(r *http.Request) *refusal {
 		}
 	}
 	return nil
+}
+
+// plainMediaType reports whether ct is an ASCII media type without
+// parameters that mime.ParseMediaType accepts ("application/json"): a
+// token, optionally "/" and a second token, between ASCII white space.
+// Such a value has no charset to check, and the common case skips
+// ParseMediaType, which allocates a map per call. Anything else (a ';',
+// a non-ASCII byte, a malformed type) goes through ParseMediaType.
+func plainMediaType(ct string) bool {
+	for i := 0; i < len(ct); i++ {
+		if c := ct[i]; c >= 0x80 || c == ';' {
+			return false
+		}
+	}
+	s := strings.TrimSpace(ct)
+	typ := len(s) - len(strings.TrimLeftFunc(s, isTokenRune))
+	if typ == 0 {
+		return false
+	}
+	rest := s[typ:]
+	if rest == "" {
+		return true
+	}
+	if rest[0] != '/' {
+		return false
+	}
+	rest = rest[1:]
+	sub := len(rest) - len(strings.TrimLeftFunc(rest, isTokenRune))
+	return sub > 0 && sub == len(rest)
+}
+
+// isTokenRune is mime's isTokenChar: a visible ASCII character that is
+// not a tspecial (RFC 2045 section 5.1).
+func isTokenRune(r rune) bool {
+	return r > 0x20 && r < 0x7f && !strings.ContainsRune(`()<>@,;:\"/[]?=`, r)
 }
 
 // queryHasName reports whether the raw query has a parameter called name,

@@ -70,11 +70,32 @@ func (p *Profile) Classify(r *datastore.Request) *datastore.Operation {
 
 func multipart(r *datastore.Request) bool {
 	for _, ct := range r.Header.Values("Content-Type") {
+		if !mayBeMultipart(ct) {
+			continue // the common case, without ParseMediaType's map
+		}
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil {
 			mt = strings.ToLower(strings.TrimSpace(ct))
 		}
 		if strings.HasPrefix(mt, "multipart/") {
+			return true
+		}
+	}
+	return false
+}
+
+// mayBeMultipart is false when ct cannot be read as a multipart type by
+// multipart: it is ASCII and holds no "multipart/" in any case. (A
+// non-ASCII byte could lower-case to an ASCII letter: the Kelvin sign is
+// "k" to strings.ToLower.)
+func mayBeMultipart(ct string) bool {
+	for i := 0; i < len(ct); i++ {
+		if ct[i] >= 0x80 {
+			return true
+		}
+	}
+	for i := 0; i+len("multipart/") <= len(ct); i++ {
+		if strings.EqualFold(ct[i:i+len("multipart/")], "multipart/") {
 			return true
 		}
 	}

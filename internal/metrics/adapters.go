@@ -9,10 +9,15 @@ import (
 	"github.com/sidecrypt/sidecrypt/proxy"
 )
 
-// ProxyObserver returns the proxy.Observer that feeds m.
-func (m *Metrics) ProxyObserver() proxy.Observer { return proxyObserver{m} }
+// ProxyObserver returns the proxy.Observer that feeds m. It keeps the
+// series it has used (observer_cache.go), so that a request costs no
+// label lookup.
+func (m *Metrics) ProxyObserver() proxy.Observer { return proxyObserver{m, newSeriesCache(m)} }
 
-type proxyObserver struct{ m *Metrics }
+type proxyObserver struct {
+	m *Metrics
+	c *seriesCache
+}
 
 // routeLabel names requests that matched no route "-", so that the label
 // is never empty (empty label values are easy to miss in queries).
@@ -24,23 +29,20 @@ func routeLabel(route string) string {
 }
 
 func (o proxyObserver) Request(route, outcome string, _ int, d time.Duration) {
-	route = routeLabel(route)
-	o.m.Requests.WithLabelValues(route, outcome).Inc()
-	o.m.RequestDuration.WithLabelValues(route).Observe(d.Seconds())
+	s := o.c.route(o.m, routeLabel(route))
+	if i := outcomeIndex(outcome); i >= 0 {
+		s.requests[i].Inc()
+	} else {
+		o.m.Requests.WithLabelValues(routeLabel(route), outcome).Inc()
+	}
+	s.duration.Observe(d.Seconds())
 }
 
 func (o proxyObserver) Refused(_, code string) { o.m.Refusals.WithLabelValues(code).Inc() }
 
 func (o proxyObserver) Fields(action, key string, n int) {
-	switch action {
-	case proxy.FieldEncrypted:
-		o.m.Fields.WithLabelValues(key, "encrypt").Add(float64(n))
-	case proxy.FieldDecrypted:
-		o.m.Fields.WithLabelValues(key, "decrypt").Add(float64(n))
-	case proxy.FieldMasked:
-		o.m.Fields.WithLabelValues(key, "mask").Add(float64(n))
-	case proxy.FieldOpenFailed:
-		o.m.OpenFailures.WithLabelValues(key).Add(float64(n))
+	if s := o.c.field(o.m, key, action); s != nil {
+		s.Add(float64(n))
 	}
 }
 
@@ -49,7 +51,14 @@ func (o proxyObserver) UpstreamLatency(_ string, d time.Duration) {
 }
 
 func (o proxyObserver) Bytes(_, direction string, n int64) {
-	o.m.BodyBytes.WithLabelValues(direction).Add(float64(n))
+	switch direction {
+	case proxy.DirectionRequest:
+		o.c.bytes[0].Add(float64(n))
+	case proxy.DirectionResponse:
+		o.c.bytes[1].Add(float64(n))
+	default:
+		o.m.BodyBytes.WithLabelValues(direction).Add(float64(n))
+	}
 }
 
 var _ proxy.Observer = proxyObserver{}
