@@ -44,7 +44,7 @@ type Provider interface {
 	// never leaves the provider, for the integrity of keystore records.
 	// PKCS#11: a non-extractable generic secret "<object>-records",
 	// created on first use; software: derived from the file's sealed
-	// master secret (docs/HSM.md).
+	// master secret (docs/KEK.md).
 	RecordMAC(ctx context.Context, msg []byte) ([]byte, error)
 	// VerifyRecordMAC returns nil if mac is RecordMAC(msg), compared in
 	// constant time, and an error wrapping ErrRecordMAC otherwise.

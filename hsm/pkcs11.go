@@ -213,7 +213,7 @@ func openPKCS11(ctx context.Context, cfg pkcs11Config, opts Options, log *slog.L
 func (p *pkcs11Provider) checkMechanism() error {
 	info, err := p.mod.ctx.GetMechanismInfo(p.slot, p.mech)
 	if isRV(err, pkcs11.CKR_MECHANISM_INVALID) {
-		return fmt.Errorf("%w: the token does not support wrap-mechanism=%s (mechanism 0x%X); see docs/HSM.md for vendor mechanism codes", ErrConfig, p.cfg.Mechanism.name, p.cfg.Mechanism.code)
+		return fmt.Errorf("%w: the token does not support wrap-mechanism=%s (mechanism 0x%X); see docs/KEK.md for vendor mechanism codes", ErrConfig, p.cfg.Mechanism.name, p.cfg.Mechanism.code)
 	}
 	if err != nil {
 		return err

@@ -114,7 +114,7 @@ func (d *demo) run(keep bool) error {
 		"SIDECRYPT_UPSTREAM="+db, "SIDECRYPT_LISTEN="+proxyAddr, "SIDECRYPT_ADMIN_LISTEN="+adminAddr,
 		"SIDECRYPT_RULES="+d.rules, "SIDECRYPT_KEYSTORE="+filepath.Join(d.dir, "data", "keys.db"),
 		// The software KEK provider is for development; a real deployment
-		// points SIDECRYPT_HSM at an HSM (docs/HSM.md).
+		// points SIDECRYPT_HSM at an HSM (docs/KEK.md).
 		"SIDECRYPT_MASTER_PASSPHRASE=demo passphrase - development only",
 		"SIDECRYPT_LOG_LEVEL=warn")
 	d.say("2. keys       software KEK provider (development only), keystore %s", filepath.Join(d.dir, "data"))
