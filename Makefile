@@ -45,9 +45,12 @@ demo: build
 	scripts/deps.sh demo
 	$(BIN) demo
 
+# gofmt, go vet, and go.mod/go.sum exactly as go mod tidy leaves them (a
+# direct dependency marked indirect, or a missing go.sum line, fails).
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@$(GO) mod tidy -diff || { echo "go.mod or go.sum is not tidy: run go mod tidy"; exit 1; }
 
 clean:
 	rm -rf bin

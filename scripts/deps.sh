@@ -5,6 +5,10 @@
 #   etcd-server   (apt)  the shared keystore for the multi-sidecar tests
 #   nginx         (apt)  the plain reverse proxy the load test compares with
 #   chromium      (apt)  the headless browser that renders `rules report` HTML
+#   systemd       (apt)  systemd-analyze verify, for the example unit (no
+#                        running systemd needed)
+#   zsh           (apt)  the zsh completion script's test
+#   curl          (apt)  the requests the docs show (internal/doctest)
 #   pouchdb-server (npm) the CouchDB-API datastore of the end-to-end tests,
 #                        pinned in scripts/pouchdb, installed into .deps/
 #                        with json-server (the REST store of the rest
@@ -22,7 +26,7 @@ need_apt=()
 have() { command -v "$1" >/dev/null 2>&1; }
 
 case $what in
-  all|test) want_apt=(softhsm2:softhsm2-util etcd-server:etcd nginx-light:nginx chromium:chromium) ;;
+  all|test) want_apt=(softhsm2:softhsm2-util etcd-server:etcd nginx-light:nginx chromium:chromium systemd:systemd-analyze zsh:zsh curl:curl) ;;
   bench)    want_apt=(softhsm2:softhsm2-util nginx-light:nginx) ;;
   demo)     want_apt=() ;;
   *) echo "usage: $0 [all|test|demo|bench]" >&2; exit 2 ;;

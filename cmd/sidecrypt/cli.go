@@ -53,6 +53,7 @@ func commands() []command {
 		{"ca", "manage the forward-mode interception CA: init, show", cmdCA},
 		{"loadtest", "measure throughput and latency against direct and plain-proxy baselines", cmdLoadtest},
 		{"demo", "run the demo: a datastore, the sidecar in front of it, a few records (make demo)", cmdDemo},
+		{"healthcheck", "ask the sidecar on this host whether it is up (--ready: ready); the image's HEALTHCHECK", cmdHealthcheck},
 		{"completion", "print a shell completion script: bash, zsh, fish", cmdCompletion},
 		{"version", "print the version (also: sidecrypt --version)", cmdVersion},
 	}

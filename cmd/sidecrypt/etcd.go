@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path/filepath"
+	"syscall"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -47,7 +49,7 @@ func openRuleSource(ctx context.Context, cfg config.Config, store keystore.Store
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		return src, admin.FileRulesWriter(cfg.Rules), func() {}, nil
+		return src, fileRulesWriter(cfg.Rules, log), func() {}, nil
 	}
 	cli, key, closeCli, err := etcdRulesClient(cfg, store)
 	if err != nil {
@@ -124,4 +126,18 @@ func runWhileLeader(el *election.Elector, run func(context.Context) error) func(
 	return func(ctx context.Context) error {
 		return el.Run(ctx, func(ctx context.Context) { _ = run(ctx) })
 	}
+}
+
+// fileRulesWriter is what PUT /v1/rules writes through: the rule file
+// itself, unless its directory is not writable (a Kubernetes ConfigMap is
+// a read-only mount). Then the API's rule changes are off (409), since the
+// file's real source (the ConfigMap, and the review in front of it) would
+// overwrite them anyway, and serve says so once at start.
+func fileRulesWriter(path string, log *slog.Logger) admin.RulesWriter {
+	if err := syscall.Access(filepath.Dir(path), 2 /* W_OK */); err != nil {
+		log.Info("rules: the rule file's directory is not writable (a read-only mount, such as a Kubernetes ConfigMap): PUT /v1/rules is off; change the rules where the file comes from",
+			"rules", path, "err", err)
+		return nil
+	}
+	return admin.FileRulesWriter(path)
 }

@@ -18,6 +18,9 @@
 //	<!-- doctest: file NAME -->      write the block (any language) to NAME
 //	<!-- doctest: output COMMAND --> run COMMAND and compare its output with
 //	                                 the block (a plain ``` block of output)
+//	<!-- doctest: is PATH -->        the block is the repository file PATH,
+//	                                 byte for byte (examples/deploy/...,
+//	                                 which deploy_test.go checks)
 //
 // A marker may carry options after run, separated by ";":
 //

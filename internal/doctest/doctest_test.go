@@ -36,10 +36,18 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		sidecryptBin = filepath.Join(dir, "sidecrypt")
-		build := exec.Command("go", "build", "-o", sidecryptBin, "./cmd/sidecrypt")
+		// The Dockerfile's own build command (deploy_test.go), so that
+		// every run checks it without a Docker engine.
+		line, err := dockerBuildCommand()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "doctest:", err)
+			return 1
+		}
+		line = strings.ReplaceAll(strings.ReplaceAll(line, "/out/sidecrypt", sidecryptBin), "${VERSION}", "doctest")
+		build := exec.Command("sh", "-c", line)
 		build.Dir = testenv.RepoRoot()
 		if out, err := build.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "doctest: go build ./cmd/sidecrypt: %v\n%s", err, out)
+			fmt.Fprintf(os.Stderr, "doctest: the Dockerfile's build command %q: %v\n%s", line, err, out)
 			return 1
 		}
 		return m.Run()
@@ -151,12 +159,12 @@ func parseMarker(s string) (*marker, error) {
 		if mk.arg == "" {
 			return nil, fmt.Errorf("doctest: skip needs a reason")
 		}
-	case "file", "output":
+	case "file", "output", "is":
 		if mk.arg == "" {
 			return nil, fmt.Errorf("doctest: %s needs an argument", kind)
 		}
 	default:
-		return nil, fmt.Errorf("doctest: unknown marker %q (want run, skip, file, output or setup)", kind)
+		return nil, fmt.Errorf("doctest: unknown marker %q (want run, skip, file, is, output or setup)", kind)
 	}
 	for _, opt := range parts[1:] {
 		name, val, _ := strings.Cut(strings.TrimSpace(opt), " ")
@@ -729,6 +737,14 @@ func TestDocs(t *testing.T) {
 					t.Logf("%s: skipped: %s", b.where(), b.marker.arg)
 				case "file":
 					s.writeFile(b)
+				case "is":
+					want, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), b.marker.arg))
+					if err != nil {
+						t.Fatalf("%s: %v", b.where(), err)
+					}
+					if got := strings.Join(b.body, "\n") + "\n"; got != string(want) {
+						t.Errorf("%s: the block is not %s as it is; show the file whole (copy it in)", b.where(), b.marker.arg)
+					}
 				case "setup":
 					s.runSh(b)
 				case "output":
