@@ -52,9 +52,12 @@ const (
 
 	// GCMMessageLimit is how many values one key version may seal in
 	// random mode, across all processes, before it must be rotated (NIST
-	// SP 800-38D, 8.3). The key cache's per-entry usage limit only bounds
-	// one process's share; the rotation schedule must bound the total.
-	// Tokens of both formats count against it: they share the subkey.
+	// SP 800-38D, 8.3). Tokens of both formats count against it: they
+	// share the subkey. What enforces it is the keystore's shared seal
+	// counter per version, which rotates a key at keystore.DefaultSealLimit
+	// (2^30, a quarter of this, for margin) or SIDECRYPT_SEAL_LIMIT, never
+	// above this; the key cache's per-entry usage limit only bounds one
+	// cached copy's share.
 	GCMMessageLimit = 1 << 32
 
 	// maxHeaderSize is the largest header (format 1, a 64-byte key name).

@@ -88,7 +88,8 @@ func openAdmin(cfg config.Config, env *keyEnv, src ruleSource, rw admin.RulesWri
 		Principals: principals, Token: cfg.AdminToken.Reveal(), AllowedHosts: cfg.AdminHosts,
 		ApprovalsFile: cfg.AdminApprovals, ApprovalTTL: cfg.AdminApprovalTTL,
 		PingStore: env.store.Ping, PingHSM: env.provider.Ping, CachedEnough: cache.Cached, PingUpstream: pingUpstream,
-		Logger: log,
+		DefaultCryptoperiod: cfg.DefaultCryptoperiod,
+		Logger:              log,
 	})
 	if err != nil {
 		p.close()

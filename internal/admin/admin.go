@@ -131,6 +131,10 @@ type Config struct {
 	PingStore    func(ctx context.Context) error
 	PingHSM      func(ctx context.Context) error
 	CachedEnough func(keys []string) bool
+	// DefaultCryptoperiod is the cryptoperiod of a key created without
+	// one (SIDECRYPT_DEFAULT_CRYPTOPERIOD), as with `sidecrypt keys
+	// create`; "cryptoperiod": "0" asks for none.
+	DefaultCryptoperiod time.Duration
 	// PingUpstream reports whether the datastore answered its last probe
 	// (reverse mode); nil leaves the check out.
 	PingUpstream func(ctx context.Context) error
@@ -387,7 +391,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) error {
 	if err := readJSON(r, &req); err != nil {
 		return err
 	}
-	var period time.Duration
+	period := s.c.DefaultCryptoperiod
 	if req.Cryptoperiod != "" {
 		var err error
 		if period, err = ParsePeriod(req.Cryptoperiod); err != nil {

@@ -73,6 +73,7 @@ type fixtureOpts struct {
 	noPrincipals  bool
 	approvalsFile string
 	allowedHosts  []string
+	cryptoperiod  time.Duration
 }
 
 func newFixture(t *testing.T, o fixtureOpts) *fixture {
@@ -114,7 +115,8 @@ func newFixture(t *testing.T, o fixtureOpts) *fixture {
 		Rewrap: scheduler.New(f.manager, scheduler.Options{}), Recorder: f.rec, Signer: f.kek,
 		Principals: principals, Token: o.legacyToken, AllowedHosts: o.allowedHosts,
 		ApprovalsFile: o.approvalsFile, ApprovalTTL: time.Hour, Now: f.clock,
-		PingStore: store.Ping,
+		DefaultCryptoperiod: o.cryptoperiod,
+		PingStore:           store.Ping,
 		PingHSM: func(context.Context) error {
 			if f.hsmDown {
 				return hsm.ErrUnavailable
