@@ -102,10 +102,10 @@ func TestEndToEndDirectAndNginx(t *testing.T) {
 		t.Fatal(err)
 	}
 	html := page.String()
-	if n := strings.Count(html, "<svg"); n != 3 {
-		t.Errorf("report has %d SVG charts, want 3", n)
+	if n := strings.Count(html, "<svg"); n != 4 {
+		t.Errorf("report has %d SVG charts, want 4", n)
 	}
-	for _, want := range []string{"<polyline", "direct", "nginx", "sidecrypt loadtest --test", res.Machine.CPUModel, "p99.9", "Latency over time", "Latency by percentile"} {
+	for _, want := range []string{"<polyline", "direct", "nginx", "sidecrypt loadtest --test", res.Machine.CPUModel, "p99.9", "Latency over time", "Latency by percentile", "Throughput over time", "coordinated omission"} {
 		if !strings.Contains(html, want) {
 			t.Errorf("report lacks %q", want)
 		}

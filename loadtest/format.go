@@ -93,7 +93,7 @@ func (r *Result) Summary() string {
 // WriteText writes the human-readable table.
 func (r *Result) WriteText(w io.Writer) error {
 	fmt.Fprintf(w, "sidecrypt loadtest: %s\n", r.Summary())
-	fmt.Fprintf(w, "machine: %d CPUs (%s), GOMAXPROCS %d, %s\n", r.Machine.NumCPU, r.Machine.CPUModel, r.Machine.GOMAXPROCS, r.Machine.GoVersion)
+	fmt.Fprintf(w, "machine: %s\n", r.Machine)
 	if c := r.Calibration; c != nil {
 		fmt.Fprintf(w, "calibration: %s did %s req/s closed-loop in %.1fs; rate = %v%% of that\n", c.Target, formatRate(c.Throughput), c.Seconds, c.Percent)
 	}
@@ -133,11 +133,24 @@ func (r *Result) WriteText(w io.Writer) error {
 				q.Target, q.Baseline, q.Throughput*100, q.P99, float64(q.P99AddedMicros)/1000)
 		}
 	}
+	spreadHeader := false
+	for i := range r.Targets {
+		if sp, ok := r.Targets[i].RoundSpread(); ok {
+			if !spreadHeader {
+				fmt.Fprintln(w, "\nthroughput by round (how much to trust the ratios):")
+				spreadHeader = true
+			}
+			fmt.Fprintf(w, "  %-22s %s\n", r.Targets[i].Name, sp)
+		}
+	}
 	for _, s := range r.Skipped {
 		fmt.Fprintf(w, "skipped %s: %s\n", s.Target, s.Reason)
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
+	}
+	if c := r.latencyCaveat(); c != "" {
+		fmt.Fprintf(w, "latency caveat: %s\n", c)
 	}
 	if r.Interrupted {
 		fmt.Fprintln(w, "interrupted: the numbers cover the rounds measured before the stop")
@@ -242,12 +255,12 @@ func (r *Result) WriteMarkdown(w io.Writer) error {
 	if docs {
 		fmt.Fprint(w, " docs/s |")
 	}
-	fmt.Fprintln(w, " p50 | p90 | p99 | p99.9 | max | CPU s/1k req: proxy | upstream | load generator | errors |")
+	fmt.Fprintln(w, " p50 | p90 | p99 | p99.9 | max | CPU s/1k req: proxy | upstream | load generator | errors | req/s by round: min–max (CV) |")
 	fmt.Fprint(w, "|---|---:|")
 	if docs {
 		fmt.Fprint(w, "---:|")
 	}
-	fmt.Fprintln(w, "---:|---:|---:|---:|---:|---:|---:|---:|---|")
+	fmt.Fprintln(w, "---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
 	for i := range r.Targets {
 		t := &r.Targets[i]
 		l := t.Latency
@@ -255,9 +268,9 @@ func (r *Result) WriteMarkdown(w io.Writer) error {
 		if docs {
 			fmt.Fprintf(w, " %s |", formatRate(t.DocsPerSecond))
 		}
-		fmt.Fprintf(w, " %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+		fmt.Fprintf(w, " %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			FormatMicros(l.P50), FormatMicros(l.P90), FormatMicros(l.P99), FormatMicros(l.P999), FormatMicros(l.Max),
-			formatCPU(t, "proxy"), formatCPU(t, "upstream"), formatCPU(t, "loadgen"), formatErrors(t))
+			formatCPU(t, "proxy"), formatCPU(t, "upstream"), formatCPU(t, "loadgen"), formatErrors(t), spreadOf(t))
 	}
 	if len(r.Ratios) > 0 {
 		fmt.Fprintln(w, "\n| ratio | throughput | p99 | p99 added |")
@@ -277,6 +290,10 @@ func (r *Result) WriteMarkdown(w io.Writer) error {
 	for _, s := range r.Skipped {
 		fmt.Fprintf(w, "- skipped %s: %s\n", s.Target, s.Reason)
 	}
+	if c := r.latencyCaveat(); c != "" {
+		fmt.Fprintf(w, "\nLatency caveat: %s\n", c)
+	}
+	fmt.Fprintf(w, "\nMachine: %s.\n", r.Machine)
 	return nil
 }
 

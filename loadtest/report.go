@@ -220,15 +220,16 @@ func throughputSVG(targets []TargetResult) string {
 }
 
 var reportTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
-	"us":    FormatMicros,
-	"rate":  formatRate,
-	"cpu":   formatCPU,
-	"errs":  formatErrors,
-	"pct":   func(v float64) string { return fmt.Sprintf("%.1f%%", v*100) },
-	"ms":    func(us int64) string { return fmt.Sprintf("%+.3f ms", float64(us)/1000) },
-	"x":     func(v float64) string { return fmt.Sprintf("%.2fx", v) },
-	"date":  func(t time.Time) string { return t.Format("2006-01-02 15:04:05 MST") },
-	"color": colorOf,
+	"us":     FormatMicros,
+	"rate":   formatRate,
+	"cpu":    formatCPU,
+	"errs":   formatErrors,
+	"pct":    func(v float64) string { return fmt.Sprintf("%.1f%%", v*100) },
+	"ms":     func(us int64) string { return fmt.Sprintf("%+.3f ms", float64(us)/1000) },
+	"x":      func(v float64) string { return fmt.Sprintf("%.2fx", v) },
+	"date":   func(t time.Time) string { return t.Format("2006-01-02 15:04:05 MST") },
+	"color":  colorOf,
+	"spread": spreadOf,
 	"met": func(g Goal) string {
 		if g.Met == nil {
 			return "n/a"
@@ -259,15 +260,15 @@ svg{max-width:100%;height:auto}svg .grid{stroke:#e4e4e4}svg .frame{fill:none;str
 <table>
 <tr><th>date</th><td>{{date .R.Started}} ({{.Elapsed}})</td></tr>
 <tr><th>command</th><td><code>{{.Command}}</code></td></tr>
-<tr><th>machine</th><td>{{.R.Machine.NumCPU}} CPUs, {{.R.Machine.CPUModel}}; GOMAXPROCS {{.R.Machine.GOMAXPROCS}}; {{.R.Machine.OS}}/{{.R.Machine.Arch}}; {{.R.Machine.GoVersion}}</td></tr>
+<tr><th>machine</th><td>{{.R.Machine}}</td></tr>
 {{if .R.Settings.NginxWorkers}}<tr><th>nginx</th><td>{{.R.Settings.NginxWorkers}} worker processes (sidecrypt's GOMAXPROCS)</td></tr>{{end}}
 {{with .R.Calibration}}<tr><th>rate</th><td>{{.Percent}}% of the {{rate .Throughput}} req/s {{.Target}} reached closed-loop = {{rate .Rate}} req/s</td></tr>{{end}}
 </table>
 
 <h2>Results</h2>
 <table>
-<tr><th>target</th><th>req/s</th>{{if .Docs}}<th>docs/s</th>{{end}}<th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>CPU s/1k: proxy</th><th>upstream</th><th>load gen.</th><th>errors</th>{{if .Open}}<th>late</th>{{end}}</tr>
-{{range $i, $t := .R.Targets}}<tr><td><span class="swatch" style="background:{{color $t.Name}}"></span>{{$t.Name}}</td><td>{{rate $t.Throughput}}</td>{{if $.Docs}}<td>{{rate $t.DocsPerSecond}}</td>{{end}}<td>{{us $t.Latency.P50}}</td><td>{{us $t.Latency.P90}}</td><td>{{us $t.Latency.P99}}</td><td>{{us $t.Latency.P999}}</td><td>{{us $t.Latency.Max}}</td><td>{{cpu (index $.R.Targets $i) "proxy"}}</td><td>{{cpu (index $.R.Targets $i) "upstream"}}</td><td>{{cpu (index $.R.Targets $i) "loadgen"}}</td><td>{{errs (index $.R.Targets $i)}}</td>{{if $.Open}}<td>{{$t.Late}}</td>{{end}}</tr>
+<tr><th>target</th><th>req/s</th>{{if .Docs}}<th>docs/s</th>{{end}}<th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>CPU s/1k: proxy</th><th>upstream</th><th>load gen.</th><th>errors</th>{{if .Open}}<th>late</th>{{end}}<th>req/s by round: min–max (CV)</th></tr>
+{{range $i, $t := .R.Targets}}<tr><td><span class="swatch" style="background:{{color $t.Name}}"></span>{{$t.Name}}</td><td>{{rate $t.Throughput}}</td>{{if $.Docs}}<td>{{rate $t.DocsPerSecond}}</td>{{end}}<td>{{us $t.Latency.P50}}</td><td>{{us $t.Latency.P90}}</td><td>{{us $t.Latency.P99}}</td><td>{{us $t.Latency.P999}}</td><td>{{us $t.Latency.Max}}</td><td>{{cpu (index $.R.Targets $i) "proxy"}}</td><td>{{cpu (index $.R.Targets $i) "upstream"}}</td><td>{{cpu (index $.R.Targets $i) "loadgen"}}</td><td>{{errs (index $.R.Targets $i)}}</td>{{if $.Open}}<td>{{$t.Late}}</td>{{end}}<td>{{spread (index $.R.Targets $i)}}</td></tr>
 {{end}}</table>
 {{if .R.Ratios}}<table><tr><th>ratio</th><th>throughput</th><th>p99</th><th>p99 added</th></tr>
 {{range .R.Ratios}}<tr><td>{{.Target}} / {{.Baseline}}</td><td>{{pct .Throughput}}</td><td>{{x .P99}}</td><td>{{ms .P99AddedMicros}}</td></tr>
@@ -276,8 +277,12 @@ svg{max-width:100%;height:auto}svg .grid{stroke:#e4e4e4}svg .frame{fill:none;str
 <ul>{{range .Goals}}<li>{{.Name}}: <span class="{{met .}}">{{met .}}</span> ({{.Detail}})</li>{{end}}
 {{range .R.Skipped}}<li>skipped {{.Target}}: {{.Reason}}</li>{{end}}</ul>
 
+{{with .Caveat}}<p class="missed">Latency caveat: {{.}}</p>{{end}}
 <h2>Throughput</h2>
 {{.Throughput}}
+<h2>Throughput over time</h2>
+<p>Successful requests per second, second by second. Targets take turns in rounds, so each line pauses while the others run; the first and last second of a round are partial.</p>
+{{.ThroughputOverTime}}
 <h2>Latency over time</h2>
 <p>Per-second p50 (solid) and p99 (dashed). Targets take turns in rounds, so each line pauses while the others run.</p>
 {{.OverTime}}
@@ -293,15 +298,17 @@ svg{max-width:100%;height:auto}svg .grid{stroke:#e4e4e4}svg .frame{fill:none;str
 func (r *Result) WriteHTML(w io.Writer) error {
 	elapsed := r.Finished.Sub(r.Started).Round(time.Second).String()
 	return reportTmpl.Execute(w, map[string]any{
-		"R":            r,
-		"Summary":      r.Summary(),
-		"Elapsed":      elapsed,
-		"Command":      strings.Join(r.Command, " "),
-		"Docs":         r.hasDocs(),
-		"Open":         r.Settings.Loop == "open",
-		"Goals":        r.Goals(),
-		"Throughput":   template.HTML(throughputSVG(r.Targets)),
-		"OverTime":     template.HTML(latencyOverTimeSVG(r.Targets)),
-		"Distribution": template.HTML(distributionSVG(r.Targets)),
+		"R":                  r,
+		"Summary":            r.Summary(),
+		"Elapsed":            elapsed,
+		"Command":            strings.Join(r.Command, " "),
+		"Docs":               r.hasDocs(),
+		"Open":               r.Settings.Loop == "open",
+		"Goals":              r.Goals(),
+		"Throughput":         template.HTML(throughputSVG(r.Targets)),
+		"OverTime":           template.HTML(latencyOverTimeSVG(r.Targets)),
+		"Caveat":             r.latencyCaveat(),
+		"ThroughputOverTime": template.HTML(throughputOverTimeSVG(r.Targets)),
+		"Distribution":       template.HTML(distributionSVG(r.Targets)),
 	})
 }

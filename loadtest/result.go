@@ -30,6 +30,9 @@ type Machine struct {
 	OS         string `json:"os"`
 	Arch       string `json:"arch"`
 	GoVersion  string `json:"go_version"`
+	// MemTotalBytes and Kernel come from /proc (Linux only).
+	MemTotalBytes int64  `json:"mem_total_bytes,omitempty"`
+	Kernel        string `json:"kernel,omitempty"`
 }
 
 // Settings are the run's parameters after defaults.
@@ -87,6 +90,9 @@ type TargetResult struct {
 	CPU          []CPUUse   `json:"cpu,omitempty"`
 	Distribution []Quantile `json:"distribution,omitempty"`
 	Series       []Point    `json:"series,omitempty"`
+	// Rounds is the throughput of each measured round, in order: how
+	// much it moved between rounds (RoundSpread).
+	Rounds []float64 `json:"rounds,omitempty"`
 }
 
 // CPUUse is the CPU one local process spent while this target was

@@ -268,7 +268,9 @@ type targetState struct {
 	rec   *Recorder
 	seq   sequencer
 	secs  float64
-	cpu   map[string]float64
+	// rounds is each measured round's throughput.
+	rounds []float64
+	cpu    map[string]float64
 	// createdDB is true when this run created the database (and so may
 	// drop it from an upstream it did not start).
 	createdDB bool
@@ -632,9 +634,14 @@ func (r *runner) measure(ctx context.Context) error {
 				prof = r.profile(ctx, t, length)
 			}
 			before := r.cpuNow(t)
+			okBefore, _ := t.rec.Counts()
 			start := time.Now()
 			runRound(ctx, t.ep, r.roundFor(length, count, rate), &t.seq, r.builder(t), t.rec)
-			t.secs += time.Since(start).Seconds()
+			secs := time.Since(start).Seconds()
+			t.secs += secs
+			if okAfter, _ := t.rec.Counts(); secs > 0 && ctx.Err() == nil {
+				t.rounds = append(t.rounds, float64(okAfter-okBefore)/secs)
+			}
 			after := r.cpuNow(t)
 			for k, v := range after {
 				if b, ok := before[k]; ok {
@@ -728,7 +735,7 @@ func (r *runner) finish(ctx context.Context) {
 			Name: t.name, URL: t.ep.base, Database: t.db,
 			OK: s.ok, Errors: s.errors, Seconds: t.secs,
 			Latency: s.latency, Late: s.late, Clamped: s.clamped,
-			Distribution: s.distribution, Series: s.series,
+			Distribution: s.distribution, Series: s.series, Rounds: t.rounds,
 		}
 		for _, n := range s.errors {
 			tr.ErrorTotal += n
@@ -791,6 +798,7 @@ func (r *runner) progressRound(t *targetState, i, rounds int) {
 // machineInfo describes this machine.
 func machineInfo() Machine {
 	m := Machine{NumCPU: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0), OS: runtime.GOOS, Arch: runtime.GOARCH, GoVersion: runtime.Version()}
+	m.addHostInfo()
 	if f, err := os.Open("/proc/cpuinfo"); err == nil {
 		defer f.Close()
 		sc := bufio.NewScanner(f)
