@@ -102,6 +102,9 @@ type Manager struct {
 
 	integ     *integrity
 	sealLimit uint64
+	// denials aggregates refused unwraps and remembers the records that
+	// refused them (denials.go).
+	denials *denials
 
 	// escrow is the second provider, escrowID its hsm.Description ID.
 	escrow   EscrowKEK
@@ -133,7 +136,7 @@ func NewManager(c Config) (*Manager, error) {
 		return nil, fmt.Errorf("keystore: seal limit %d is above 2^32, the most NIST SP 800-38D allows one AES-GCM key with random nonces", c.SealLimit)
 	}
 	m := &Manager{store: c.Store, kek: c.KEK, audit: c.Audit, now: c.Now, rand: c.Rand,
-		integ: newIntegrity(c.Logger, c.OnIntegrityFailure), sealLimit: c.SealLimit}
+		integ: newIntegrity(c.Logger, c.OnIntegrityFailure), sealLimit: c.SealLimit, denials: newDenials()}
 	if c.Escrow != nil {
 		m.escrow, m.escrowID = c.Escrow, c.Escrow.Describe().ID()
 	}
@@ -657,31 +660,20 @@ func (m *Manager) Unwrap(ctx context.Context, name string, version uint32) ([]by
 // on the request path); refusals and unwraps under an override are.
 func (m *Manager) UnwrapMaterial(ctx context.Context, name string, version uint32) (Material, error) {
 	const action = "key.unwrap"
+	// A record read for a refusal a moment ago refuses other versions
+	// without another read (denials.go).
+	if refusal := m.denials.remembered(name, version, m.now()); refusal != nil {
+		return Material{}, m.deny(ctx, name, version, refusal)
+	}
 	k, err := m.getKey(ctx, name)
 	if err != nil {
 		return Material{}, err
 	}
 	v := k.Lookup(version)
-	var notAfter time.Time
-	var refusal error
-	switch {
-	case v == nil:
-		refusal = fmt.Errorf("keystore: key %q v%d: %w", name, version, ErrNotFound)
-	case v.State == StateDestroyed:
-		refusal = fmt.Errorf("keystore: key %q v%d: %w", name, version, ErrDestroyed)
-	case v.State == StatePreActive:
-		refusal = fmt.Errorf("keystore: key %q v%d: %w", name, version, ErrPreActive)
-	case v.State == StateCompromised:
-		if !v.OverrideUntil.After(m.now()) {
-			refusal = fmt.Errorf("keystore: key %q v%d: %w", name, version, ErrCompromised)
-		} else {
-			notAfter = v.OverrideUntil
-		}
-	case !v.State.CanDecrypt():
-		refusal = fmt.Errorf("keystore: key %q v%d: unknown state %q", name, version, v.State)
-	}
+	refusal, notAfter := refusalOf(k, name, version, m.now())
 	if refusal != nil {
-		return Material{}, m.finish(ctx, action, name, version, "", nil, refusal)
+		m.denials.remember(k, m.now())
+		return Material{}, m.deny(ctx, name, version, refusal)
 	}
 	dek, err := m.kek.Unwrap(ctx, v.wrapped(), hsm.Binding{Key: name, Version: version})
 	if err != nil {

@@ -653,6 +653,10 @@ func (m *Manager) listKeys(ctx context.Context) ([]*Key, error) {
 // key (Revision 0), which is first written as an empty placeholder so
 // that its content is bound to the record's incarnation.
 func (m *Manager) putKey(ctx context.Context, k *Key) (*Key, error) {
+	// Whatever was remembered of this key for refusals is about to be
+	// out of date (denials.go).
+	defer m.denials.forget(k.Name)
+	m.denials.forget(k.Name)
 	if k.Revision != 0 {
 		// Bring the head up to the record being replaced, in case its
 		// writer stopped between its two writes: then the record about

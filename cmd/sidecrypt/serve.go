@@ -281,6 +281,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	err = p.Serve(ctx, ln)
 	stop()
 	wg.Wait()
+	// Refused unwraps still being counted go to the audit log now.
+	env.manager.FlushDenials()
 	_ = auditLog.Record(context.WithoutCancel(ctx), audit.Event{Action: "serve.stop", Rules: src.Current().Hash})
 	log.Info("sidecrypt stopped")
 	return err
