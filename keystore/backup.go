@@ -387,6 +387,15 @@ func (m *Manager) Backup(ctx context.Context, w io.Writer, rcpt *RecoveryRecipie
 		version uint32
 	}
 	var sealed []done
+	progress, total := progressOf(ctx), 0
+	for _, k := range keys {
+		for _, v := range k.Versions {
+			if len(v.Wrapped) > 0 {
+				total++
+			}
+		}
+	}
+	progress(0, total)
 	for _, k := range keys {
 		bk := backupKey{Name: k.Name, Primary: k.Primary, Cryptoperiod: k.Cryptoperiod, Created: k.Created}
 		for _, v := range k.Versions {
@@ -417,6 +426,7 @@ func (m *Manager) Backup(ctx context.Context, w io.Writer, rcpt *RecoveryRecipie
 			bk.Versions = append(bk.Versions, bv)
 			sealed = append(sealed, done{k.Name, v.Version})
 			res.Versions++
+			progress(res.Versions, total)
 		}
 		p.Keys = append(p.Keys, bk)
 		res.Keys++
@@ -898,11 +908,21 @@ func (m *Manager) ApplyRestore(ctx context.Context, plan *RestorePlan) (RestoreR
 		return res, m.finish(ctx, action, "", 0, "", nil, err)
 	}
 	var errs []error
+	progress, total, applied := progressOf(ctx), 0, 0
+	for _, pk := range plan.keys {
+		if len(pk.changes) > 0 || len(pk.counts) > 0 {
+			total++
+		}
+	}
+	progress(0, total)
 	for _, pk := range plan.keys {
 		if len(pk.changes) == 0 && len(pk.counts) == 0 {
 			continue
 		}
-		if err := m.applyKey(ctx, plan.backup, pk); err != nil {
+		applied++
+		err := m.applyKey(ctx, plan.backup, pk)
+		progress(applied, total)
+		if err != nil {
 			errs = append(errs, m.finish(ctx, action, pk.name, 0, "", nil, err))
 			continue
 		}

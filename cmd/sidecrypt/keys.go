@@ -604,13 +604,20 @@ still hold the key: destroy them too for the erasure to be complete.`+envHelp)
 
 // --- rewrap ---
 
-// progress prints re-wrap progress on stderr: at most about once a second,
-// and always at the end.
+// progress prints the progress of a long key operation (re-wrap, backup,
+// restore) on stderr: at most about once a second, and always at the end.
 type progress struct {
 	w     io.Writer
+	label string // "rewrap" when empty
 	start time.Time
 	last  time.Time
 	now   func() time.Time
+}
+
+// newProgress starts a progress display for the operation label.
+func (a *app) newProgress(label string) *progress {
+	now := time.Now()
+	return &progress{w: a.stderr, label: label, start: now, now: time.Now}
 }
 
 func (p *progress) update(done, total int) {
@@ -630,7 +637,14 @@ func (p *progress) update(done, total int) {
 	if total > 0 {
 		pct = done * 100 / total
 	}
-	fmt.Fprintf(p.w, "rewrap: %d/%d (%d%%)  rate %s  remaining %s\n", done, total, pct, rateStr, left)
+	label := p.label
+	if label == "" {
+		label = "rewrap"
+	}
+	if done == 0 && total > 0 {
+		return // the start says nothing yet; the first item will
+	}
+	fmt.Fprintf(p.w, "%s: %d/%d (%d%%)  rate %s  remaining %s\n", label, done, total, pct, rateStr, left)
 }
 
 func cmdKeysRewrap(a *app, args []string) int {
@@ -798,7 +812,7 @@ integrity check or any key cannot be unwrapped, nothing is written.`+envHelp)
 	}
 	return a.withSession(false, func(s *keysSession) error {
 		var buf strings.Builder
-		res, err := s.m.Backup(s.ctx, &buf, rcpt)
+		res, err := s.m.Backup(keystore.WithProgress(s.ctx, a.newProgress("backup").update), &buf, rcpt)
 		if err != nil {
 			return err
 		}
@@ -921,7 +935,7 @@ HSM's current KEK. Running it again is harmless.`+envHelp)
 				return errors.New("not confirmed: nothing was restored")
 			}
 		}
-		res, err := s.m.ApplyRestore(s.ctx, plan)
+		res, err := s.m.ApplyRestore(keystore.WithProgress(s.ctx, a.newProgress("restore").update), plan)
 		if err != nil {
 			return err
 		}
