@@ -1,10 +1,12 @@
 package loadtest
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sidecrypt/sidecrypt/datastore"
 	"github.com/sidecrypt/sidecrypt/rules"
 )
 
@@ -150,10 +152,11 @@ func TestGoals(t *testing.T) {
 
 // TestRulesCompile checks the generated rule files with the real rules
 // compiler, and that the sidecrypt target's rules protect what the
-// workload sends while the passthrough's match none of it.
+// workload sends while the passthrough's match none of it: version 1 by
+// route, version 2 by the CouchDB profile's classification.
 func TestRulesCompile(t *testing.T) {
 	db := DatabaseFor("loadtest", TargetSidecrypt)
-	plan, diags, err := rules.Compile("loadtest", []byte(RulesFor(db)))
+	plan, diags, err := rules.Compile("loadtest", []byte(RulesV1For(db)))
 	if err != nil {
 		t.Fatalf("rules do not compile: %v %v", err, diags)
 	}
@@ -177,7 +180,7 @@ func TestRulesCompile(t *testing.T) {
 			t.Errorf("%s %s matched route %q, want %q", tc.method, tc.path, got, tc.route)
 		}
 	}
-	pass, _, err := rules.Compile("passthrough", []byte(RulesFor(passthroughDB)))
+	pass, _, err := rules.Compile("passthrough", []byte(RulesV1For(passthroughDB)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,6 +188,57 @@ func TestRulesCompile(t *testing.T) {
 		for _, suffix := range []string{"", "/_bulk_docs", "/_find"} {
 			if r := pass.Match(rules.Request{Method: "POST", Path: "/" + DatabaseFor("loadtest", target) + suffix, ContentType: "application/json"}); r != nil {
 				t.Errorf("passthrough rules match %s%s", target, suffix)
+			}
+		}
+	}
+}
+
+// TestRulesV2Classify checks the version 2 rule files against the CouchDB
+// profile: every request of every workload is one the profile lets through
+// on the sidecrypt target's database, with the body sealed where documents
+// or compared values travel and responses opened where documents come back;
+// on the passthrough target nothing is protected.
+func TestRulesV2Classify(t *testing.T) {
+	db := DatabaseFor("loadtest", TargetSidecrypt)
+	plan, diags, err := rules.Compile("loadtest", []byte(RulesFor(db)))
+	if err != nil || plan.Profile == nil {
+		t.Fatalf("rules do not compile to a profile: %v %v", err, diags)
+	}
+	for _, d := range diags {
+		t.Errorf("diagnostic: %v", d)
+	}
+	w := NewWorkload(Mix{1, 1, 1, 1}, NewGenerator(1, SizeDist{sizes: []int{1024}, weights: []int{1}}), 1, 3)
+	pool := &Pool{IDs: []string{"0c1f3a9e2b7d4c5a"}, Emails: []string{"ada.lovelace.1@example.org"}}
+	want := map[Op]datastore.BodyRule{OpWrite: datastore.BodyEncrypt, OpBulk: datastore.BodyEncrypt, OpRead: datastore.BodyNone, OpQuery: datastore.BodyTransform}
+	seen := map[Op]bool{}
+	for seq := range uint64(64) {
+		req := w.Build(seq, db, pool)
+		path, query, _ := strings.Cut(req.Path, "?")
+		op := plan.Profile.Classify(&datastore.Request{Method: req.Method, Path: path, RawQuery: query,
+			Header: http.Header{"Content-Type": {"application/json"}, "Accept": {"application/json"}}, HasBody: req.Body != nil})
+		if op.Refusal != nil {
+			t.Fatalf("%s %s refused: %v", req.Method, req.Path, op.Refusal)
+		}
+		if op.Collection == nil || op.Body != want[req.Op] {
+			t.Errorf("%s %s: collection %v, body rule %d, want %d", req.Method, req.Path, op.Collection != nil, op.Body, want[req.Op])
+		}
+		if req.Op == OpRead && op.Response != datastore.ResponseBound {
+			t.Errorf("%s %s: response rule %d, want bound decryption", req.Method, req.Path, op.Response)
+		}
+		seen[req.Op] = true
+	}
+	if len(seen) != int(numOps) {
+		t.Errorf("only %d of %d operations built", len(seen), numOps)
+	}
+	pass, _, err := rules.Compile("passthrough", []byte(RulesFor(passthroughDB)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range AllTargets {
+		for _, suffix := range []string{"", "/_bulk_docs", "/_find", "/someid"} {
+			op := pass.Profile.Classify(&datastore.Request{Method: "POST", Path: "/" + DatabaseFor("loadtest", target) + suffix, Header: http.Header{}, HasBody: true})
+			if op.Protected() {
+				t.Errorf("passthrough rules protect %s%s", target, suffix)
 			}
 		}
 	}

@@ -54,11 +54,30 @@
 // documents are written through each target, so that each target reads
 // its own data (sidecrypt: its own ciphertext) and every query has exactly
 // one match; a query that finds nothing counts as a bad_response error.
-// RulesFor gives the rule file of the sidecrypt target: ssn, card.number
-// and diagnosis random under key pii, email deterministic under key
-// contact, and the _find selector's email deterministic so that queries
-// match. An external sidecrypt given by URL needs equivalent rules for
-// /<DB>_sidecrypt.
+// RulesFor gives the rule file of the sidecrypt target, version 2 (the
+// CouchDB profile, what ships; Config.RulesVersion 1 measures the
+// route-and-JSONPath form instead): ssn, card.number and diagnosis random
+// under key pii, email searchable (deterministic) under key contact, so
+// that the profile seals the _find selector's email the same way and
+// queries match; responses open pii and contact. The workloads send only
+// what the profile lets through on a protected database (no unknown
+// query parameters or body members). A read through sidecrypt that still
+// carries a token counts as a bad_response. An external sidecrypt given
+// by URL needs equivalent rules for /<DB>_sidecrypt.
+//
+// # Load generators
+//
+// The built-in generator is this package's Go HTTP client (closed and
+// open loop, every response checked). Config.Generator "wrk" drives wrk
+// instead (Debian package wrk; closed loop only): each round is one wrk
+// run of -t min(GOMAXPROCS, connections) threads and Concurrency
+// connections, cycling through the same requests Workload.Build makes
+// (a generated Lua script, formatted once per thread), checking only the
+// status. wrk costs a fraction of the Go client's CPU per request, so on
+// a small machine the proxies get more of the cores and the ratios are
+// closer to what a separate client machine would show. Its latencies are
+// rebuilt from 1,099 percentiles wrk reports per round; its CPU comes
+// from its rusage and is reported as the load generator's.
 //
 // # Loops and rounds
 //

@@ -54,6 +54,10 @@ type Settings struct {
 	Upstream     string  `json:"upstream"`
 	SetupDocs    int     `json:"setup_docs"`
 	NginxWorkers int     `json:"nginx_workers,omitempty"`
+	// RulesVersion is the sidecar targets' rule file version (1 or 2).
+	RulesVersion int `json:"rules_version,omitempty"`
+	// Generator is the load generator: builtin or wrk.
+	Generator string `json:"generator,omitempty"`
 }
 
 // Calibration records how an open loop's rate was chosen from a measured

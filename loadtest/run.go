@@ -78,6 +78,14 @@ type Config struct {
 	// DB prefixes the databases: each target writes to DB_<target>.
 	// Default "loadtest".
 	DB string
+	// Generator is the load generator: "builtin" (the default, this
+	// package's Go client, closed or open loop) or "wrk" (closed loop
+	// only; see GeneratorWrk).
+	Generator string
+	// RulesVersion is the rule file version of the sidecar targets: 2
+	// (the default: the CouchDB profile, what ships) or 1 (routes and
+	// JSONPath). See RulesV2For and RulesV1For.
+	RulesVersion int
 	// AllowRemote permits targets that are not loopback addresses.
 	AllowRemote bool
 	// Executable is the sidecrypt binary, for the built-in upstream and
@@ -139,6 +147,12 @@ func (c *Config) Defaults() {
 	if c.DB == "" {
 		c.DB = "loadtest"
 	}
+	if c.RulesVersion == 0 {
+		c.RulesVersion = 2
+	}
+	if c.Generator == "" {
+		c.Generator = GeneratorBuiltin
+	}
 	if c.Log == nil {
 		c.Log = io.Discard
 	}
@@ -190,6 +204,21 @@ func (c *Config) Validate() error {
 	}
 	if c.SetupDocs < 1 {
 		add("setup docs must be at least 1")
+	}
+	switch c.Generator {
+	case GeneratorBuiltin:
+	case GeneratorWrk:
+		if c.Rate > 0 || c.RatePercent > 0 {
+			add("wrk drives closed loops only: leave out --rate, or use --generator builtin")
+		}
+		if c.Requests > 0 {
+			add("wrk runs for a duration: give --duration, not --requests")
+		}
+	default:
+		add("load generator %q: want builtin or wrk", c.Generator)
+	}
+	if c.RulesVersion != 1 && c.RulesVersion != 2 {
+		add("rules version %d: want 1 or 2", c.RulesVersion)
 	}
 	if !dbNameOK(c.DB) {
 		add("database prefix %q: lowercase letters, digits and _ only, starting with a letter", c.DB)
@@ -256,6 +285,7 @@ type runner struct {
 	started  []*component
 	res      *Result
 	progress *progress
+	wrkBin   string // with Generator wrk
 }
 
 type targetState struct {
@@ -274,6 +304,8 @@ type targetState struct {
 	// createdDB is true when this run created the database (and so may
 	// drop it from an upstream it did not start).
 	createdDB bool
+	// wrkScript is the target's wrk script (Generator wrk).
+	wrkScript string
 }
 
 // Run performs a load test and returns its result. Everything it starts
@@ -296,6 +328,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			Workload: cfg.Workload, Mix: mix.String(), Loop: "closed", Concurrency: cfg.Concurrency,
 			Warmup: max(0, cfg.Warmup).String(), Timeout: cfg.Timeout.String(), DocSize: sizes.String(),
 			MeanDocBytes: sizes.Mean(), BulkSize: cfg.BulkSize, Seed: cfg.Seed, Upstream: cfg.Upstream,
+			RulesVersion: cfg.RulesVersion, Generator: cfg.Generator,
 		},
 	}
 	if cfg.Rate > 0 || cfg.RatePercent > 0 {
@@ -313,6 +346,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, errors.New("loadtest: no target to measure")
 	}
 	if err := r.setup(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.prepareWrk(); err != nil {
 		return nil, err
 	}
 	if cfg.Progress != nil {
@@ -412,8 +448,8 @@ func (r *runner) start(ctx context.Context) error {
 	for _, sc := range []struct {
 		name, url, rules string
 	}{
-		{TargetPassthrough, cfg.PassthroughURL, RulesFor(passthroughDB)},
-		{TargetSidecrypt, cfg.SidecryptURL, RulesFor(DatabaseFor(cfg.DB, TargetSidecrypt))},
+		{TargetPassthrough, cfg.PassthroughURL, rulesFor(cfg.RulesVersion, passthroughDB)},
+		{TargetSidecrypt, cfg.SidecryptURL, rulesFor(cfg.RulesVersion, DatabaseFor(cfg.DB, TargetSidecrypt))},
 	} {
 		want, explicit := r.wanted(sc.name)
 		if !want {
@@ -611,6 +647,12 @@ func (r *runner) measure(ctx context.Context) error {
 				return nil
 			}
 			r.setPhase("warming up "+t.name, r.cfg.Warmup)
+			if r.wrkBin != "" {
+				if _, err := r.wrkRound(ctx, t, r.cfg.Warmup, NewRecorder(time.Now())); err != nil {
+					return err
+				}
+				continue
+			}
 			runRound(ctx, t.ep, r.roundFor(r.cfg.Warmup, 0, rate), &sequencer{}, r.builder(t), NewRecorder(time.Now()))
 		}
 	}
@@ -636,7 +678,15 @@ func (r *runner) measure(ctx context.Context) error {
 			before := r.cpuNow(t)
 			okBefore, _ := t.rec.Counts()
 			start := time.Now()
-			runRound(ctx, t.ep, r.roundFor(length, count, rate), &t.seq, r.builder(t), t.rec)
+			var wrkCPU float64
+			if r.wrkBin != "" {
+				var err error
+				if wrkCPU, err = r.wrkRound(ctx, t, length, t.rec); err != nil {
+					return err
+				}
+			} else {
+				runRound(ctx, t.ep, r.roundFor(length, count, rate), &t.seq, r.builder(t), t.rec)
+			}
 			secs := time.Since(start).Seconds()
 			t.secs += secs
 			if okAfter, _ := t.rec.Counts(); secs > 0 && ctx.Err() == nil {
@@ -647,6 +697,11 @@ func (r *runner) measure(ctx context.Context) error {
 				if b, ok := before[k]; ok {
 					t.cpu[k] += v - b
 				}
+			}
+			if r.wrkBin != "" {
+				// The load generator is wrk: its CPU, not this
+				// process's (which only waited).
+				t.cpu["loadgen"] += wrkCPU - (after["loadgen"] - before["loadgen"])
 			}
 			if prof != nil {
 				if err := <-prof; err != nil {
@@ -756,6 +811,9 @@ func (r *runner) finish(ctx context.Context) {
 			switch kind {
 			case "loadgen":
 				use.Name, use.PID = "sidecrypt loadtest", os.Getpid()
+				if r.wrkBin != "" {
+					use.Name, use.PID = fmt.Sprintf("wrk -t%d -c%d", wrkThreads(r.cfg.Concurrency), r.cfg.Concurrency), 0
+				}
 				if r.upstream.proc == nil && r.cfg.Upstream == "builtin" {
 					use.Name += " (with the built-in upstream)"
 				}

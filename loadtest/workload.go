@@ -171,13 +171,21 @@ func (w *Workload) Build(seq uint64, db string, pool *Pool) Request {
 		return Request{Op: op, Method: "POST", Path: "/" + db + "/_bulk_docs", Body: b.Bytes(), Docs: w.bulkSize, check: bulkOK}
 	case OpRead:
 		i := r.IntN(len(pool.IDs))
-		return Request{Op: op, Method: "GET", Path: "/" + db + "/" + url.PathEscape(pool.IDs[i])}
+		return Request{Op: op, Method: "GET", Path: "/" + db + "/" + url.PathEscape(pool.IDs[i]), check: readOK}
 	case OpQuery:
 		i := r.IntN(len(pool.Emails))
 		body, _ := json.Marshal(map[string]any{"selector": map[string]string{"email": pool.Emails[i]}, "limit": 10})
 		return Request{Op: op, Method: "POST", Path: "/" + db + "/_find", Body: body, check: foundSome}
 	}
 	return Request{Op: OpWrite, Method: "POST", Path: "/" + db, Body: w.corpus[seq%corpusSize], Docs: 1}
+}
+
+// readOK is false when a document read comes back with a sidecrypt token
+// in it: every target's reads are of documents written through it, so a
+// token means that sidecrypt stored the fields sealed but did not open
+// them on the way back.
+func readOK(body []byte) bool {
+	return bytes.Contains(body, []byte(`"_id"`)) && !bytes.Contains(body, []byte(`"sc1.`)) && !bytes.Contains(body, []byte(`"sc2.`))
 }
 
 // bulkOK is false when any document of a batch failed.

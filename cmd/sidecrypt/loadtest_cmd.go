@@ -73,6 +73,8 @@ func cmdLoadtest(a *app, args []string) int {
 	fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "per-request timeout")
 	fs.IntVar(&cfg.SetupDocs, "setup-docs", 1000, "documents written per target before read and query workloads")
 	fs.StringVar(&cfg.DB, "db", "loadtest", "database name prefix")
+	fs.StringVar(&cfg.Generator, "generator", "builtin", "load generator: builtin (closed or open loop) or wrk (closed loop, apt-get install wrk)")
+	fs.IntVar(&cfg.RulesVersion, "rules-version", 2, "rule file version of the sidecrypt targets: 2 (CouchDB profile) or 1 (routes)")
 	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow targets that are not loopback addresses")
 	fs.StringVar(&cfg.PprofDir, "pprof", "", "directory for CPU profiles of the sidecrypt targets (from their admin listener)")
 	fs.BoolVar(&jsonOut, "json", false, "print the result as JSON instead of a table")
