@@ -4,6 +4,8 @@
 #   softhsm2      (apt)  the PKCS#11 token for the HSM tests
 #   etcd-server   (apt)  the shared keystore for the multi-sidecar tests
 #   nginx         (apt)  the plain reverse proxy the load test compares with
+#   wrk           (apt)  the load generator `sidecrypt loadtest --generator wrk`
+#                        and `make bench` drive the comparison with
 #   chromium      (apt)  the headless browser that renders `rules report` HTML
 #   systemd       (apt)  systemd-analyze verify, for the example unit (no
 #                        running systemd needed)
@@ -26,8 +28,8 @@ need_apt=()
 have() { command -v "$1" >/dev/null 2>&1; }
 
 case $what in
-  all|test) want_apt=(softhsm2:softhsm2-util etcd-server:etcd nginx-light:nginx chromium:chromium systemd:systemd-analyze zsh:zsh curl:curl) ;;
-  bench)    want_apt=(softhsm2:softhsm2-util nginx-light:nginx) ;;
+  all|test) want_apt=(softhsm2:softhsm2-util etcd-server:etcd nginx-light:nginx wrk:wrk chromium:chromium systemd:systemd-analyze zsh:zsh curl:curl) ;;
+  bench)    want_apt=(softhsm2:softhsm2-util nginx-light:nginx wrk:wrk) ;;
   demo)     want_apt=() ;;
   *) echo "usage: $0 [all|test|demo|bench]" >&2; exit 2 ;;
 esac
