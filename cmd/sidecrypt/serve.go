@@ -156,8 +156,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return fmt.Errorf("forward mode (SIDECRYPT_UPSTREAM is empty) needs the datastore named in the rule file: add hosts: [\"host:port\"] to %s, so that the sidecar recognises the datastore by every name and address and refuses everything else", cfg.Rules)
 	}
 
+	// Responses whose tokens do not open are audited per route and 10 s,
+	// not one fsync'd event each (audit_aggregate.go).
+	proxyAudit := newOpenFailureAggregator(auditLog, keystore.DenialWindow)
+	defer proxyAudit.Flush()
 	pcfg := proxy.Config{
-		Rules: src, Keys: cache, Audit: auditLog, Observer: m.ProxyObserver(), Logger: log,
+		Rules: src, Keys: cache, Audit: proxyAudit, Observer: m.ProxyObserver(), Logger: log,
 		MaxBody: int64(cfg.MaxBody), MaxDepth: cfg.MaxDepth, UpstreamTimeout: cfg.UpstreamTimeout, ShutdownTimeout: cfg.ShutdownTimeout,
 		PassThrough: cfg.PassThrough,
 	}
@@ -281,8 +285,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	err = p.Serve(ctx, ln)
 	stop()
 	wg.Wait()
-	// Refused unwraps still being counted go to the audit log now.
+	// Refusals still being counted go to the audit log now.
 	env.manager.FlushDenials()
+	proxyAudit.Flush()
 	_ = auditLog.Record(context.WithoutCancel(ctx), audit.Event{Action: "serve.stop", Rules: src.Current().Hash})
 	log.Info("sidecrypt stopped")
 	return err
