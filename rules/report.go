@@ -73,8 +73,8 @@ type invCollection struct {
 	// not show the two policies.
 	Policies bool
 	Views    []invView
-	Coverage    []datastore.Coverage // from the profile; nil when it has none
-	Refused     []string             // when it has none: from the policies
+	Coverage []datastore.Coverage // from the profile; nil when it has none
+	Refused  []string             // when it has none: from the policies
 }
 
 type invPolicy struct {
