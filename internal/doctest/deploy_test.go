@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/sidecrypt/sidecrypt/internal/config"
 	"github.com/sidecrypt/sidecrypt/internal/testenv"
 )
 
@@ -353,4 +355,36 @@ func ls(dir string) string {
 		return nil
 	})
 	return b.String()
+}
+
+// TestReadmeListsEverySetting: the README's settings table names every
+// SIDECRYPT_ variable internal/config reads (X_FILE on the line of X, or a
+// sibling written `_X`).
+func TestReadmeListsEverySetting(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct := reflect.TypeOf(config.Config{})
+	for i := 0; i < ct.NumField(); i++ {
+		name := ct.Field(i).Tag.Get("env")
+		if name == "" {
+			continue
+		}
+		found := false
+		for _, l := range strings.Split(string(readme), "\n") {
+			if !strings.HasPrefix(l, "| `SIDECRYPT_") {
+				continue
+			}
+			base, isFile := strings.CutSuffix(name, "_FILE")
+			if strings.Contains(l, "`"+config.Prefix+name+"`") || strings.Contains(l, "`_"+name+"`") ||
+				(isFile && strings.Contains(l, "`"+config.Prefix+base+"`") && strings.Contains(l, "`_FILE`")) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			t.Errorf("README.md's settings table lacks %s%s", config.Prefix, name)
+		}
+	}
 }
