@@ -9,7 +9,9 @@ import (
 // requestKeys is the Keyring of one request: the first SealKey of a key
 // name asks the proxy's keyring (the key cache: a lock, an LRU lookup, a
 // usage-limit check and the version's seal budget); later ones in the
-// same request get the same key back. The pipeline resolves every key an
+// same request get the same key back, unless it was zeroed meanwhile (the
+// cache purged it: a revoke, a destroy, a key changed in the store), in
+// which case the keyring is asked again, as it was before. The pipeline resolves every key an
 // operation seals with before it reads the body, so that an outage is
 // refused early; without this, the transformer would then resolve each of
 // them again. The seals a request makes are charged to the version's
@@ -26,17 +28,27 @@ type requestKeys struct {
 }
 
 func (k *requestKeys) SealKey(ctx context.Context, name string) (*fieldcrypt.DataKey, error) {
-	for i := range k.n {
+	i := 0
+	for ; i < k.n; i++ {
 		if k.names[i] == name {
-			return k.keys[i], nil
+			if !k.keys[i].Zeroed() {
+				return k.keys[i], nil
+			}
+			break
 		}
 	}
 	dk, err := k.Keyring.SealKey(ctx, name)
-	if err == nil && k.n < len(k.names) {
+	if err != nil {
+		return dk, err
+	}
+	switch {
+	case i < k.n:
+		k.keys[i] = dk
+	case k.n < len(k.names):
 		k.names[k.n], k.keys[k.n] = name, dk
 		k.n++
 	}
-	return dk, err
+	return dk, nil
 }
 
 var _ fieldcrypt.Keyring = (*requestKeys)(nil)
