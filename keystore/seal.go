@@ -554,9 +554,9 @@ func (m *Manager) checkKey(ctx context.Context, k *Key, h *headRecord, floor uin
 	// crashed there) and never behind it.
 	switch {
 	case k.Seal.Generation < e.Generation:
-		return fmt.Errorf("%w: it is generation %d, and the head record says %d (an older record put back)", ErrIntegrity, k.Seal.Generation, e.Generation)
+		return skewError{fmt.Errorf("%w: it is generation %d, and the head record says %d (an older record put back)", ErrIntegrity, k.Seal.Generation, e.Generation)}
 	case k.Seal.Generation > e.Generation+1:
-		return fmt.Errorf("%w: it is generation %d, and the head record says %d (the head record was rolled back or removed)", ErrIntegrity, k.Seal.Generation, e.Generation)
+		return skewError{fmt.Errorf("%w: it is generation %d, and the head record says %d (the head record was rolled back or removed)", ErrIntegrity, k.Seal.Generation, e.Generation)}
 	}
 	for v, s := range e.Revoked {
 		cur := k.Lookup(v)
@@ -575,9 +575,42 @@ func (m *Manager) checkKey(ctx context.Context, k *Key, h *headRecord, floor uin
 // whose creation has not finished.
 func (k *Key) isPlaceholder() bool { return k.Seal != nil && k.Seal.Generation == 1 }
 
+// skewError is an integrity failure in which a key record and the head
+// disagree on the key's generation. The two are separate reads, so a
+// writer (another process re-wrapping, rotating) can move both between
+// them: readKey and listKeys read again before they believe it. A
+// rollback stays: the second read disagrees as the first did.
+type skewError struct{ error }
+
+func (e skewError) Unwrap() error { return e.error }
+
+// skewRereads is how many times a generation disagreement is read again
+// before it is reported as an integrity failure. Each writer moves a
+// record at most one generation ahead of the head, so an honest
+// disagreement needs a writer to complete between the two reads of every
+// attempt.
+const skewRereads = 5
+
 // readKey reads and verifies one key record. A placeholder is returned as
 // it is (Create adopts it); Get and friends treat it as absent.
 func (m *Manager) readKey(ctx context.Context, name string) (*Key, error) {
+	var k *Key
+	var err error
+	for range skewRereads {
+		if k, err = m.readKeyOnce(ctx, name); !errors.As(err, new(skewError)) {
+			break
+		}
+	}
+	var skew skewError
+	if errors.As(err, &skew) {
+		return nil, m.refuse(ctx, "key "+strconv.Quote(name), name, 0, skew.error)
+	}
+	return k, err
+}
+
+// readKeyOnce is one attempt of readKey. A generation disagreement is
+// returned as a skewError, not yet refused (audited).
+func (m *Manager) readKeyOnce(ctx context.Context, name string) (*Key, error) {
 	h, err := m.readHead(ctx)
 	if err != nil {
 		return nil, err
@@ -595,6 +628,9 @@ func (m *Manager) readKey(ctx context.Context, name string) (*Key, error) {
 		return nil, err
 	}
 	if err := m.checkKey(ctx, k, h, floor); err != nil {
+		if errors.As(err, new(skewError)) {
+			return nil, err
+		}
 		if !errors.Is(err, ErrIntegrity) && !errors.Is(err, ErrUnsealed) {
 			return nil, fmt.Errorf("keystore: key %q: %w", name, err)
 		}
@@ -632,8 +668,21 @@ func (m *Manager) listKeys(ctx context.Context) ([]*Key, error) {
 	for _, k := range all {
 		seen[k.Name] = true
 		if err := m.checkKey(ctx, k, h, floors["key/"+k.Name]); err != nil {
-			errs = append(errs, m.refuse(ctx, "key "+strconv.Quote(k.Name), k.Name, 0, err))
-			continue
+			if !errors.As(err, new(skewError)) {
+				errs = append(errs, m.refuse(ctx, "key "+strconv.Quote(k.Name), k.Name, 0, err))
+				continue
+			}
+			// A writer may have moved this key between the list and
+			// the head read: read it again on its own.
+			rk, rerr := m.readKey(ctx, k.Name)
+			switch {
+			case errors.Is(rerr, ErrNotFound):
+				continue
+			case rerr != nil:
+				errs = append(errs, rerr)
+				continue
+			}
+			k = rk
 		}
 		if !k.isPlaceholder() {
 			out = append(out, k)
