@@ -16,6 +16,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -415,4 +416,72 @@ func isLoopback(rawURL string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// CommandTarget is a proxy the load test starts as a child process and
+// measures next to the built-in targets (Config.Commands). In Argv,
+// {listen} is replaced by a free loopback host:port the proxy must listen
+// on, and {upstream} by the upstream's base URL; the target is ready when
+// {listen} accepts connections. Its CPU is its process group's.
+type CommandTarget struct {
+	Name string
+	Argv []string
+}
+
+// ParseCommandTarget reads NAME=COMMAND, the command split on spaces (no
+// quoting: give a wrapper script for anything more).
+func ParseCommandTarget(s string) (CommandTarget, error) {
+	name, cmd, ok := strings.Cut(s, "=")
+	ct := CommandTarget{Name: strings.TrimSpace(name), Argv: strings.Fields(cmd)}
+	if !ok {
+		return ct, fmt.Errorf("command target %q: want NAME=COMMAND with {listen} and {upstream} in it", s)
+	}
+	return ct, ct.check()
+}
+
+func (ct CommandTarget) check() error {
+	switch {
+	case !targetNameOK(ct.Name):
+		return fmt.Errorf("command target name %q: lowercase letters, digits and - only, starting with a letter", ct.Name)
+	case len(ct.Argv) == 0:
+		return fmt.Errorf("command target %s: no command", ct.Name)
+	case !slices.ContainsFunc(ct.Argv, func(a string) bool { return strings.Contains(a, "{listen}") }):
+		return fmt.Errorf("command target %s: the command must listen on {listen}", ct.Name)
+	}
+	return nil
+}
+
+func targetNameOK(s string) bool {
+	if s == "" || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for _, c := range s {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+func startCommand(ctx context.Context, ct CommandTarget, upstreamURL string) (*component, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	argv := make([]string, len(ct.Argv))
+	for i, a := range ct.Argv {
+		argv[i] = strings.NewReplacer("{listen}", addr, "{upstream}", upstreamURL).Replace(a)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = childEnv(nil)
+	c, err := startChild(ct.Name, cmd)
+	if err != nil {
+		return nil, err
+	}
+	comp := &component{name: ct.Name, url: "http://" + addr, proc: c, group: true}
+	if err := c.waitReady(ctx, 30*time.Second, func() bool { return tcpUp(addr) }); err != nil {
+		comp.close()
+		return nil, fmt.Errorf("loadtest: %s: %w", ct.Name, err)
+	}
+	return comp, nil
 }

@@ -58,6 +58,9 @@ type Settings struct {
 	RulesVersion int `json:"rules_version,omitempty"`
 	// Generator is the load generator: builtin or wrk.
 	Generator string `json:"generator,omitempty"`
+	// SidecarExecutable is the binary the sidecar targets ran, when it
+	// was not the load test's own (Config.SidecarExecutable).
+	SidecarExecutable string `json:"sidecar_executable,omitempty"`
 }
 
 // Calibration records how an open loop's rate was chosen from a measured
@@ -162,7 +165,7 @@ func (t *TargetResult) CPUFor(process string) float64 {
 func computeRatios(targets []TargetResult) []Ratio {
 	var out []Ratio
 	for _, t := range targets {
-		if t.Name != TargetSidecrypt && t.Name != TargetPassthrough {
+		if t.Name == TargetDirect || t.Name == TargetNginx {
 			continue
 		}
 		for _, b := range targets {

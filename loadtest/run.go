@@ -60,6 +60,12 @@ type Config struct {
 	Seed uint64
 	// Targets to measure; empty means every one that is available.
 	Targets []string
+	// Commands are further targets: proxies this run starts as child
+	// processes (measured like nginx: throughput, latency, CPU per
+	// request), e.g. another HTTP engine for the same upstream. They are
+	// measured after nginx and before the sidecar targets, whatever
+	// Targets says.
+	Commands []CommandTarget
 	// Upstream is "builtin" (default: memcouch), "pouchdb" or a URL.
 	Upstream string
 	// NginxURL, PassthroughURL and SidecryptURL name running instances
@@ -92,6 +98,11 @@ type Config struct {
 	// the sidecar children. Empty: the upstream runs in this process and
 	// sidecrypt targets need URLs.
 	Executable string
+	// SidecarExecutable, when set, is the sidecrypt binary whose serve
+	// the sidecar targets run instead of Executable's: another build (the
+	// previous commit, a release) measured by this build's load test,
+	// with the same workload and rule files.
+	SidecarExecutable string
 	// PprofDir, when set, receives a CPU profile of each sidecar target
 	// taken from its admin listener during its first measured round.
 	PprofDir string
@@ -228,6 +239,14 @@ func (c *Config) Validate() error {
 			add("unknown target %q (want %s)", t, strings.Join(AllTargets, ", "))
 		}
 	}
+	for i, ct := range c.Commands {
+		if err := ct.check(); err != nil {
+			add("%v", err)
+		}
+		if slices.Contains(AllTargets, ct.Name) || slices.ContainsFunc(c.Commands[:i], func(o CommandTarget) bool { return o.Name == ct.Name }) {
+			add("command target %q: the name is taken", ct.Name)
+		}
+	}
 	switch {
 	case c.Upstream == "builtin" || c.Upstream == "pouchdb":
 	case strings.HasPrefix(c.Upstream, "http://") || strings.HasPrefix(c.Upstream, "https://"):
@@ -328,7 +347,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			Workload: cfg.Workload, Mix: mix.String(), Loop: "closed", Concurrency: cfg.Concurrency,
 			Warmup: max(0, cfg.Warmup).String(), Timeout: cfg.Timeout.String(), DocSize: sizes.String(),
 			MeanDocBytes: sizes.Mean(), BulkSize: cfg.BulkSize, Seed: cfg.Seed, Upstream: cfg.Upstream,
-			RulesVersion: cfg.RulesVersion, Generator: cfg.Generator,
+			RulesVersion: cfg.RulesVersion, Generator: cfg.Generator, SidecarExecutable: cfg.SidecarExecutable,
 		},
 	}
 	if cfg.Rate > 0 || cfg.RatePercent > 0 {
@@ -445,6 +464,19 @@ func (r *runner) start(ctx context.Context) error {
 			add(TargetNginx, comp, comp)
 		}
 	}
+	for _, ct := range cfg.Commands {
+		r.logf("starting %s: %s", ct.Name, strings.Join(ct.Argv, " "))
+		comp, err := startCommand(ctx, ct, r.upstream.url)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+		r.started = append(r.started, comp)
+		r.logf("%s at %s", ct.Name, comp.url)
+		add(ct.Name, comp, comp)
+	}
 	for _, sc := range []struct {
 		name, url, rules string
 	}{
@@ -459,14 +491,18 @@ func (r *runner) start(ctx context.Context) error {
 			add(sc.name, &component{name: sc.name, url: strings.TrimRight(sc.url, "/")}, nil)
 			continue
 		}
-		if err := serveAvailable(cfg.Executable); err != nil {
+		exe := cfg.Executable
+		if cfg.SidecarExecutable != "" {
+			exe = cfg.SidecarExecutable
+		}
+		if err := serveAvailable(exe); err != nil {
 			if err := r.skip(sc.name, explicit, fmt.Errorf("sidecrypt serve is not available: %w", err)); err != nil {
 				return err
 			}
 			continue
 		}
 		r.logf("starting %s (creating keys %s)", sc.name, strings.Join(sidecarKeys, ", "))
-		comp, err := startSidecar(ctx, cfg.Executable, sc.name, r.upstream.url, sc.rules)
+		comp, err := startSidecar(ctx, exe, sc.name, r.upstream.url, sc.rules)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()

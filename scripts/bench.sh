@@ -10,9 +10,23 @@
 #      interleaved rounds at a fixed concurrency (maximum throughput).
 #   3. An open-loop load test at half of sidecrypt's maximum throughput
 #      (measured again by a calibration), for the p99 latency it adds.
+#   4. Issue 16's comparison with wrk as the load generator: nginx,
+#      sidecrypt with no rule matching and sidecrypt encrypting 4 fields
+#      (writes), then reads with the 4 fields decrypted, proxy CPU per
+#      request from /proc around each wrk round; and the goal table
+#      (scripts/benchgoals) with allocations per request from
+#      BenchmarkServeHTTP.
+#
+# The load average is recorded before and after each load test: compare
+# figures taken on a quiet machine only (other builds and tests on the
+# same two cores inflate every CPU-per-request figure, nginx's included).
 #
 # Settings (environment): BENCH_ROUNDS (4), BENCH_ROUND (3s),
 # BENCH_CONCURRENCY (16), BENCH_BENCHTIME (1s for the Go benchmarks),
+# BENCH_WRK_ROUNDS (3), BENCH_WRK_ROUND (5s), BENCH_WRK_CONNECTIONS (32),
+# BENCH_BASELINE (another sidecrypt binary, e.g. the previous commit's: its
+# sidecars are measured by the same wrk comparison, as "before"),
+# BENCH_DOC (docs/BENCHMARKS.md: the file the section goes into),
 # BENCH_REPORT (loadtest-report.html: the HTML report of the open loop's
 # comparison is written next to the closed loop's, -closed.html).
 # With a 2-core machine the whole script takes about 4-6 minutes.
@@ -20,7 +34,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bin=bin/sidecrypt
-doc=docs/BENCHMARKS.md
+doc=${BENCH_DOC:-docs/BENCHMARKS.md}
 rounds=${BENCH_ROUNDS:-4}
 round=${BENCH_ROUND:-3s}
 concurrency=${BENCH_CONCURRENCY:-16}
@@ -65,8 +79,34 @@ cat "$work/closed.txt" >&2
 open_args=(loadtest --workload write --doc-size 1KiB --rate 50% --concurrency "$concurrency"
   --duration "$duration" --round "$round" --warmup 1s)
 echo "bench: sidecrypt ${open_args[*]}" >&2
-"$bin" "${open_args[@]}" --markdown "$work/open.md" --report "$report" >"$work/open.txt"
-cat "$work/open.txt" >&2
+"$bin" "${open_args[@]}" --markdown "$work/open.md" --report "$report" --json >"$work/open.json"
+cat "$work/open.md" >&2
+
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+wrk_rounds=${BENCH_WRK_ROUNDS:-3}
+wrk_round=${BENCH_WRK_ROUND:-5s}
+wrk_conns=${BENCH_WRK_CONNECTIONS:-32}
+wrk_round_s=${wrk_round%s}
+wrk_duration="$((wrk_rounds * wrk_round_s))s"
+wrk_args=(loadtest --generator wrk --doc-size 1KiB --concurrency "$wrk_conns" --duration "$wrk_duration"
+  --round "$wrk_round" --warmup 2s --setup-docs 1000 --targets nginx,sidecrypt-passthrough,sidecrypt)
+# wrk_compare NAME [extra loadtest args]: the write and the read comparison.
+wrk_compare() {
+  local name=$1
+  shift
+  for w in write read; do
+    echo "bench: sidecrypt ${wrk_args[*]} --workload $w $*" >&2
+    echo "$(load)" >"$work/$name-$w.load0"
+    "$bin" "${wrk_args[@]}" --workload "$w" "$@" --json --markdown "$work/$name-$w.md" >"$work/$name-$w.json"
+    echo "$(load)" >"$work/$name-$w.load1"
+  done
+  go run ./scripts/benchgoals -write "$work/$name-write.json" -read "$work/$name-read.json" \
+    -open "$work/open.json" -micro "$work/micro.txt" >"$work/$name-goals.md"
+}
+wrk_compare after
+if [ -n "${BENCH_BASELINE:-}" ]; then
+  wrk_compare before --sidecar-exe "$BENCH_BASELINE"
+fi
 
 cpu=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)
 {
@@ -76,8 +116,32 @@ cpu=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || 
   echo
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
-  echo "- machine: $(nproc) CPUs, ${cpu:-unknown CPU}"
+  echo "- machine: $(nproc) CPUs, ${cpu:-unknown CPU}, $(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) memory, kernel $(uname -r)"
   echo "- Go: $(go env GOVERSION)"
+  echo
+  echo "### Issue 16: reverse mode against nginx, wrk as the load generator"
+  echo
+  echo '```'
+  echo "sidecrypt ${wrk_args[*]} --workload write|read"
+  echo '```'
+  echo
+  echo "Load average (1, 5, 15 min) before and after: writes $(cat "$work/after-write.load0") / $(cat "$work/after-write.load1"); reads $(cat "$work/after-read.load0") / $(cat "$work/after-read.load1")."
+  echo
+  cat "$work/after-goals.md"
+  if [ -n "${BENCH_BASELINE:-}" ]; then
+    echo
+    echo "Before: the same comparison with the sidecars of $BENCH_BASELINE (load average: writes $(cat "$work/before-write.load0") / $(cat "$work/before-write.load1"); reads $(cat "$work/before-read.load0") / $(cat "$work/before-read.load1")):"
+    echo
+    cat "$work/before-goals.md"
+  fi
+  echo
+  echo "<details><summary>wrk runs in full</summary>"
+  echo
+  cat "$work/after-write.md"
+  echo
+  cat "$work/after-read.md"
+  echo
+  echo "</details>"
   echo
   echo "### Load test: maximum throughput (closed loop)"
   echo

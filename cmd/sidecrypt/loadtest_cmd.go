@@ -75,6 +75,15 @@ func cmdLoadtest(a *app, args []string) int {
 	fs.StringVar(&cfg.DB, "db", "loadtest", "database name prefix")
 	fs.StringVar(&cfg.Generator, "generator", "builtin", "load generator: builtin (closed or open loop) or wrk (closed loop, apt-get install wrk)")
 	fs.IntVar(&cfg.RulesVersion, "rules-version", 2, "rule file version of the sidecrypt targets: 2 (CouchDB profile) or 1 (routes)")
+	fs.Func("target-cmd", "another target: NAME=COMMAND, a proxy started with {listen} and {upstream} replaced (repeatable; e.g. the engine probe of make bench)", func(v string) error {
+		ct, err := loadtest.ParseCommandTarget(v)
+		if err != nil {
+			return err
+		}
+		cfg.Commands = append(cfg.Commands, ct)
+		return nil
+	})
+	fs.StringVar(&cfg.SidecarExecutable, "sidecar-exe", "", "run the sidecrypt targets from this sidecrypt binary (another build) instead of this one")
 	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow targets that are not loopback addresses")
 	fs.StringVar(&cfg.PprofDir, "pprof", "", "directory for CPU profiles of the sidecrypt targets (from their admin listener)")
 	fs.BoolVar(&jsonOut, "json", false, "print the result as JSON instead of a table")
