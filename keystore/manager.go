@@ -442,6 +442,28 @@ func (m *Manager) Activate(ctx context.Context, name string, version uint32) (*K
 	return k, m.finish(ctx, action, name, version, "", withGeneration(details, k), err)
 }
 
+// SetCryptoperiod changes how long a primary of key name seals before the
+// scheduler rotates it (0: only on demand or at its seal limit). A key
+// whose primary is older than the new period is rotated by the next
+// scheduler pass, not here.
+func (m *Manager) SetCryptoperiod(ctx context.Context, name string, cryptoperiod time.Duration) (*Key, error) {
+	const action = "key.cryptoperiod"
+	if cryptoperiod < 0 {
+		err := fmt.Errorf("keystore: key %q: cryptoperiod %v is negative", name, cryptoperiod)
+		return nil, m.finish(ctx, action, name, 0, "", nil, err)
+	}
+	var old time.Duration
+	k, err := m.update(ctx, name, func(k *Key) error {
+		old, k.Cryptoperiod = k.Cryptoperiod, cryptoperiod
+		return nil
+	})
+	var details map[string]string
+	if err == nil {
+		details = withGeneration(map[string]string{"cryptoperiod": cryptoperiod.String(), "previous": old.String()}, k)
+	}
+	return k, m.finish(ctx, action, name, 0, "", details, err)
+}
+
 // Rotate adds a new version, makes it primary and deactivates the old
 // primary, which keeps decrypting.
 //

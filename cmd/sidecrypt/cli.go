@@ -43,7 +43,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"serve", "run the proxy (reverse mode with SIDECRYPT_UPSTREAM, forward mode without)", cmdServe},
-		{"keys", "manage data keys: list, create, activate, rotate, revoke, override, destroy, status, rewrap, backup, restore, recovery-keygen, backup-signer, verify, seal-records, recover", cmdKeys},
+		{"keys", "manage data keys: list, create, activate, rotate, cryptoperiod, revoke, override, destroy, status, rewrap, backup, restore, recovery-keygen, backup-signer, verify, seal-records, recover", cmdKeys},
 		{"kek", "manage key-encryption keys in the HSM or KMS: list, rotate, retire, escrow", cmdKEK},
 		{"sweep", "rewrite a collection in place: re-encrypt old key versions, encrypt legacy plaintext; --dry-run counts", cmdSweep},
 		{"rules", "check, try, review and publish rule files: lint, test, diff, report, convert, push", cmdRules},

@@ -35,6 +35,7 @@ func cmdKeys(a *app, args []string) int {
 		{"create", "create a key (version 1)", cmdKeysCreate},
 		{"activate", "activate a pre-active version and make it primary", cmdKeysActivate},
 		{"rotate", "add a version and make it primary; the old one keeps decrypting", cmdKeysRotate},
+		{"cryptoperiod", "set how long a primary seals before the scheduler rotates it", cmdKeysCryptoperiod},
 		{"revoke", "deactivate a version, or mark it compromised", cmdKeysRevoke},
 		{"override", "let a compromised version decrypt for a limited time", cmdKeysOverride},
 		{"destroy", "erase a version's key material (crypto-shredding)", cmdKeysDestroy},
@@ -317,7 +318,7 @@ func (a *app) printKeys(keys []*keystore.Key, us map[string]keystore.Usage, limi
 	}
 	tw.Flush()
 	for _, n := range noPeriod {
-		fmt.Fprintf(a.stderr, "warning: key %s has no cryptoperiod: only its seal limit rotates it; give it one (NIST SP 800-57: e.g. 90d for random-mode keys) with 'sidecrypt keys create' or the admin API, unless it is deterministic-only and must keep its tokens comparable\n", n)
+		fmt.Fprintf(a.stderr, "warning: key %s has no cryptoperiod: only its seal limit rotates it; give it one (NIST SP 800-57: e.g. 90d for random-mode keys) with 'sidecrypt keys cryptoperiod %[1]s 90d', unless it is deterministic-only and must keep its tokens comparable\n", n)
 	}
 	return code
 }
@@ -411,6 +412,37 @@ primary, if any, is deactivated (it keeps decrypting).`+envHelp)
 			return err
 		}
 		fmt.Fprintf(a.stdout, "activated %s v%d; it is the primary\n", name, v)
+		return nil
+	})
+}
+
+func cmdKeysCryptoperiod(a *app, args []string) int {
+	fs := a.flags("keys cryptoperiod", `sidecrypt keys cryptoperiod NAME PERIOD
+
+Sets how long a primary version of NAME seals before the background
+scheduler of a running sidecar rotates it: 90d, 2160h; 0 for none (only its
+seal limit and operators rotate it). A primary already older than the new
+period is rotated by the scheduler's next pass. The change is audited.`+envHelp)
+	pos, code, ok := a.parseInterspersed(fs, args)
+	if !ok {
+		return code
+	}
+	if len(pos) != 2 {
+		fmt.Fprintln(a.stderr, "sidecrypt keys cryptoperiod: want NAME and PERIOD (e.g. 90d, or 0 for none)")
+		fs.Usage()
+		return exitUsage
+	}
+	name := pos[0]
+	period, err := parseCryptoperiod(pos[1])
+	if err != nil {
+		fmt.Fprintf(a.stderr, "sidecrypt keys cryptoperiod: %v\n", err)
+		return exitUsage
+	}
+	return a.withSession(false, func(s *keysSession) error {
+		if _, err := s.m.SetCryptoperiod(s.ctx, name, period); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "key %s: cryptoperiod %s\n", name, formatPeriod(period))
 		return nil
 	})
 }

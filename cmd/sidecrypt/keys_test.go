@@ -131,3 +131,71 @@ func matches(text, pattern string) bool {
 	}
 	return false
 }
+
+// TestCryptoperiodLintAndSet: a key the rules seal with that has no
+// cryptoperiod is a `rules lint --keys` warning (issue 12), and `keys
+// cryptoperiod` gives it one, audited.
+func TestCryptoperiodLintAndSet(t *testing.T) {
+	ta := newTestApp(t)
+	rulesFile, err := filepath.Abs("../../examples/rules/clinic.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"keys", "create", "pii", "--cryptoperiod", "0"},
+		{"keys", "create", "phi"},
+		{"keys", "create", "card"},
+		// contact is missing
+	} {
+		if code, _, stderr := ta.run(t, "", args...); code != exitOK {
+			t.Fatalf("%v: exit %d: %s", args, code, stderr)
+		}
+	}
+	code, out, stderr := ta.run(t, "", "rules", "lint", "--keys", rulesFile)
+	if code != exitOK {
+		t.Fatalf("rules lint --keys: exit %d (warnings only): %s%s", code, out, stderr)
+	}
+	for _, want := range []string{
+		"warning: key pii (collection clinic): a rule seals with a key that has no cryptoperiod",
+		"random-mode",
+		"sidecrypt keys cryptoperiod pii 90d",
+		"warning: key contact (collection clinic): a rule seals with a key that cannot be used",
+		"ok, 2 warnings",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("rules lint --keys lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "key phi") || strings.Contains(out, "key card") {
+		t.Errorf("keys with a cryptoperiod were warned about:\n%s", out)
+	}
+	if code, _, _ := ta.run(t, "", "rules", "lint", "--keys", "--strict", rulesFile); code != exitFail {
+		t.Errorf("rules lint --keys --strict: exit %d, want %d", code, exitFail)
+	}
+	if code, out, _ := ta.run(t, "", "rules", "lint", rulesFile); code != exitOK || strings.Contains(out, "cryptoperiod") {
+		t.Errorf("rules lint without --keys looked at the keystore: exit %d\n%s", code, out)
+	}
+
+	for _, bad := range [][]string{{"pii", "-1h"}, {"pii", "soon"}, {"pii"}} {
+		if code, _, _ := ta.run(t, "", append([]string{"keys", "cryptoperiod"}, bad...)...); code != exitUsage {
+			t.Errorf("keys cryptoperiod %v: exit %d, want %d", bad, code, exitUsage)
+		}
+	}
+	if code, _, _ := ta.run(t, "", "keys", "cryptoperiod", "nosuch", "90d"); code != exitFail {
+		t.Errorf("keys cryptoperiod of a missing key: exit %d, want %d", code, exitFail)
+	}
+	if code, out, stderr := ta.run(t, "", "keys", "cryptoperiod", "pii", "90d"); code != exitOK || !strings.Contains(out, "key pii: cryptoperiod 90d") {
+		t.Fatalf("keys cryptoperiod pii 90d: exit %d: %s%s", code, out, stderr)
+	}
+	_, list, _ := ta.run(t, "", "keys", "list")
+	if !matches(list, "pii +v1 +active +* +v1 +90d") {
+		t.Errorf("keys list after setting the cryptoperiod:\n%s", list)
+	}
+	if _, out, _ := ta.run(t, "", "rules", "lint", "--keys", rulesFile); strings.Contains(out, "key pii") || !strings.Contains(out, "ok, 1 warning") {
+		t.Errorf("rules lint --keys after the fix:\n%s", out)
+	}
+	_, audit, _ := ta.run(t, "", "audit", "tail", "-n", "50")
+	if !strings.Contains(audit, "key.cryptoperiod") {
+		t.Errorf("the change is not in the audit log:\n%s", audit)
+	}
+}

@@ -52,15 +52,21 @@ func (a *app) loadRules(file string, withWarnings bool) (*rules.Plan, bool) {
 }
 
 func cmdRulesLint(a *app, args []string) int {
-	fs := a.flags("rules lint", `sidecrypt rules lint [--json] [--strict] [--plan] FILE...
+	fs := a.flags("rules lint", `sidecrypt rules lint [--json] [--strict] [--plan] [--keys] FILE...
 
 Checks rule files and lists every problem, each as FILE:LINE:COL: severity:
 message, with a hint where one helps. Exit status: 0 when no file has an
 error (warnings are printed but allowed, unless --strict), 1 otherwise,
-2 on a usage error.`)
+2 on a usage error.
+
+--keys also checks each key the rules seal with in the keystore that the
+SIDECRYPT_KEYSTORE, SIDECRYPT_HSM and related settings name (as 'sidecrypt
+keys list' does): a key that does not exist or has no active primary, and a
+key without a cryptoperiod, is a warning.`)
 	asJSON := fs.Bool("json", false, "print the diagnostics as a JSON array of {file,line,col,severity,message,hint}")
 	strict := fs.Bool("strict", false, "treat warnings as errors (exit 1)")
 	showPlan := fs.Bool("plan", false, "print the compiled plan of each valid file")
+	withKeys := fs.Bool("keys", false, "also check the keys the rules seal with in the keystore (exists, has a primary, has a cryptoperiod)")
 	files, code, ok := a.parseInterspersed(fs, args)
 	if !ok {
 		return code
@@ -70,6 +76,14 @@ error (warnings are printed but allowed, unless --strict), 1 otherwise,
 		fs.Usage()
 		return exitUsage
 	}
+	var ks *keysSession
+	if *withKeys {
+		var err error
+		if ks, err = a.session(false); err != nil {
+			return a.fail(fmt.Errorf("rules lint --keys: %w", err))
+		}
+		defer ks.Close()
+	}
 	all := []rules.Diagnostic{}
 	failed := false
 	var out strings.Builder
@@ -78,6 +92,15 @@ error (warnings are printed but allowed, unless --strict), 1 otherwise,
 		if err != nil && !errors.Is(err, rules.ErrInvalid) {
 			// Unreadable: one whole-file error.
 			diags = []rules.Diagnostic{{File: file, Severity: rules.SeverityError, Message: strings.TrimPrefix(err.Error(), "rules: ")}}
+		}
+		if ks != nil && plan != nil {
+			for _, w := range ruleKeyWarnings(ks.ctx, ks.m, plan) {
+				msg := fmt.Sprintf("key %s (%s): %s", w.key, w.where, w.msg)
+				if w.err != nil {
+					msg += ": " + w.err.Error()
+				}
+				diags = append(diags, rules.Diagnostic{File: file, Severity: rules.SeverityWarning, Message: msg, Hint: w.fix})
+			}
 		}
 		all = append(all, diags...)
 		errs, warns := rules.CountDiagnostics(diags)

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sidecrypt/sidecrypt/fieldcrypt"
 	"github.com/sidecrypt/sidecrypt/internal/audit"
 	"github.com/sidecrypt/sidecrypt/internal/config"
 	"github.com/sidecrypt/sidecrypt/internal/metrics"
@@ -298,39 +299,86 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 // (or collections) will be refused (503) until an operator creates or
 // rotates them.
 func checkRuleKeys(ctx context.Context, log *slog.Logger, m *keystore.Manager, p *rules.Plan) {
-	for _, k := range planSealKeys(p) {
-		if _, err := m.Primary(ctx, k.name); err != nil {
-			log.Warn("a rule seals with a key that cannot be used: requests that need it will be refused (503) until it can",
-				"key", k.name, "where", k.where, "err", err, "fix", "sidecrypt keys create "+k.name)
-		}
+	for _, w := range ruleKeyWarnings(ctx, m, p) {
+		log.Warn(w.msg, "key", w.key, "where", w.where, "err", w.err, "fix", w.fix)
 	}
 }
 
-type sealKey struct{ name, where string }
+// ruleKeyWarning is one problem with a key the rules seal with, for
+// serve's start-up log and `rules lint --keys`.
+type ruleKeyWarning struct {
+	key, where, msg, fix string
+	err                  error
+}
+
+// ruleKeyWarnings checks each key the plan seals with against the
+// keystore: it must have a usable primary, and (issue 12) a cryptoperiod,
+// so that more than its seal limit rotates it. A key sealed only in
+// deterministic mode is still warned about: rotating it splits equality
+// lookups across versions, which is a choice to write down, not a default.
+func ruleKeyWarnings(ctx context.Context, m *keystore.Manager, p *rules.Plan) []ruleKeyWarning {
+	var out []ruleKeyWarning
+	for _, k := range planSealKeys(p) {
+		if _, err := m.Primary(ctx, k.name); err != nil {
+			out = append(out, ruleKeyWarning{key: k.name, where: k.where, err: err,
+				msg: "a rule seals with a key that cannot be used: requests that need it will be refused (503) until it can",
+				fix: "sidecrypt keys create " + k.name})
+			continue
+		}
+		key, err := m.Get(ctx, k.name)
+		if err == nil && key.Cryptoperiod == 0 {
+			msg := "a rule seals with a key that has no cryptoperiod: only its seal limit rotates it"
+			if k.random {
+				msg += " (it seals random-mode fields: NIST SP 800-57 asks for a cryptoperiod; 90d is the default for new keys)"
+			} else {
+				msg += " (it seals searchable fields only: rotating it splits equality lookups across versions, so leaving it without one may be deliberate)"
+			}
+			out = append(out, ruleKeyWarning{key: k.name, where: k.where, msg: msg,
+				fix: "sidecrypt keys cryptoperiod " + k.name + " 90d (or POST /v1/keys/" + k.name + "/cryptoperiod on the admin API)"})
+		}
+	}
+	return out
+}
+
+type sealKey struct {
+	name, where string
+	random      bool // some field seals with it in random mode
+}
 
 // planSealKeys lists the keys a plan seals with, each once, with the
 // first route (version 1) or collection (version 2) that uses it.
 func planSealKeys(p *rules.Plan) []sealKey {
 	var out []sealKey
-	seen := map[string]bool{}
-	add := func(name, where string) {
-		if name != "" && !seen[name] {
-			seen[name] = true
-			out = append(out, sealKey{name, where})
+	at := map[string]int{}
+	add := func(name, where string, random bool) {
+		if name == "" {
+			return
 		}
+		if i, ok := at[name]; ok {
+			out[i].random = out[i].random || random
+			return
+		}
+		at[name] = len(out)
+		out = append(out, sealKey{name, where, random})
 	}
 	if p == nil {
 		return nil
 	}
 	for _, rt := range p.Routes {
 		for _, name := range rt.Keys {
-			add(name, "route "+rt.Name)
+			add(name, "route "+rt.Name, false)
+		}
+		for _, f := range rt.Fields {
+			add(f.Key, "route "+rt.Name, f.Mode != fieldcrypt.ModeDeterministic)
+		}
+		for _, q := range rt.Query {
+			add(q.Key, "route "+rt.Name, q.Mode != fieldcrypt.ModeDeterministic)
 		}
 	}
 	if p.Schema != nil {
 		for _, c := range p.Schema.Collections {
 			for _, f := range c.Fields {
-				add(f.Key, "collection "+c.Name)
+				add(f.Key, "collection "+c.Name, f.Mode != fieldcrypt.ModeDeterministic)
 			}
 		}
 	}

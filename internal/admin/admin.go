@@ -20,6 +20,7 @@
 //	GET  /v1/keys, /v1/keys/{name}            any role (inventory)
 //	POST /v1/keys                             operator: create {"name","cryptoperiod","pre_active"}
 //	POST /v1/keys/{name}/rotate               operator
+//	POST /v1/keys/{name}/cryptoperiod         operator {"cryptoperiod":"90d"} ("0": none)
 //	POST /v1/keys/{name}/versions/{v}/activate operator
 //	POST /v1/keys/{name}/versions/{v}/revoke  operator {"compromised":bool,"reason"}
 //	POST /v1/keys/{name}/versions/{v}/destroy security-officer, dual control {"confirm":"<name>","reason"}
@@ -78,6 +79,7 @@ type Keys interface {
 	Create(ctx context.Context, name string, cryptoperiod time.Duration, preActive bool) (*keystore.Key, error)
 	Activate(ctx context.Context, name string, version uint32) (*keystore.Key, error)
 	Rotate(ctx context.Context, name string, expectPrimary uint32) (*keystore.Key, error)
+	SetCryptoperiod(ctx context.Context, name string, cryptoperiod time.Duration) (*keystore.Key, error)
 	Revoke(ctx context.Context, name string, version uint32, to keystore.State, reason string) (*keystore.Key, error)
 	Destroy(ctx context.Context, name string, version uint32, reason string) (*keystore.Key, error)
 	Override(ctx context.Context, name string, version uint32, until time.Time, reason string) (*keystore.Key, error)
@@ -227,6 +229,7 @@ func (s *Server) routeTable() []route {
 		{pattern: "POST /v1/keys", roles: operator, h: s.createKey},
 		{pattern: "GET /v1/keys/{name}", roles: anyRole, h: s.getKey},
 		{pattern: "POST /v1/keys/{name}/rotate", roles: operator, h: s.rotateKey},
+		{pattern: "POST /v1/keys/{name}/cryptoperiod", roles: operator, h: s.setCryptoperiod},
 		{pattern: "POST /v1/keys/{name}/versions/{version}/activate", roles: operator, h: s.activateVersion},
 		{pattern: "POST /v1/keys/{name}/versions/{version}/revoke", roles: operator, h: s.revokeVersion},
 		{pattern: "POST /v1/keys/{name}/versions/{version}/destroy", roles: officer, h: s.destroyVersion},
@@ -408,6 +411,31 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request) error {
 	k, err := s.c.Keys.Rotate(r.Context(), r.PathValue("name"), 0)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, k.View())
+	return nil
+}
+
+func (s *Server) setCryptoperiod(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Cryptoperiod *string `json:"cryptoperiod"`
+	}
+	if err := readJSON(r, &req); err != nil {
+		return err
+	}
+	if req.Cryptoperiod == nil {
+		return badRequest(`want {"cryptoperiod": "90d"} ("0" for none)`)
+	}
+	period, err := ParsePeriod(*req.Cryptoperiod)
+	if err == nil && period < 0 {
+		err = fmt.Errorf("%q is negative", *req.Cryptoperiod)
+	}
+	if err != nil {
+		return badRequest("cryptoperiod: %v", err)
+	}
+	k, err := s.c.Keys.SetCryptoperiod(r.Context(), r.PathValue("name"), period)
 	if err != nil {
 		return err
 	}

@@ -370,28 +370,29 @@ func concretePath(p string) string {
 // TestRouteRoles fails when the two disagree, and when a route is added
 // without a line here.
 var policy = map[string][]Role{
-	"GET /v1/whoami":              AllRoles,
-	"GET /v1/keys":                AllRoles,
-	"POST /v1/keys":               {RoleOperator},
-	"GET /v1/keys/{name}":         AllRoles,
-	"POST /v1/keys/{name}/rotate": {RoleOperator},
+	"GET /v1/whoami":                                   AllRoles,
+	"GET /v1/keys":                                     AllRoles,
+	"POST /v1/keys":                                    {RoleOperator},
+	"GET /v1/keys/{name}":                              AllRoles,
+	"POST /v1/keys/{name}/rotate":                      {RoleOperator},
+	"POST /v1/keys/{name}/cryptoperiod":                {RoleOperator},
 	"POST /v1/keys/{name}/versions/{version}/activate": {RoleOperator},
 	"POST /v1/keys/{name}/versions/{version}/revoke":   {RoleOperator},
 	"POST /v1/keys/{name}/versions/{version}/destroy":  {RoleSecurityOfficer},
 	"POST /v1/keys/{name}/versions/{version}/override": {RoleSecurityOfficer},
-	"GET /v1/kek":                   AllRoles,
-	"POST /v1/kek/rotate":           {RoleOperator},
-	"POST /v1/kek/{version}/retire": {RoleOperator},
-	"GET /v1/rewrap":                AllRoles,
-	"POST /v1/rewrap":               {RoleOperator},
-	"GET /v1/rules":                 AllRoles,
-	"POST /v1/rules/validate":       {RoleCompliance},
-	"POST /v1/rules/diff":           {RoleCompliance, RoleAuditor},
-	"PUT /v1/rules":                 {RoleCompliance},
-	"GET /v1/audit":                 {RoleAuditor},
-	"GET /v1/audit/verify":          {RoleAuditor},
-	"GET /v1/approvals":             AllRoles,
-	"GET /v1/approvals/{id}":        AllRoles,
+	"GET /v1/kek":                                      AllRoles,
+	"POST /v1/kek/rotate":                              {RoleOperator},
+	"POST /v1/kek/{version}/retire":                    {RoleOperator},
+	"GET /v1/rewrap":                                   AllRoles,
+	"POST /v1/rewrap":                                  {RoleOperator},
+	"GET /v1/rules":                                    AllRoles,
+	"POST /v1/rules/validate":                          {RoleCompliance},
+	"POST /v1/rules/diff":                              {RoleCompliance, RoleAuditor},
+	"PUT /v1/rules":                                    {RoleCompliance},
+	"GET /v1/audit":                                    {RoleAuditor},
+	"GET /v1/audit/verify":                             {RoleAuditor},
+	"GET /v1/approvals":                                AllRoles,
+	"GET /v1/approvals/{id}":                           AllRoles,
 	// Checked against the request inside (TestDualControl*): any
 	// principal reaches the handler.
 	"POST /v1/approvals/{id}/approve": AllRoles,
@@ -527,6 +528,19 @@ func TestKeyLifecycleThroughAPI(t *testing.T) {
 	k, err := f.manager.Get(context.Background(), "pii")
 	if err != nil || k.Cryptoperiod != 90*24*time.Hour {
 		t.Fatalf("key %+v %v", k, err)
+	}
+	// The cryptoperiod of an existing key: changed, audited; bad values
+	// and unknown keys refused without a change.
+	call("POST", "/v1/keys/pii/cryptoperiod", `{"cryptoperiod":"30d"}`, http.StatusOK)
+	call("POST", "/v1/keys/pii/cryptoperiod", `{"cryptoperiod":"-1h"}`, http.StatusBadRequest)
+	call("POST", "/v1/keys/pii/cryptoperiod", `{"cryptoperiod":"soon"}`, http.StatusBadRequest)
+	call("POST", "/v1/keys/pii/cryptoperiod", `{}`, http.StatusBadRequest)
+	call("POST", "/v1/keys/nope/cryptoperiod", `{"cryptoperiod":"30d"}`, http.StatusNotFound)
+	if k, err := f.manager.Get(context.Background(), "pii"); err != nil || k.Cryptoperiod != 30*24*time.Hour {
+		t.Fatalf("after POST cryptoperiod: %+v %v", k, err)
+	}
+	if e := f.rec.Find("key.cryptoperiod"); len(e) != 2 || e[0].Outcome != "ok" || e[0].Details["previous"] != (90*24*time.Hour).String() || e[1].Key != "nope" || e[1].Outcome == "ok" {
+		t.Fatalf("cryptoperiod change audited as %+v", e)
 	}
 	out := call("POST", "/v1/keys/pii/rotate", "", http.StatusOK)
 	if out["primary"].(float64) != 2 {
