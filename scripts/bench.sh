@@ -103,7 +103,19 @@ wrk_compare() {
   go run ./scripts/benchgoals -write "$work/$name-write.json" -read "$work/$name-read.json" \
     -open "$work/open.json" -micro "$work/micro.txt" >"$work/$name-goals.md"
 }
-wrk_compare after
+# The engine probe (scripts/engineprobe, its own module so that fasthttp
+# stays out of sidecrypt's): the same pass-through on net/http +
+# ReverseProxy and on fasthttp, measured beside nginx and sidecrypt, for
+# the engine choice of issue 16 (docs/BENCHMARKS.md, "HTTP engine").
+engine_args=()
+if (cd scripts/engineprobe && go build -o "$work/engineprobe" .) >&2; then
+  for e in nethttp fasthttp; do
+    engine_args+=(--target-cmd "engine-$e=$work/engineprobe -engine $e -listen {listen} -upstream {upstream}")
+  done
+else
+  echo "bench: the engine probe did not build; the comparison goes on without it" >&2
+fi
+wrk_compare after "${engine_args[@]}"
 if [ -n "${BENCH_BASELINE:-}" ]; then
   wrk_compare before --sidecar-exe "$BENCH_BASELINE"
 fi

@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 
@@ -184,7 +185,20 @@ func run(w io.Writer, writePath, readPath, openPath, microPath string) error {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| target | writes/s | proxy CPU per write | reads/s | proxy CPU per read |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|")
-	for _, name := range []string{loadtest.TargetNginx, loadtest.TargetPassthrough, loadtest.TargetSidecrypt} {
+	// nginx and the sidecars, then whatever else ran (the engine probe's
+	// --target-cmd targets).
+	names := []string{loadtest.TargetNginx, loadtest.TargetPassthrough, loadtest.TargetSidecrypt}
+	for _, r := range []*loadtest.Result{wr, rd} {
+		if r == nil {
+			continue
+		}
+		for _, t := range r.Targets {
+			if t.Name != loadtest.TargetDirect && !slices.Contains(names, t.Name) {
+				names = append(names, t.Name)
+			}
+		}
+	}
+	for _, name := range names {
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", name, rate(wr, name), cpu(wr, name), rate(rd, name), cpu(rd, name))
 	}
 	return nil
