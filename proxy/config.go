@@ -34,6 +34,11 @@ type Config struct {
 	// verified; nil means the system roots. UpstreamTLSConfig builds one
 	// that adds a private CA (SIDECRYPT_UPSTREAM_CA).
 	UpstreamTLS *tls.Config
+	// StandardTransport sends every reverse-mode request through
+	// net/http's Transport, even those the direct transport (direct.go)
+	// would take: for comparing the two, and a way back if an upstream
+	// misbehaves with it.
+	StandardTransport bool
 	// UpstreamTimeout bounds the wait for the upstream's response headers.
 	// Default 60s. Streaming bodies after the headers are not bounded.
 	UpstreamTimeout time.Duration

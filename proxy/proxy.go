@@ -38,8 +38,11 @@ type Proxy struct {
 	// than the datastore: a pool of its own, so that a connection to the
 	// datastore never carries an unprotected request (see egress.go).
 	egressTransport *http.Transport
-	rp              *httputil.ReverseProxy
-	fw              *forwarder // nil in reverse mode
+	// direct carries reverse-mode requests with no body or one in memory
+	// to a plain-HTTP upstream (direct.go); nil otherwise.
+	direct *directTransport
+	rp     *httputil.ReverseProxy
+	fw     *forwarder // nil in reverse mode
 	// encOpts are the options of every request body encryption (the
 	// operator's depth limit); read-only, shared by all requests.
 	encOpts fieldcrypt.CallOptions
@@ -93,6 +96,14 @@ func New(cfg Config) (*Proxy, error) {
 	p.transport = newTransport(cfg.UpstreamTLS)
 	p.transport.ResponseHeaderTimeout = cfg.UpstreamTimeout
 	p.transport.DialContext = p.refuseLoops(p.pinnedDial(p.transport.DialContext, true))
+	if cfg.Upstream != nil && cfg.Upstream.Scheme == "http" && !cfg.StandardTransport {
+		// The Transport's dialer, looked up per dial: the loop and
+		// egress checks are the same, and so is a dialer set later
+		// through Transport().
+		p.direct = newDirectTransport(func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return p.transport.DialContext(ctx, network, addr)
+		}, cfg.UpstreamTimeout)
+	}
 	p.egressTransport = newTransport(cfg.UpstreamTLS)
 	p.egressTransport.ResponseHeaderTimeout = cfg.UpstreamTimeout
 	p.egressTransport.DialContext = p.refuseLoops(p.pinnedDial(p.egressTransport.DialContext, false))
@@ -130,6 +141,9 @@ func (p *Proxy) Close() error {
 	}
 	p.transport.CloseIdleConnections()
 	p.egressTransport.CloseIdleConnections()
+	if p.direct != nil {
+		p.direct.closeIdle(true)
+	}
 	return nil
 }
 
@@ -410,7 +424,10 @@ func readSmallBody(r *http.Request, ex *exchange) *refusal {
 // segments. When the exchange's body is in memory, oneWrite hands the
 // Transport that memory directly, and headers and body go out together.
 // It also picks the connection pool: forward-mode requests for
-// destinations other than the datastore go through egressTransport.
+// destinations other than the datastore go through egressTransport. In
+// reverse mode with a plain-HTTP upstream, a request whose body is absent
+// or in memory takes the direct transport (direct.go), which makes the
+// round trip on this goroutine; everything else takes the Transport.
 type oneWrite struct{ p *Proxy }
 
 func (o oneWrite) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -419,12 +436,17 @@ func (o oneWrite) RoundTrip(r *http.Request) (*http.Response, error) {
 	if ex != nil && ex.dest != nil && !ex.dest.datastore {
 		t = o.p.egressTransport
 	}
+	inMemory := r.Body == nil || r.Body == http.NoBody
 	if ex != nil && ex.body != nil && r.Body != nil && r.ContentLength == int64(len(ex.body)) {
 		b := ex.body
 		r2 := *r // RoundTrippers must not modify the caller's request
 		r2.Body = io.NopCloser(bytes.NewReader(b))
 		r2.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
 		r = &r2
+		inMemory = true
+	}
+	if inMemory && t == o.p.transport && o.p.direct != nil && directUsable(r) {
+		return o.p.direct.RoundTrip(r)
 	}
 	return t.RoundTrip(r)
 }

@@ -164,7 +164,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	pcfg := proxy.Config{
 		Rules: src, Keys: cache, Audit: proxyAudit, Observer: m.ProxyObserver(), Logger: log,
 		MaxBody: int64(cfg.MaxBody), MaxDepth: cfg.MaxDepth, UpstreamTimeout: cfg.UpstreamTimeout, ShutdownTimeout: cfg.ShutdownTimeout,
-		PassThrough: cfg.PassThrough,
+		StandardTransport: cfg.UpstreamTransport == "standard",
+		PassThrough:       cfg.PassThrough,
 	}
 	if cfg.AdminListen != "" && cfg.AdminListen != "off" {
 		// Forward mode must never reach the admin API, whatever a client

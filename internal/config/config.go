@@ -40,6 +40,11 @@ type Config struct {
 	// UpstreamTimeout bounds waiting for the upstream's response headers.
 	// SIDECRYPT_UPSTREAM_TIMEOUT, default 60s.
 	UpstreamTimeout time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"60s" help:"how long to wait for the upstream's response headers"`
+	// UpstreamTransport picks how reverse mode talks to a plain-HTTP
+	// upstream: direct (round trips on the request's goroutine for bodies
+	// in memory, proxy/direct.go) or standard (net/http's Transport for
+	// everything). SIDECRYPT_UPSTREAM_TRANSPORT, default direct.
+	UpstreamTransport string `env:"UPSTREAM_TRANSPORT" envDefault:"direct" help:"direct or standard: how reverse mode talks to a plain-HTTP upstream"`
 	// Rules is the rule file (or etcd:// URL). SIDECRYPT_RULES.
 	Rules string `env:"RULES" help:"rule file, or etcd://host:2379/key"`
 	// Keystore is the embedded key store file, or an etcd:// URL.
@@ -323,6 +328,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SealBlock == 0 || c.SealBlock > c.SealLimit {
 		errs = append(errs, fmt.Errorf("SIDECRYPT_SEAL_BLOCK must be between 1 and SIDECRYPT_SEAL_LIMIT"))
+	}
+	if c.UpstreamTransport != "direct" && c.UpstreamTransport != "standard" {
+		errs = append(errs, fmt.Errorf("SIDECRYPT_UPSTREAM_TRANSPORT=%q: want direct or standard", c.UpstreamTransport))
 	}
 	if c.DefaultCryptoperiod < 0 {
 		errs = append(errs, fmt.Errorf("SIDECRYPT_DEFAULT_CRYPTOPERIOD must not be negative"))

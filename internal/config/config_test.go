@@ -78,6 +78,7 @@ func TestValidate(t *testing.T) {
 		{"SIDECRYPT_MAX_DEPTH=0"},
 		{"SIDECRYPT_LOG_FORMAT=xml"},
 		{"SIDECRYPT_LOG_LEVEL=loud"},
+		{"SIDECRYPT_UPSTREAM_TRANSPORT=fast"},
 		{"SIDECRYPT_MAX_BODY=lots"},
 		{"SIDECRYPT_CACHE_TTL=soon"},
 	} {
@@ -87,6 +88,11 @@ func TestValidate(t *testing.T) {
 	}
 	if _, err := Load([]string{"SIDECRYPT_ADMIN_LISTEN=off"}); err != nil {
 		t.Fatalf("admin off: %v", err)
+	}
+	for _, v := range []string{"direct", "standard"} {
+		if c, err := Load([]string{"SIDECRYPT_UPSTREAM_TRANSPORT=" + v}); err != nil || c.UpstreamTransport != v {
+			t.Fatalf("SIDECRYPT_UPSTREAM_TRANSPORT=%s: %+v, %v", v, c, err)
+		}
 	}
 }
 
