@@ -35,7 +35,7 @@ type config struct {
 }
 
 func main() {
-	engine := flag.String("engine", "nethttp", "HTTP engine: nethttp or fasthttp")
+	engine := flag.String("engine", "nethttp", "HTTP engine: nethttp, nethttp-direct (net/http server and ReverseProxy, round trips on the caller's goroutine) or fasthttp")
 	listen := flag.String("listen", "127.0.0.1:8080", "listen address host:port")
 	upstream := flag.String("upstream", "", "upstream base URL, e.g. http://127.0.0.1:5984")
 	transform := flag.Bool("transform", false, "encrypt 4 JSON fields of POST/PUT bodies and decrypt them in GET responses")
@@ -67,9 +67,9 @@ func main() {
 
 func parseConfig(engine, upstream string, transform bool) (config, error) {
 	switch engine {
-	case "nethttp", "fasthttp":
+	case "nethttp", "nethttp-direct", "fasthttp":
 	default:
-		return config{}, fmt.Errorf("-engine %q: want nethttp or fasthttp", engine)
+		return config{}, fmt.Errorf("-engine %q: want nethttp, nethttp-direct or fasthttp", engine)
 	}
 	u, err := url.Parse(upstream)
 	if err != nil || u.Scheme != "http" || u.Host == "" {
@@ -97,7 +97,9 @@ func run(ctx context.Context, cfg config, ln net.Listener) error {
 	}
 	switch cfg.engine {
 	case "nethttp":
-		srv = newNetHTTPProxy(cfg.upstream, tr)
+		srv = newNetHTTPProxy(cfg.upstream, tr, false)
+	case "nethttp-direct":
+		srv = newNetHTTPProxy(cfg.upstream, tr, true)
 	case "fasthttp":
 		srv = newFastHTTPProxy(cfg.upstream, tr)
 	default:

@@ -29,7 +29,7 @@ func newBufferPool() *bufferPool {
 	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
 }
 
-func newNetHTTPProxy(upstream *url.URL, tr *transformer) *netHTTPProxy {
+func newNetHTTPProxy(upstream *url.URL, tr *transformer, direct bool) *netHTTPProxy {
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	transport := &http.Transport{
 		Proxy:                  nil,
@@ -43,11 +43,15 @@ func newNetHTTPProxy(upstream *url.URL, tr *transformer) *netHTTPProxy {
 		ForceAttemptHTTP2:      false,
 		MaxResponseHeaderBytes: 1 << 20,
 	}
+	var rt http.RoundTripper = transport
+	if direct {
+		rt = &directTransport{addr: upstream.Host, fallback: transport, dialer: net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}}
+	}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(upstream) // also sets the outbound Host to the upstream's
 		},
-		Transport:  transport,
+		Transport:  rt,
 		BufferPool: newBufferPool(),
 	}
 	var h http.Handler = rp
