@@ -215,8 +215,9 @@ func closeBody(b io.ReadCloser) {
 // success dc belongs to the returned response's body.
 func (t *directTransport) exchange(ctx context.Context, dc *directConn, r *http.Request, body io.ReadCloser) (*http.Response, error) {
 	// The context closes the connection if the client goes away, until
-	// the body is finished (directBody stops the watch).
-	dc.stopCtx = context.AfterFunc(ctx, func() { dc.c.SetDeadline(time.Unix(1, 0)) })
+	// the body is finished (directBody stops the watch). Closing, not a
+	// deadline in the past: the read deadlines set below would undo that.
+	dc.stopCtx = context.AfterFunc(ctx, func() { dc.c.Close() })
 	fail := func(err error) (*http.Response, error) {
 		dc.stopCtx()
 		return nil, err
