@@ -40,9 +40,18 @@ import (
 //     before any response byte arrives, the request is sent again on a new
 //     connection only when http.Transport would: an idempotent method (or
 //     an Idempotency-Key header) with a body that can be sent again.
-//   - ResponseHeaderTimeout bounds the wait for the response headers; the
-//     request's context bounds the whole exchange, body included: when the
-//     client goes away, the upstream connection is closed.
+//   - ResponseHeaderTimeout bounds the wait for the response headers (504,
+//     never retried); the request's context bounds the whole exchange,
+//     body included: when the client goes away, the upstream connection
+//     is closed. Headers are limited to 10 MiB and interim responses to
+//     5, as in http.Transport. Interim (1xx) responses are read and
+//     dropped, not passed on to the client as ReverseProxy would with the
+//     Transport.
+//   - A body closed before its end closes its connection at once.
+//
+// proxy/direct_attack_test.go is an attacker's pass over all of this
+// (ambiguous framing, smuggled responses, abandoned bodies, cancellations,
+// replays); five of its findings were fixed before this shipped.
 type directTransport struct {
 	dial                  dialFunc
 	responseHeaderTimeout time.Duration
@@ -57,6 +66,7 @@ type directTransport struct {
 
 type directConn struct {
 	c       net.Conn
+	lr      *limitedConn // under br: bounds what the response headers may take
 	br      *bufio.Reader
 	bw      *bufio.Writer
 	addr    string
@@ -121,8 +131,52 @@ func (t *directTransport) get(ctx context.Context, addr string) (*directConn, bo
 	if err != nil {
 		return nil, false, err
 	}
-	return &directConn{c: c, br: bufio.NewReaderSize(c, ioBufferSize), bw: bufio.NewWriterSize(c, ioBufferSize), addr: addr}, false, nil
+	lr := &limitedConn{c: c, n: -1}
+	return &directConn{c: c, lr: lr, br: bufio.NewReaderSize(lr, ioBufferSize), bw: bufio.NewWriterSize(c, ioBufferSize), addr: addr}, false, nil
 }
+
+// maxResponseHeaderBytes and max1xxResponses are http.Transport's limits:
+// a hostile upstream must not make the sidecar buffer headers without end.
+const (
+	maxResponseHeaderBytes = 10 << 20
+	max1xxResponses        = 5
+)
+
+var errResponseHeaderTooLarge = errors.New("proxy: the upstream's response headers are larger than 10 MiB")
+
+// limitedConn reads from c, at most n more bytes while n >= 0 (the
+// response headers), without limit while n < 0 (bodies).
+type limitedConn struct {
+	c net.Conn
+	n int64
+}
+
+func (l *limitedConn) Read(p []byte) (int, error) {
+	if l.n < 0 {
+		return l.c.Read(p)
+	}
+	if l.n == 0 {
+		return 0, errResponseHeaderTooLarge
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.c.Read(p)
+	l.n -= int64(n)
+	return n, err
+}
+
+// directTimeoutError is the response-header timeout: a net.Error whose
+// Timeout is true, so the proxy answers 504 upstream_timeout.
+type directTimeoutError struct{}
+
+func (directTimeoutError) Error() string {
+	return "proxy: the upstream did not send its response headers in time"
+}
+func (directTimeoutError) Timeout() bool   { return true }
+func (directTimeoutError) Temporary() bool { return true }
+
+var errDirectTimeout net.Error = directTimeoutError{}
 
 func (t *directTransport) put(dc *directConn) {
 	dc.idleAt = t.now()
@@ -180,7 +234,7 @@ func (t *directTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 			closeBody(body)
 			return nil, err
 		}
-		if attempt > 0 {
+		if attempt > 0 && body != nil && body != http.NoBody {
 			if r.GetBody == nil {
 				dc.c.Close()
 				return nil, errDirectNoResponse
@@ -230,24 +284,49 @@ func (t *directTransport) exchange(ctx context.Context, dc *directConn, r *http.
 	if err := dc.bw.Flush(); err != nil {
 		return fail(errors.Join(errDirectNoResponse, err))
 	}
+	var deadline time.Time
 	if t.responseHeaderTimeout > 0 {
-		dc.c.SetReadDeadline(t.now().Add(t.responseHeaderTimeout))
+		deadline = t.now().Add(t.responseHeaderTimeout)
+		dc.c.SetReadDeadline(deadline)
 	}
-	for {
+	// timedOut reports whether a failed header read is the timeout: a
+	// deadline that passes in the middle of a line surfaces as a
+	// malformed header, not as a net.Error.
+	timedOut := func(err error) bool {
+		return isTimeout(err) || (!deadline.IsZero() && !t.now().Before(deadline))
+	}
+	for interim := 0; ; interim++ {
+		// Bytes already buffered count against the limit too: they
+		// came in with the request's response.
+		dc.lr.n = maxResponseHeaderBytes - int64(dc.br.Buffered())
 		if _, err := dc.br.Peek(1); err != nil {
+			if timedOut(err) {
+				return fail(errDirectTimeout)
+			}
+			if interim > 0 {
+				return fail(err)
+			}
+			// Nothing of a response arrived: the connection was dead.
 			return fail(errors.Join(errDirectNoResponse, err))
 		}
 		resp, err := http.ReadResponse(dc.br, r)
 		if err != nil {
+			if timedOut(err) {
+				return fail(errDirectTimeout)
+			}
 			return fail(err)
 		}
 		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+			if interim >= max1xxResponses {
+				return fail(errors.New("proxy: the upstream sent too many interim (1xx) responses"))
+			}
 			continue // an interim response; the final one follows
 		}
 		if resp.StatusCode == http.StatusSwitchingProtocols {
 			resp.Body.Close()
 			return fail(errors.New("proxy: the upstream switched protocols on a request that did not ask to"))
 		}
+		dc.lr.n = -1
 		if t.responseHeaderTimeout > 0 {
 			dc.c.SetReadDeadline(time.Time{})
 		}
@@ -284,6 +363,15 @@ func (b *directBody) Close() error {
 		return nil
 	}
 	b.done = true
+	if !b.eof {
+		// Not read to its end: the connection cannot be reused, and
+		// closing it first keeps the body's Close from draining what
+		// is left (a feed may never end).
+		b.dc.stopCtx()
+		b.dc.c.Close()
+		b.rc.Close()
+		return nil
+	}
 	err := b.rc.Close()
 	stopped := b.dc.stopCtx()
 	// stopped is false when the context was cancelled and the deadline
