@@ -190,7 +190,7 @@ func (t *directTransport) put(dc *directConn) {
 	dc.c.Close()
 }
 
-// CloseIdleConnections closes the idle connections; with close set, it
+// closeIdle closes the idle connections; with close set, it
 // also stops pooling (Proxy.Close).
 func (t *directTransport) closeIdle(close bool) {
 	t.mu.Lock()
