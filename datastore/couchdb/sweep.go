@@ -47,47 +47,30 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/sidecrypt/sidecrypt/datastore"
 	"github.com/sidecrypt/sidecrypt/datastore/internal/jsontree"
+	"github.com/sidecrypt/sidecrypt/datastore/internal/sweephttp"
 	"github.com/sidecrypt/sidecrypt/fieldcrypt"
 )
 
-// maxSweepResponse bounds a response the sweeper reads: a page of
-// documents, or one document's leaves.
-const maxSweepResponse = 256 << 20
-
 // Sweeper implements datastore.SweepProfile.
 func (p *Profile) Sweeper(t datastore.SweepTarget) (datastore.Sweeper, error) {
-	if t.Base == nil || t.Base.Host == "" {
-		return nil, errors.New("couchdb: the sweep needs the datastore's URL (SIDECRYPT_UPSTREAM)")
+	c, err := sweephttp.New("couchdb", t)
+	if err != nil {
+		return nil, err
 	}
-	c := t.Client
-	if c == nil {
-		c = &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 4}, Timeout: 2 * time.Minute}
-	}
-	base := *t.Base
-	base.RawQuery, base.Fragment = "", ""
-	var user *url.Userinfo
-	if base.User != nil {
-		user, base.User = base.User, nil
-	}
-	return &sweeper{p: p, base: base, user: user, client: c, header: t.Header.Clone()}, nil
+	return &sweeper{p: p, http: c}, nil
 }
 
 type sweeper struct {
-	p      *Profile
-	base   url.URL
-	user   *url.Userinfo
-	client *http.Client
-	header http.Header
+	p    *Profile
+	http *sweephttp.Client
 }
 
 func (s *sweeper) Info() datastore.SweeperInfo {
@@ -97,52 +80,8 @@ func (s *sweeper) Info() datastore.SweeperInfo {
 // do sends one request and returns the status and body. Errors name the
 // endpoint, never content.
 func (s *sweeper) do(ctx context.Context, method, path, rawQuery string, body []byte) (int, []byte, error) {
-	u := s.base
-	u.RawPath = strings.TrimSuffix(s.base.EscapedPath(), "/") + path
-	u.Path, _ = url.PathUnescape(u.RawPath)
-	u.RawQuery = rawQuery
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
-	if err != nil {
-		return 0, nil, fmt.Errorf("couchdb: %s %s: %w", method, endpointOf(path), err)
-	}
-	for k, vs := range s.header {
-		req.Header[k] = vs
-	}
-	if s.user != nil {
-		pw, _ := s.user.Password()
-		req.SetBasicAuth(s.user.Username(), pw)
-	}
-	req.Header.Set("Accept", "application/json")
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return 0, nil, fmt.Errorf("couchdb: %s %s: %w", method, endpointOf(path), redactURLError(err))
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxSweepResponse+1))
-	if err != nil {
-		return 0, nil, fmt.Errorf("couchdb: %s %s: read the answer: %w", method, endpointOf(path), err)
-	}
-	if len(b) > maxSweepResponse {
-		return 0, nil, fmt.Errorf("couchdb: %s %s: the answer is larger than %d bytes", method, endpointOf(path), maxSweepResponse)
-	}
-	return resp.StatusCode, b, nil
-}
-
-// redactURLError drops the URL (which may hold a document id) from a
-// transport error.
-func redactURLError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
+	status, _, b, err := s.http.Do(ctx, method+" "+endpointOf(path), method, path, rawQuery, "application/json", body)
+	return status, b, err
 }
 
 // endpointOf names a request path for errors without ids: "/{db}/_changes".

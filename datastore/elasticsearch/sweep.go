@@ -29,46 +29,30 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/sidecrypt/sidecrypt/datastore"
+	"github.com/sidecrypt/sidecrypt/datastore/internal/sweephttp"
 )
 
 // keepAlive is how long a point in time lives between two pages.
 const keepAlive = "10m"
 
-// maxSweepResponse bounds a response the sweeper reads.
-const maxSweepResponse = 256 << 20
-
 // Sweeper implements datastore.SweepProfile.
 func (p *Profile) Sweeper(t datastore.SweepTarget) (datastore.Sweeper, error) {
-	if t.Base == nil || t.Base.Host == "" {
-		return nil, errors.New("elasticsearch: the sweep needs the datastore's URL (SIDECRYPT_UPSTREAM)")
+	c, err := sweephttp.New("elasticsearch", t)
+	if err != nil {
+		return nil, err
 	}
-	c := t.Client
-	if c == nil {
-		c = &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 4}, Timeout: 2 * time.Minute}
-	}
-	base := *t.Base
-	base.RawQuery, base.Fragment = "", ""
-	var user *url.Userinfo
-	if base.User != nil {
-		user, base.User = base.User, nil
-	}
-	return &sweeper{base: base, user: user, client: c, header: t.Header.Clone()}, nil
+	return &sweeper{http: c}, nil
 }
 
 type sweeper struct {
-	base   url.URL
-	user   *url.Userinfo
-	client *http.Client
-	header http.Header
+	http *sweephttp.Client
 }
 
 func (s *sweeper) Info() datastore.SweeperInfo {
@@ -78,47 +62,8 @@ func (s *sweeper) Info() datastore.SweeperInfo {
 // do sends one request. Errors name the endpoint, never an index's
 // documents.
 func (s *sweeper) do(ctx context.Context, method, path, rawQuery, ctype string, body []byte) (int, []byte, error) {
-	u := s.base
-	u.RawPath = strings.TrimSuffix(s.base.EscapedPath(), "/") + path
-	u.Path, _ = url.PathUnescape(u.RawPath)
-	u.RawQuery = rawQuery
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	what := method + " " + endpointOf(path)
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
-	if err != nil {
-		return 0, nil, fmt.Errorf("elasticsearch: %s: %w", what, err)
-	}
-	for k, vs := range s.header {
-		req.Header[k] = vs
-	}
-	if s.user != nil {
-		pw, _ := s.user.Password()
-		req.SetBasicAuth(s.user.Username(), pw)
-	}
-	req.Header.Set("Accept", "application/json")
-	if body != nil {
-		req.Header.Set("Content-Type", ctype)
-	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return 0, nil, fmt.Errorf("elasticsearch: %s: %w", what, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxSweepResponse+1))
-	if err != nil {
-		return 0, nil, fmt.Errorf("elasticsearch: %s: read the answer: %w", what, err)
-	}
-	if len(b) > maxSweepResponse {
-		return 0, nil, fmt.Errorf("elasticsearch: %s: the answer is larger than %d bytes", what, maxSweepResponse)
-	}
-	return resp.StatusCode, b, nil
+	status, _, b, err := s.http.Do(ctx, method+" "+endpointOf(path), method, path, rawQuery, ctype, body)
+	return status, b, err
 }
 
 // endpointOf names a request path for errors without index names or ids.

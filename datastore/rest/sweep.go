@@ -26,41 +26,26 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/sidecrypt/sidecrypt/datastore"
+	"github.com/sidecrypt/sidecrypt/datastore/internal/sweephttp"
 )
-
-const maxSweepResponse = 256 << 20
 
 // Sweeper implements datastore.SweepProfile.
 func (p *Profile) Sweeper(t datastore.SweepTarget) (datastore.Sweeper, error) {
-	if t.Base == nil || t.Base.Host == "" {
-		return nil, errors.New("rest: the sweep needs the datastore's URL (SIDECRYPT_UPSTREAM)")
+	c, err := sweephttp.New("rest", t)
+	if err != nil {
+		return nil, err
 	}
-	c := t.Client
-	if c == nil {
-		c = &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 4}, Timeout: 2 * time.Minute}
-	}
-	base := *t.Base
-	base.RawQuery, base.Fragment = "", ""
-	var user *url.Userinfo
-	if base.User != nil {
-		user, base.User = base.User, nil
-	}
-	return &sweeper{base: base, user: user, client: c, header: t.Header.Clone()}, nil
+	return &sweeper{http: c}, nil
 }
 
 type sweeper struct {
-	base   url.URL
-	user   *url.Userinfo
-	client *http.Client
-	header http.Header
+	http *sweephttp.Client
 }
 
 func (s *sweeper) Info() datastore.SweeperInfo {
@@ -69,46 +54,8 @@ func (s *sweeper) Info() datastore.SweeperInfo {
 }
 
 func (s *sweeper) do(ctx context.Context, method, path, rawQuery string, body []byte) (int, http.Header, []byte, error) {
-	u := s.base
-	u.RawPath = strings.TrimSuffix(s.base.EscapedPath(), "/") + path
-	u.Path, _ = url.PathUnescape(u.RawPath)
-	u.RawQuery = rawQuery
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
-	if err != nil {
-		return 0, nil, nil, fmt.Errorf("rest: %s {prefix}: %w", method, err)
-	}
-	for k, vs := range s.header {
-		req.Header[k] = vs
-	}
-	if s.user != nil {
-		pw, _ := s.user.Password()
-		req.SetBasicAuth(s.user.Username(), pw)
-	}
-	req.Header.Set("Accept", "application/json")
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return 0, nil, nil, fmt.Errorf("rest: %s {prefix}: %w", method, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxSweepResponse+1))
-	if err != nil {
-		return 0, nil, nil, fmt.Errorf("rest: %s {prefix}: read the answer: %w", method, err)
-	}
-	if len(b) > maxSweepResponse {
-		return 0, nil, nil, fmt.Errorf("rest: %s {prefix}: the answer is larger than %d bytes", method, maxSweepResponse)
-	}
-	return resp.StatusCode, resp.Header, b, nil
+	// Record paths are ids: errors name the method only.
+	return s.http.Do(ctx, method+" {prefix}", method, path, rawQuery, "application/json", body)
 }
 
 // Collections: a REST store cannot list its collections, so a prefix is
