@@ -668,29 +668,9 @@ func (m *Manager) RotateEscrowKEK(ctx context.Context) (uint32, error) {
 // RetireEscrowKEK retires an old escrow KEK version, refusing (ErrKEKInUse)
 // while any escrow copy is still under it, or when it is current.
 func (m *Manager) RetireEscrowKEK(ctx context.Context, version uint32) error {
-	const action = "kek.retire"
-	details := map[string]string{"escrow": m.escrowID}
 	if m.escrow == nil {
 		return errNoEscrow
 	}
-	current, err := m.escrow.CurrentKEK(ctx)
-	if err != nil {
-		return m.finish(ctx, action, "", version, "", details, fmt.Errorf("keystore: current escrow KEK: %w", err))
-	}
-	if version == current {
-		err := fmt.Errorf("keystore: escrow KEK v%d: %w: it is the escrow's current KEK; rotate it first", version, ErrKEKInUse)
-		return m.finish(ctx, action, "", version, "", details, err)
-	}
-	use, err := m.escrowUse(ctx)
-	if err != nil {
-		return m.finish(ctx, action, "", version, "", details, err)
-	}
-	if n := use[version]; n > 0 {
-		err := fmt.Errorf("keystore: escrow KEK v%d: %w: it still wraps %d escrow copy(ies); run `sidecrypt keys rewrap` first", version, ErrKEKInUse, n)
-		return m.finish(ctx, action, "", version, "", details, err)
-	}
-	if err := m.escrow.RetireKEK(ctx, version); err != nil {
-		return m.finish(ctx, action, "", version, "", details, fmt.Errorf("keystore: retire escrow KEK v%d: %w", version, err))
-	}
-	return m.finish(ctx, action, "", version, "", details, nil)
+	return m.retireKEK(ctx, m.escrow, m.escrowUse, version, "escrow KEK", "escrow copy(ies)", "sidecrypt kek escrow rotate",
+		map[string]string{"escrow": m.escrowID})
 }

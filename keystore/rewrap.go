@@ -329,25 +329,40 @@ func (m *Manager) RotateKEK(ctx context.Context) (uint32, error) {
 // (ErrKEKInUse) while any data key version is still wrapped under it, or
 // when it is the current version.
 func (m *Manager) RetireKEK(ctx context.Context, version uint32) error {
+	return m.retireKEK(ctx, m.kek, m.kekUse, version, "KEK", "data key version(s)", "sidecrypt kek rotate", nil)
+}
+
+// kekRetirer is what RetireKEK and RetireEscrowKEK need of a provider.
+type kekRetirer interface {
+	CurrentKEK(ctx context.Context) (uint32, error)
+	RetireKEK(ctx context.Context, version uint32) error
+}
+
+// retireKEK retires version of provider p unless it is p's current KEK or
+// still wraps something (use counts what each version wraps), audited as
+// kek.retire with details. what names the provider's KEK in errors
+// ("KEK", "escrow KEK"), wrapped what it wraps, rotate the command that
+// makes another version current.
+func (m *Manager) retireKEK(ctx context.Context, p kekRetirer, use func(context.Context) (map[uint32]int, error), version uint32, what, wrapped, rotate string, details map[string]string) error {
 	const action = "kek.retire"
-	current, err := m.kek.CurrentKEK(ctx)
+	current, err := p.CurrentKEK(ctx)
 	if err != nil {
-		return m.finish(ctx, action, "", version, "", nil, fmt.Errorf("keystore: current KEK: %w", err))
+		return m.finish(ctx, action, "", version, "", details, fmt.Errorf("keystore: current %s: %w", what, err))
 	}
 	if version == current {
-		err := fmt.Errorf("keystore: KEK v%d: %w: it is the current KEK; run `sidecrypt kek rotate` first", version, ErrKEKInUse)
-		return m.finish(ctx, action, "", version, "", nil, err)
+		err := fmt.Errorf("keystore: %s v%d: %w: it is the current %s; run `%s` first", what, version, ErrKEKInUse, what, rotate)
+		return m.finish(ctx, action, "", version, "", details, err)
 	}
-	use, err := m.kekUse(ctx)
+	counts, err := use(ctx)
 	if err != nil {
-		return m.finish(ctx, action, "", version, "", nil, err)
+		return m.finish(ctx, action, "", version, "", details, err)
 	}
-	if n := use[version]; n > 0 {
-		err := fmt.Errorf("keystore: KEK v%d: %w: it still wraps %d data key version(s); run `sidecrypt keys rewrap` first", version, ErrKEKInUse, n)
-		return m.finish(ctx, action, "", version, "", nil, err)
+	if n := counts[version]; n > 0 {
+		err := fmt.Errorf("keystore: %s v%d: %w: it still wraps %d %s; run `sidecrypt keys rewrap` first", what, version, ErrKEKInUse, n, wrapped)
+		return m.finish(ctx, action, "", version, "", details, err)
 	}
-	if err := m.kek.RetireKEK(ctx, version); err != nil {
-		return m.finish(ctx, action, "", version, "", nil, fmt.Errorf("keystore: retire KEK v%d: %w", version, err))
+	if err := p.RetireKEK(ctx, version); err != nil {
+		return m.finish(ctx, action, "", version, "", details, fmt.Errorf("keystore: retire %s v%d: %w", what, version, err))
 	}
-	return m.finish(ctx, action, "", version, "", nil, nil)
+	return m.finish(ctx, action, "", version, "", details, nil)
 }
