@@ -323,14 +323,18 @@ func TestDirectAttackAbandonedResponse(t *testing.T) {
 // TestDirectAttackConcurrentMixed: many clients, mixed methods, random
 // client cancellation, an upstream that closes connections at random and
 // when idle. Every successful response must be the one for its own
-// request, a POST reaches the upstream at most once, and at the end no
-// upstream connection or goroutine is left behind.
+// request, a POST reaches the upstream at most once, a request fails only
+// when the upstream never received it and it may not be sent twice (see
+// below), and at the end no upstream connection or goroutine is left
+// behind.
 func TestDirectAttackConcurrentMixed(t *testing.T) {
 	var posts sync.Map // id -> *atomic.Int32
+	var seen sync.Map  // id -> true: the upstream received this request
 	var open atomic.Int32
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		id := r.Header.Get("X-Id")
+		seen.Store(id, true)
 		if r.Method == "POST" {
 			v, _ := posts.LoadOrStore(id, new(atomic.Int32))
 			v.(*atomic.Int32).Add(1)
@@ -411,7 +415,15 @@ func TestDirectAttackConcurrentMixed(t *testing.T) {
 				resp.Body.Close()
 				cancel()
 				if err != nil || resp.StatusCode != 200 {
-					if mode != 0 {
+					// The one failure allowed: the upstream closed an
+					// idle connection just as a request that may not be
+					// sent twice went out on it. net/http's Transport
+					// has the same window and answers the same; what
+					// must hold is that the upstream never got the
+					// request, so the client can send it again safely.
+					_, got := seen.Load(id)
+					lost := err == nil && resp.StatusCode == http.StatusBadGateway && !got && !retryable(req)
+					if mode != 0 && !lost {
 						errs <- fmt.Errorf("%s %s: %d %v", method, id, resp.StatusCode, err)
 					}
 					errN.Add(1)
