@@ -83,6 +83,14 @@ type Options struct {
 	// blob and ignores when Decrypt names the key (AWS compares it and
 	// answers IncorrectKeyException).
 	UncheckedBits func(w hsm.Wrapped, bit int) bool
+
+	// CrashesBackend, when set, reports malformed wrapped bytes that
+	// the backend under test is known to crash on rather than refuse,
+	// so EveryBitFlipFails accepts any error for them (never success).
+	// For an emulator's bug, not a provider's: local-kms panics on a
+	// blob whose first byte is 250 or more (uint8 overflow in its
+	// length check), and a swapped blob starts with a random byte.
+	CrashesBackend func(b []byte) bool
 }
 
 // RunWith is Run with Options.
@@ -163,7 +171,12 @@ func RunWith(t *testing.T, newProvider func(t *testing.T) hsm.Provider, opts Opt
 		} {
 			bad := w
 			bad.Bytes = b
-			if _, err := p.Unwrap(ctx, bad, bind); !errors.Is(err, hsm.ErrUnwrap) {
+			_, err := p.Unwrap(ctx, bad, bind)
+			if err != nil && opts.CrashesBackend != nil && opts.CrashesBackend(b) {
+				t.Logf("%s: the backend is known to crash on these bytes; Unwrap = %v", name, err)
+				continue
+			}
+			if !errors.Is(err, hsm.ErrUnwrap) {
 				t.Errorf("%s: Unwrap = %v; want ErrUnwrap", name, err)
 			}
 		}
