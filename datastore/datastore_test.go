@@ -2,6 +2,7 @@ package datastore
 
 import (
 	"context"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -129,8 +130,11 @@ func TestDocumentRulesAgreeWithFieldAt(t *testing.T) {
 	if len(got) != len(want) {
 		t.Errorf("sealed %v, want %v", got, want)
 	}
+	// Tokens are taken out first, so that "DE1" found by chance inside
+	// one's base64 is not reported.
+	outside := regexp.MustCompile(`"sc2\.[A-Za-z0-9_-]+"`).ReplaceAllString(string(out), `"TOKEN"`)
 	for _, plain := range []string{`"P"`, `"N"`, `"M"`, `4111`, `DE1`} {
-		if strings.Contains(string(out), plain) {
+		if strings.Contains(outside, plain) {
 			t.Errorf("%s left in %s", plain, out)
 		}
 	}
