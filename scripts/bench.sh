@@ -111,11 +111,14 @@ wrk_compare() {
 }
 # The engine probe (scripts/engineprobe, its own module so that fasthttp
 # stays out of sidecrypt's): the same pass-through on net/http +
-# ReverseProxy and on fasthttp, measured beside nginx and sidecrypt, for
-# the engine choice of issue 16 (docs/BENCHMARKS.md, "HTTP engine").
+# ReverseProxy (with the standard Transport and with a direct round
+# tripper like sidecrypt's), on fasthttp, and on fasthttp's server in front
+# of the net/http handler (fasthttpadaptor), measured beside nginx and
+# sidecrypt, for the engine choice of issue 16 (docs/BENCHMARKS.md, "HTTP
+# engine").
 engine_args=()
 if (cd scripts/engineprobe && go build -o "$work/engineprobe" .) >&2; then
-  for e in nethttp fasthttp; do
+  for e in nethttp nethttp-direct fasthttp fasthttp-adaptor; do
     engine_args+=(--target-cmd "engine-$e=$work/engineprobe -engine $e -listen {listen} -upstream {upstream}")
   done
 else

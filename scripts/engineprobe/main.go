@@ -35,7 +35,7 @@ type config struct {
 }
 
 func main() {
-	engine := flag.String("engine", "nethttp", "HTTP engine: nethttp, nethttp-direct (net/http server and ReverseProxy, round trips on the caller's goroutine) or fasthttp")
+	engine := flag.String("engine", "nethttp", "HTTP engine: nethttp, nethttp-direct (net/http server and ReverseProxy, round trips on the caller's goroutine), fasthttp, or fasthttp-adaptor (fasthttp's server in front of nethttp-direct's handler)")
 	listen := flag.String("listen", "127.0.0.1:8080", "listen address host:port")
 	upstream := flag.String("upstream", "", "upstream base URL, e.g. http://127.0.0.1:5984")
 	transform := flag.Bool("transform", false, "encrypt 4 JSON fields of POST/PUT bodies and decrypt them in GET responses")
@@ -67,9 +67,9 @@ func main() {
 
 func parseConfig(engine, upstream string, transform bool) (config, error) {
 	switch engine {
-	case "nethttp", "nethttp-direct", "fasthttp":
+	case "nethttp", "nethttp-direct", "fasthttp", "fasthttp-adaptor":
 	default:
-		return config{}, fmt.Errorf("-engine %q: want nethttp, nethttp-direct or fasthttp", engine)
+		return config{}, fmt.Errorf("-engine %q: want nethttp, nethttp-direct, fasthttp or fasthttp-adaptor", engine)
 	}
 	u, err := url.Parse(upstream)
 	if err != nil || u.Scheme != "http" || u.Host == "" {
@@ -102,6 +102,8 @@ func run(ctx context.Context, cfg config, ln net.Listener) error {
 		srv = newNetHTTPProxy(cfg.upstream, tr, true)
 	case "fasthttp":
 		srv = newFastHTTPProxy(cfg.upstream, tr)
+	case "fasthttp-adaptor":
+		srv = newAdaptorProxy(cfg.upstream, tr)
 	default:
 		ln.Close()
 		return fmt.Errorf("unknown engine %q", cfg.engine)
