@@ -148,14 +148,17 @@ func pouchName(name string) string {
 }
 
 func sanitizeFilename(in string) string {
-	var b strings.Builder
-	for _, r := range in {
-		if strings.ContainsRune(`/?<>\:*|"`, r) || r <= 0x1f || (r >= 0x80 && r <= 0x9f) {
-			continue
+	s := in
+	if !plainFilename(in) {
+		var b strings.Builder
+		for _, r := range in {
+			if strings.ContainsRune(`/?<>\:*|"`, r) || r <= 0x1f || (r >= 0x80 && r <= 0x9f) {
+				continue
+			}
+			b.WriteRune(r)
 		}
-		b.WriteRune(r)
+		s = b.String()
 	}
-	s := b.String()
 	if strings.Trim(s, ".") == "" || windowsDevice(s) {
 		s = ""
 	}
@@ -171,6 +174,20 @@ func sanitizeFilename(in string) string {
 		s = s[:n]
 	}
 	return s
+}
+
+// plainFilename reports whether in is printable ASCII with none of the
+// characters sanitizeFilename removes, so that its first step would copy
+// it unchanged. Every ordinary database name is, and then no copy is made
+// (this runs on every request).
+func plainFilename(in string) bool {
+	for i := 0; i < len(in); i++ {
+		c := in[i]
+		if c < 0x20 || c >= 0x7f || strings.IndexByte(`/?<>\:*|"`, c) >= 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // windowsDevice matches /^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$/i.
