@@ -79,8 +79,11 @@ func (e *e2e) stored(id string) map[string]any {
 	if status != 200 {
 		e.t.Fatalf("datastore GET %s: %d %s", id, status, b)
 	}
+	// Tokens are taken out first, so that "J45" found by chance inside
+	// one's base64 is not reported.
+	outside := tokenPattern.ReplaceAll(b, []byte(`"TOKEN"`))
 	for _, s := range e2eSecrets {
-		if bytes.Contains(b, []byte(s)) {
+		if bytes.Contains(outside, []byte(s)) {
 			e.t.Errorf("datastore holds %q in plaintext: %s", s, b)
 		}
 	}
