@@ -3,6 +3,8 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/metrics"
 	"testing"
 )
 
@@ -30,5 +32,32 @@ func TestContainerMemoryLimit(t *testing.T) {
 	}
 	if _, _, ok := containerMemoryLimit([]string{filepath.Join(dir, "none")}); ok {
 		t.Error("no file, yet a limit")
+	}
+}
+
+// TestSettleHeap: garbage from start-up (the software provider's 64 MiB
+// KDF) no longer sets the heap goal once settleHeap has run.
+func TestSettleHeap(t *testing.T) {
+	goal := func() uint64 {
+		s := []metrics.Sample{{Name: "/gc/heap/goal:bytes"}}
+		metrics.Read(s)
+		return s[0].Value.Uint64()
+	}
+	big := make([]byte, 64<<20)
+	for i := range big {
+		big[i] = byte(i)
+	}
+	runtime.GC() // collects while big is live, as the first collection after the KDF can
+	runtime.KeepAlive(big)
+	before := goal()
+	if before < 64<<20 {
+		t.Fatalf("heap goal %d MiB with 64 MiB live; the test would prove nothing", before>>20)
+	}
+	big = nil
+	settleHeap()
+	// Without those 64 MiB live, the goal falls by at least as much
+	// (by 64 MiB times 1+GOGC/100), whatever else the process holds.
+	if after := goal(); after+64<<20 > before {
+		t.Fatalf("heap goal %d MiB before settleHeap, %d MiB after: the start-up garbage still counts", before>>20, after>>20)
 	}
 }

@@ -273,6 +273,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	})
 
 	desc := env.provider.Describe()
+	settleHeap()
 	mode := "forward"
 	if pcfg.Upstream != nil {
 		mode = "reverse"
