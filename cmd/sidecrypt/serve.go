@@ -109,8 +109,10 @@ func diagPosition(d rules.Diagnostic) string {
 // gcPercent is the garbage collector target when GOGC is not set. The
 // sidecar's live heap is small (cached keys, rules, buffers of requests in
 // flight) and short-lived garbage per request is most of what it
-// allocates; collecting at 4x the live heap instead of 2x cut its CPU per
-// request by about 15% in the load test, for a few MiB more memory.
+// allocates; collecting at 4x the live heap instead of 2x cuts its CPU per
+// request by 4-12% in the load test (wrk, 1 KiB documents, 2026-11-26,
+// measured again once settleHeap had removed the start-up KDF's garbage
+// from the heap goal), for a few MiB more memory.
 // GOGC and GOMEMLIMIT in the environment take precedence; under a
 // container memory limit, tuneGC (memlimit.go) also sets a soft memory
 // limit so that the larger heap cannot reach it.
