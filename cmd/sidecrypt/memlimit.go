@@ -41,8 +41,8 @@ func tuneGC(log *slog.Logger) {
 // first collection counts it as live, sets the next heap goal to five
 // times that (about 325 MiB at GOGC 400), and the heap then grows into
 // fresh pages for minutes: two page faults per request in the load test,
-// about 15% more CPU per request at half load, and a resident size far
-// above what the sidecar needs.
+// a third more CPU per request at 1,850 req/s (0.35 against 0.26 ms), and
+// a resident size far above what the sidecar needs (230 against 52 MB).
 func settleHeap() {
 	debug.FreeOSMemory()
 }
