@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"sync"
 	"time"
 )
@@ -44,9 +46,9 @@ import (
 //     never retried); the request's context bounds the whole exchange,
 //     body included: when the client goes away, the upstream connection
 //     is closed. Headers are limited to 10 MiB and interim responses to
-//     5, as in http.Transport. Interim (1xx) responses are read and
-//     dropped, not passed on to the client as ReverseProxy would with the
-//     Transport.
+//     5, as in http.Transport. Interim (1xx) responses go to the
+//     request's httptrace Got1xxResponse, as http.Transport sends them,
+//     so ReverseProxy passes them on to the client.
 //   - A body closed before its end closes its connection at once.
 //
 // proxy/direct_attack_test.go is an attacker's pass over all of this
@@ -319,6 +321,13 @@ func (t *directTransport) exchange(ctx context.Context, dc *directConn, r *http.
 		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
 			if interim >= max1xxResponses {
 				return fail(errors.New("proxy: the upstream sent too many interim (1xx) responses"))
+			}
+			// Reported as http.Transport reports it: ReverseProxy's trace
+			// passes it on to the client.
+			if trace := httptrace.ContextClientTrace(r.Context()); trace != nil && trace.Got1xxResponse != nil {
+				if err := trace.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
+					return fail(err)
+				}
 			}
 			continue // an interim response; the final one follows
 		}

@@ -9,7 +9,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -291,21 +294,37 @@ func TestDirectTransportResponseHeaderTimeout(t *testing.T) {
 }
 
 // TestDirectTransportInterimResponses: 1xx answers before the final one
-// are skipped, and the final response is the one the client gets.
+// reach the client as the standard transport passes them on (ReverseProxy
+// forwards what the round tripper reports to its trace), and the final
+// response is the one the client gets.
 func TestDirectTransportInterimResponses(t *testing.T) {
 	u := rawUpstream(t, func(c net.Conn, _ *bufio.Reader, req *http.Request) {
 		io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n")
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal")
 	})
-	tp := startProxy(t, Config{Upstream: u})
-	resp, err := http.Get(tp.URL.String() + "/db/doc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || string(b) != "final" {
-		t.Fatalf("%d %q", resp.StatusCode, b)
+	for _, standard := range []bool{false, true} {
+		tp := startProxy(t, Config{Upstream: u, StandardTransport: standard})
+		if (tp.direct != nil) == standard {
+			t.Fatalf("standard %v: direct transport %v", standard, tp.direct != nil)
+		}
+		var interim []string
+		trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			interim = append(interim, fmt.Sprintf("%d %s", code, h.Get("Link")))
+			return nil
+		}}
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(t.Context(), trace), "GET", tp.URL.String()+"/db/doc", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "final" {
+			t.Fatalf("standard %v: %d %q", standard, resp.StatusCode, b)
+		}
+		if want := []string{"103 </a>; rel=preload"}; !slices.Equal(interim, want) {
+			t.Errorf("standard %v: the client saw interim responses %q, want %q", standard, interim, want)
+		}
 	}
 }
 
