@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"net/url"
-	"time"
 
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
@@ -21,18 +20,10 @@ type adaptorProxy struct {
 
 func newAdaptorProxy(upstream *url.URL, tr *transformer) *adaptorProxy {
 	h := newNetHTTPProxy(upstream, tr, true).srv.Handler
-	return &adaptorProxy{srv: &fasthttp.Server{
-		Handler:               fasthttpadaptor.NewFastHTTPHandler(h),
-		ReadTimeout:           60 * time.Second,
-		WriteTimeout:          60 * time.Second,
-		IdleTimeout:           120 * time.Second,
-		MaxRequestBodySize:    maxBodySize,
-		NoDefaultServerHeader: true,
-		// fasthttp drops a Date header the handler sets; it writes its own.
-		NoDefaultDate:                false,
-		NoDefaultContentType:         true,
-		DisablePreParseMultipartForm: true,
-	}}
+	srv := newFastHTTPServer(fasthttpadaptor.NewFastHTTPHandler(h))
+	// fasthttp drops a Date header the handler sets; it writes its own.
+	srv.NoDefaultDate = false
+	return &adaptorProxy{srv: srv}
 }
 
 func (p *adaptorProxy) serve(ln net.Listener) error { return p.srv.Serve(ln) }

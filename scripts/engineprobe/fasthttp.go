@@ -111,8 +111,13 @@ func newFastHTTPProxy(upstream *url.URL, tr *transformer) *fastHTTPProxy {
 			}
 		}
 	}
-	return &fastHTTPProxy{srv: &fasthttp.Server{
-		Handler:                      handler,
+	return &fastHTTPProxy{srv: newFastHTTPServer(handler)}
+}
+
+// newFastHTTPServer is the server both fasthttp engines run.
+func newFastHTTPServer(h fasthttp.RequestHandler) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:                      h,
 		ReadTimeout:                  60 * time.Second,
 		WriteTimeout:                 60 * time.Second,
 		IdleTimeout:                  120 * time.Second,
@@ -121,7 +126,7 @@ func newFastHTTPProxy(upstream *url.URL, tr *transformer) *fastHTTPProxy {
 		NoDefaultDate:                true,
 		NoDefaultContentType:         true,
 		DisablePreParseMultipartForm: true,
-	}}
+	}
 }
 
 func (p *fastHTTPProxy) serve(ln net.Listener) error { return p.srv.Serve(ln) }
