@@ -39,6 +39,12 @@ type Config struct {
 	// would take: for comparing the two, and a way back if an upstream
 	// misbehaves with it.
 	StandardTransport bool
+	// Engine is reverse mode's HTTP server: EngineNetHTTP ("nethttp",
+	// the default: net/http and httputil.ReverseProxy) or EngineFastHTTP
+	// ("fasthttp": fasthttp's server in front of the same pipeline and
+	// upstream transport, fastengine.go). Forward mode always runs on
+	// net/http. SIDECRYPT_ENGINE.
+	Engine string
 	// UpstreamTimeout bounds the wait for the upstream's response headers.
 	// Default 60s. Streaming bodies after the headers are not bounded.
 	UpstreamTimeout time.Duration
@@ -118,6 +124,15 @@ func (c *Config) Validate() error {
 		}
 	} else if c.CA == nil {
 		errs = append(errs, errors.New("forward mode (no upstream) needs an interception CA: run `sidecrypt ca init`"))
+	}
+	switch c.Engine {
+	case "", EngineNetHTTP:
+	case EngineFastHTTP:
+		if c.Upstream == nil {
+			errs = append(errs, errors.New("engine fasthttp serves reverse mode only: set an upstream, or use the nethttp engine"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("engine %q: want nethttp or fasthttp", c.Engine))
 	}
 	if c.UpstreamTLS != nil && c.UpstreamTLS.InsecureSkipVerify {
 		errs = append(errs, errors.New("UpstreamTLS.InsecureSkipVerify is not allowed: upstream certificates are always verified"))

@@ -201,6 +201,9 @@ func TestConfigValidate(t *testing.T) {
 		{"no keys", func(c *Config) { c.CA = ca; c.Keys = nil }, false},
 		{"skip verify", func(c *Config) { c.CA = ca; c.UpstreamTLS = &tls.Config{InsecureSkipVerify: true} }, false},
 		{"negative limit", func(c *Config) { c.CA = ca; c.MaxBody = -1 }, false},
+		{"fasthttp reverse", func(c *Config) { c.Upstream = mustURL(t, "http://127.0.0.1:5984"); c.Engine = EngineFastHTTP }, true},
+		{"fasthttp forward", func(c *Config) { c.CA = ca; c.Engine = EngineFastHTTP }, false},
+		{"unknown engine", func(c *Config) { c.Upstream = mustURL(t, "http://127.0.0.1:5984"); c.Engine = "nginx" }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base

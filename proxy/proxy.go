@@ -162,6 +162,9 @@ const (
 // error if serving failed.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	p.self.Store(newSelfAddr(ln.Addr()))
+	if p.cfg.Engine == EngineFastHTTP {
+		return newFastEngine(p).serve(ctx, ln)
+	}
 	srv := &http.Server{
 		Handler:           p,
 		ReadHeaderTimeout: readHeaderTimeout,
@@ -271,14 +274,33 @@ func exchangeFrom(ctx context.Context) *exchange {
 // rules once, match a route, protect the request, forward it, transform
 // the response.
 func (p *Proxy) pipeline(w http.ResponseWriter, r *http.Request, m mode, host string, target *url.URL) {
+	ex := p.newExchange(m, target)
+	defer p.finish(w, r, ex)
+	out, ref := p.prepare(r, ex, host)
+	if ref != nil {
+		p.refuse(w, r, ex, ref)
+		return
+	}
+	p.rp.ServeHTTP(w, out)
+}
+
+func (p *Proxy) newExchange(m mode, target *url.URL) *exchange {
 	ex := &exchange{mode: m, target: target, start: time.Now()}
 	ex.keys.Keyring = p.keys
-	defer p.finish(w, r, ex)
+	return ex
+}
+
+// prepare is the request half of the pipeline, shared by both HTTP
+// engines (net/http here, fasthttp in fastengine.go): take the rules
+// once, match a route, protect the request. It returns the request to
+// forward, which carries the exchange in its context, or the refusal to
+// answer with, having forwarded nothing.
+func (p *Proxy) prepare(r *http.Request, ex *exchange, host string) (*http.Request, *refusal) {
+	m := ex.mode
 	ex.plan = p.rules.Current()
 
 	if hasDotSegment(r.URL.Path) {
-		p.refuse(w, r, ex, refBadPath)
-		return
+		return nil, refBadPath
 	}
 	if ex.plan != nil {
 		// A plan that neither opens nor masks any key would leave every
@@ -289,14 +311,13 @@ func (p *Proxy) pipeline(w http.ResponseWriter, r *http.Request, m mode, host st
 	if m != modeReverse {
 		hostport, defPort := r.URL.Host, "80"
 		if m == modeIntercepted {
-			hostport, defPort = target.Host, "443"
+			hostport, defPort = ex.target.Host, "443"
 		} else if r.URL.Scheme == "https" {
 			defPort = "443"
 		}
 		d, ref := p.destinationFor(r.Context(), ex.plan, hostport, defPort)
 		if ref != nil {
-			p.refuse(w, r, ex, ref)
-			return
+			return nil, ref
 		}
 		ex.dest = d
 		if d.name != "" {
@@ -329,10 +350,9 @@ func (p *Proxy) pipeline(w http.ResponseWriter, r *http.Request, m mode, host st
 		ref = p.protectV1(out, ex, host)
 	}
 	if ref != nil {
-		p.refuse(w, r, ex, ref)
-		return
+		return nil, ref
 	}
-	p.rp.ServeHTTP(w, out)
+	return out, nil
 }
 
 // protectV1 matches a version 1 route and applies it. Routes are matched

@@ -1,0 +1,604 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// This file is reverse mode's second HTTP engine (Config.Engine
+// "fasthttp", SIDECRYPT_ENGINE=fasthttp): fasthttp's server in front of
+// the same pipeline. Measured beside nginx (docs/BENCHMARKS.md, issue 16),
+// net/http's server and httputil.ReverseProxy cost about twice nginx's
+// CPU per request before sidecrypt does any work: per request, the server
+// starts a background read (a goroutine and a system call) and builds a
+// request with a context, ReverseProxy clones it and its header, and the
+// response is copied through a ResponseWriter. fasthttp's server reads
+// and answers each request on the connection's goroutine and reuses its
+// buffers.
+//
+// What changes, and what does not:
+//
+//   - The client side is fasthttp's parser (v1.78): it refuses a
+//     duplicated Content-Length, any Transfer-Encoding but chunked,
+//     Transfer-Encoding on HTTP/1.0, a second Host, and malformed header
+//     names and values; with both Content-Length and chunked, the chunked
+//     framing is read and the connection is closed after the answer (RFC
+//     9112 section 6.3). Each request is turned into an *http.Request
+//     (fastRequest) and goes through prepare, the pipeline every mode
+//     shares: the same rules, profiles, checks and refusals.
+//   - The upstream side is unchanged: the request is written by the
+//     standard library through oneWrite (the direct transport, or
+//     http.Transport for streaming bodies and TLS upstreams), and the
+//     response passes through the same modifyResponse. Hop-by-hop and
+//     forwarding headers are handled as httputil.ReverseProxy handles
+//     them (fastOutgoing).
+//   - Bodies: request bodies up to 64 KiB are read with the headers;
+//     larger and chunked ones stream (the server's StreamRequestBody), so
+//     a pass-through upload of any size takes bounded memory, and a
+//     protected one is still capped at Config.MaxBody. Responses of a
+//     known length up to 256 KiB are answered from memory; others stream,
+//     chunk by chunk, each chunk flushed (change feeds line by line), and
+//     a stream that breaks off (the upstream failed, or decryption did)
+//     ends the connection without the last chunk, so a truncated body
+//     never looks complete.
+//   - Not carried over: protocol upgrades (the Upgrade header is
+//     hop-by-hop and removed, so the upstream answers a plain request),
+//     interim 1xx responses from the upstream (dropped; the server answers
+//     Expect: 100-continue itself, before the body is read, so a request
+//     refused for its headers has had its body read and discarded first),
+//     and response trailers. A client's disconnect is noticed when a write
+//     to it fails, not while the upstream is still thinking.
+//
+// Forward mode always runs on net/http (goproxy's CONNECT interception).
+type fastEngine struct {
+	p   *Proxy
+	srv *fasthttp.Server
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+// Engine names (Config.Engine, SIDECRYPT_ENGINE).
+const (
+	EngineNetHTTP  = "nethttp"
+	EngineFastHTTP = "fasthttp"
+)
+
+// fastReadBuffer bounds a request's line and headers on the fasthttp
+// engine (net/http's limit, maxHeaderBytes, is 1 MiB; fasthttp allocates
+// its read buffer per connection, so it is kept smaller). A request
+// whose headers do not fit gets 431.
+const fastReadBuffer = 64 << 10
+
+func newFastEngine(p *Proxy) *fastEngine {
+	e := &fastEngine{p: p, conns: map[net.Conn]struct{}{}}
+	e.srv = &fasthttp.Server{
+		Handler:                       e.handle,
+		ErrorHandler:                  e.badRequest,
+		HeaderReceived:                fastRequestConfig,
+		ExpectHandler:                 e.expect,
+		ReadTimeout:                   readHeaderTimeout,
+		IdleTimeout:                   idleTimeout,
+		ReadBufferSize:                fastReadBuffer,
+		MaxRequestBodySize:            smallBodyMax,
+		StreamRequestBody:             true,
+		DisablePreParseMultipartForm:  true,
+		NoDefaultServerHeader:         true,
+		NoDefaultDate:                 true,
+		NoDefaultContentType:          true,
+		DisableHeaderNamesNormalizing: false,
+		SecureErrorLogMessage:         true,
+		CloseOnShutdown:               true,
+		Logger:                        fastLogger{p.log},
+		ConnState:                     e.track,
+	}
+	return e
+}
+
+// fastRequestConfig lifts the read deadline once the headers are in:
+// ReadTimeout bounds the wait for them (like net/http's
+// ReadHeaderTimeout), while bodies, which may be uploads of any size,
+// are not bounded, as on the net/http engine.
+func fastRequestConfig(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+	return fasthttp.RequestConfig{ReadTimeout: 100 * 365 * 24 * time.Hour}
+}
+
+type fastLogger struct{ log *slog.Logger }
+
+// Printf logs fasthttp's own messages at debug level. SecureErrorLogMessage
+// keeps request bytes out of them.
+func (l fastLogger) Printf(format string, args ...any) {
+	l.log.Debug("fasthttp: " + fmt.Sprintf(format, args...))
+}
+
+func (e *fastEngine) track(c net.Conn, s fasthttp.ConnState) {
+	e.mu.Lock()
+	switch s {
+	case fasthttp.StateNew:
+		e.conns[c] = struct{}{}
+	case fasthttp.StateClosed, fasthttp.StateHijacked:
+		delete(e.conns, c)
+	}
+	e.mu.Unlock()
+}
+
+// closeAll cuts the connections still open after a drain timed out
+// (continuous change feeds).
+func (e *fastEngine) closeAll() {
+	e.mu.Lock()
+	for c := range e.conns {
+		c.Close()
+	}
+	e.mu.Unlock()
+}
+
+// serve is Proxy.Serve on this engine.
+func (e *fastEngine) serve(ctx context.Context, ln net.Listener) error {
+	p := e.p
+	errc := make(chan error, 1)
+	go func() { errc <- e.srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		p.Close()
+		return fmt.Errorf("proxy: serve %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	p.log.Info("proxy draining", "timeout", p.cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := e.srv.ShutdownWithContext(sctx); err != nil {
+		p.log.Warn("proxy drain timed out; closing remaining connections", "error", err)
+		e.closeAll()
+	}
+	// Shutdown closes the listeners the server has registered; one whose
+	// Serve had not yet started when ctx ended is closed here.
+	ln.Close()
+	<-errc
+	p.Close()
+	return nil
+}
+
+// badRequest answers what fasthttp's parser refused, without echoing any
+// of it.
+func (e *fastEngine) badRequest(ctx *fasthttp.RequestCtx, err error) {
+	status := fasthttp.StatusBadRequest
+	msg := "malformed HTTP request; nothing was forwarded"
+	var small *fasthttp.ErrSmallBuffer
+	if errors.As(err, &small) {
+		status = fasthttp.StatusRequestHeaderFieldsTooLarge
+		msg = "request line and headers are too large; nothing was forwarded"
+	}
+	e.p.obs.Refused("", CodeBadRequest)
+	writeFastError(ctx, &refusal{status: status, code: CodeBadRequest, message: msg})
+	ctx.SetConnectionClose()
+}
+
+func writeFastError(ctx *fasthttp.RequestCtx, r *refusal) {
+	var w fastWriter
+	writeError(&w, r)
+	w.commit(ctx)
+}
+
+// fastWriter collects a response written by code made for net/http (the
+// pipeline's error answers) and hands it to fasthttp.
+type fastWriter struct {
+	h      http.Header
+	status int
+	body   []byte
+}
+
+func (w *fastWriter) Header() http.Header {
+	if w.h == nil {
+		w.h = http.Header{}
+	}
+	return w.h
+}
+
+func (w *fastWriter) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
+}
+
+func (w *fastWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	w.body = append(w.body, b...)
+	return len(b), nil
+}
+
+func (w *fastWriter) commit(ctx *fasthttp.RequestCtx) {
+	resp := &ctx.Response
+	resp.Reset()
+	resp.SetStatusCode(w.status)
+	for k, vv := range w.h {
+		if k == "Content-Length" {
+			continue // from the body
+		}
+		for _, v := range vv {
+			resp.Header.Add(k, v)
+		}
+	}
+	resp.SetBodyRaw(w.body)
+}
+
+// fastCancelBody is a streamed response body whose Close also ends the
+// exchange's context.
+type fastCancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+	once   sync.Once
+}
+
+// Close ends the exchange's context once the server is done with the
+// response body (written out, or the client went away).
+func (b *fastCancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.cancel)
+	return err
+}
+
+// errBodyNotSent is the body of expect's dry run.
+var errBodyNotSent = errors.New("proxy: the body has not been sent yet")
+
+type notSentBody struct{}
+
+func (notSentBody) Read([]byte) (int, error) { return 0, errBodyNotSent }
+func (notSentBody) Close() error             { return nil }
+
+// expect decides an Expect: 100-continue request on its headers, as the
+// net/http engine does by answering before it reads the body: the
+// pipeline runs on the headers with a body that cannot be read yet, and a
+// refusal that does not come from reading the body (too large, wrong
+// media type, a key that cannot be used, a path or an operation the
+// profile refuses) is answered at once, counted and audited, and the body
+// is never read. fasthttp sends the status alone, without the JSON
+// error, and closes the connection. Anything else gets 100 Continue and
+// the full pipeline once the body is in.
+func (e *fastEngine) expect(fctx *fasthttp.RequestCtx) int {
+	p := e.p
+	in, ref := fastRequest(context.Background(), fctx)
+	ex := p.newExchange(modeReverse, nil)
+	if ref == nil {
+		in.Body = notSentBody{}
+		_, ref = p.prepare(in, ex, "")
+	}
+	if ref == nil || ref == refBodyRead {
+		return fasthttp.StatusContinue
+	}
+	p.noteRefusal(in, ex, ref)
+	p.obs.Request(ex.routeName, ex.outcome, ex.status, time.Since(ex.start))
+	return ref.status
+}
+
+func (e *fastEngine) handle(fctx *fasthttp.RequestCtx) {
+	p := e.p
+	ctx, cancel := context.WithCancel(context.Background())
+	streaming := false
+	defer func() {
+		if !streaming {
+			cancel()
+		}
+	}()
+	in, ref := fastRequest(ctx, fctx)
+	ex := p.newExchange(modeReverse, nil)
+	var w fastWriter
+	defer func() {
+		// A panic must not take the process down: fasthttp's server does
+		// not recover handlers.
+		if v := recover(); v != nil {
+			p.log.Error("proxy: panic in pipeline",
+				"route", ex.routeName, "method", string(fctx.Method()),
+				"panic_type", fmt.Sprintf("%T", v), "stack", string(debug.Stack()))
+			if ex.committed {
+				fctx.Response.Reset()
+				fctx.SetConnectionClose()
+				fctx.Response.SetStatusCode(http.StatusInternalServerError)
+				ex.outcome = OutcomeUpstreamError
+			} else {
+				p.noteRefusal(in, ex, refInternal)
+				writeFastError(fctx, refInternal)
+			}
+		}
+		if ex.outcome == "" {
+			ex.outcome = OutcomeForwarded
+		}
+		d := time.Since(ex.start)
+		p.obs.Request(ex.routeName, ex.outcome, ex.status, d)
+		if p.log.Enabled(ctx, slog.LevelDebug) {
+			p.log.LogAttrs(ctx, slog.LevelDebug, "request",
+				slog.String("route", ex.routeName), slog.String("method", in.Method),
+				slog.Int("status", ex.status), slog.String("outcome", ex.outcome),
+				slog.Duration("duration", d))
+		}
+	}()
+	if ref == nil && in.Method == http.MethodConnect {
+		ref = refConnectReverse
+	}
+	if ref != nil {
+		ex.plan = p.rules.Current()
+		p.refuse(&w, in, ex, ref)
+		w.commit(fctx)
+		return
+	}
+	out, ref := p.prepare(in, ex, "")
+	if ref != nil {
+		p.refuse(&w, in, ex, ref)
+		w.commit(fctx)
+		return
+	}
+	p.fastOutgoing(in, out, ex)
+	res, err := oneWrite{p}.RoundTrip(out)
+	if err == nil {
+		removeHopByHopHeaders(res.Header)
+		if err = p.modifyResponse(res); err != nil {
+			res.Body.Close()
+		}
+	}
+	if err != nil {
+		p.upstreamError(&w, out, err)
+		w.commit(fctx)
+		return
+	}
+	streaming = fastWriteResponse(fctx, res, cancel)
+	if !streaming {
+		res.Body.Close()
+	}
+}
+
+// fastRequest turns fasthttp's request into the *http.Request the
+// pipeline reads, as net/http's server would have built it: the
+// request-target parsed by url.ParseRequestURI, Host out of the header
+// map, Transfer-Encoding into TransferEncoding, header names canonical.
+// A request the standard library would not have parsed is refused.
+func fastRequest(ctx context.Context, fctx *fasthttp.RequestCtx) (*http.Request, *refusal) {
+	fr := &fctx.Request
+	rawURI := string(fr.Header.RequestURI())
+	r := &http.Request{
+		Method:     string(fr.Header.Method()),
+		RequestURI: rawURI,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     make(http.Header, 12),
+		Host:       string(fr.Header.Host()),
+		RemoteAddr: fctx.RemoteAddr().String(),
+		Body:       http.NoBody,
+	}
+	if !fr.Header.IsHTTP11() {
+		r.Proto, r.ProtoMinor = "HTTP/1.0", 0
+	}
+	r = r.WithContext(ctx)
+	u, err := url.ParseRequestURI(rawURI)
+	if err != nil {
+		r.URL = &url.URL{}
+		return r, refBadPath
+	}
+	r.URL = u
+	if r.Host == "" {
+		r.Host = u.Host
+	}
+	contentTypes := 0
+	for k, v := range fr.Header.All() {
+		name := textproto.CanonicalMIMEHeaderKey(string(k))
+		switch name {
+		case "Host", "Transfer-Encoding":
+			continue
+		case "Content-Type":
+			contentTypes++
+		}
+		r.Header[name] = append(r.Header[name], string(v))
+	}
+	if contentTypes == 1 {
+		// fasthttp keeps the last of several Content-Type lines; the
+		// pipeline refuses more than one on a protected collection, so
+		// it must see them all.
+		if vals := rawHeaderValues(fr.Header.RawHeaders(), "content-type"); len(vals) > 1 {
+			r.Header["Content-Type"] = vals
+		}
+	}
+	if fr.Header.ConnectionClose() {
+		r.Close = true
+	}
+	cl := fr.Header.ContentLength()
+	switch {
+	case cl == -1: // chunked
+		r.TransferEncoding = []string{"chunked"}
+		r.ContentLength = -1
+		r.Body = io.NopCloser(fctx.RequestBodyStream())
+	case cl > 0:
+		r.ContentLength = int64(cl)
+		r.Body = io.NopCloser(fctx.RequestBodyStream())
+	}
+	return r, nil
+}
+
+// rawHeaderValues returns the values of every line of the raw header
+// block whose name is name (lower case).
+func rawHeaderValues(raw []byte, name string) []string {
+	var vals []string
+	for len(raw) > 0 {
+		var line []byte
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			line, raw = raw, nil
+		}
+		k, v, ok := bytes.Cut(line, []byte{':'})
+		if ok && strings.EqualFold(string(bytes.TrimSpace(k)), name) {
+			vals = append(vals, string(bytes.TrimSpace(v)))
+		}
+	}
+	return vals
+}
+
+// fastOutgoing turns the pipeline's request into the one sent upstream,
+// as httputil.ReverseProxy with Proxy.rewrite does on the net/http engine:
+// hop-by-hop headers out ("Te: trailers" kept), forwarding headers
+// replaced by X-Forwarded-For/-Host/-Proto, no Go User-Agent, the URL
+// joined to the upstream's.
+func (p *Proxy) fastOutgoing(in, out *http.Request, ex *exchange) {
+	trailers := headerValuesContainToken(in.Header["Te"], "trailers")
+	if out.ContentLength == 0 {
+		out.Body = nil
+	}
+	out.Close = false
+	out.RequestURI = ""
+	removeHopByHopHeaders(out.Header)
+	if trailers {
+		out.Header.Set("Te", "trailers")
+	}
+	h := out.Header
+	delete(h, "Forwarded")
+	delete(h, "X-Forwarded-For")
+	delete(h, "X-Forwarded-Host")
+	delete(h, "X-Forwarded-Proto")
+	if ip, _, err := net.SplitHostPort(in.RemoteAddr); err == nil {
+		h["X-Forwarded-For"] = []string{ip}
+	}
+	if in.Host != "" {
+		h["X-Forwarded-Host"] = []string{in.Host}
+	}
+	h["X-Forwarded-Proto"] = []string{"http"}
+	if _, ok := h["User-Agent"]; !ok {
+		h["User-Agent"] = []string{""}
+	}
+	u := *p.upstream
+	u.Path, u.RawPath = joinURLPath(p.upstream, out.URL)
+	u.RawQuery = joinQuery(p.upstream.RawQuery, out.URL.RawQuery)
+	out.URL = &u
+	out.Host = ""
+	if ex.decrypt {
+		limitAcceptEncoding(h)
+	}
+	// The server answered any Expect: 100-continue before the body was
+	// read; the upstream gets the body with the headers.
+	delete(h, "Expect")
+	ex.sent = time.Now()
+}
+
+// fastWriteResponse hands the upstream's response to fasthttp. A body in
+// memory, or of a known length up to smallResponse, is answered from
+// memory; any other streams, and then the stream owns res.Body and the
+// exchange's context (cancel runs when the server closes it). It reports
+// whether the body streams.
+func fastWriteResponse(fctx *fasthttp.RequestCtx, res *http.Response, cancel context.CancelFunc) bool {
+	resp := &fctx.Response
+	resp.SetStatusCode(res.StatusCode)
+	for k, vv := range res.Header {
+		switch k {
+		case "Content-Length":
+			continue // set below, from the body
+		}
+		for _, v := range vv {
+			resp.Header.Add(k, v)
+		}
+	}
+	if len(res.Header["Content-Type"]) == 0 {
+		resp.Header.SetNoDefaultContentType(true)
+	}
+	if bb, ok := res.Body.(*bytesBody); ok {
+		resp.SetBodyRaw(bb.b)
+		return false
+	}
+	if res.Request != nil && res.Request.Method == http.MethodHead {
+		if res.ContentLength >= 0 {
+			resp.Header.SetContentLength(int(res.ContentLength))
+		}
+		resp.SkipBody = true
+		return false
+	}
+	if res.ContentLength >= 0 && res.ContentLength <= smallResponse {
+		b := make([]byte, res.ContentLength)
+		if _, err := io.ReadFull(res.Body, b); err != nil {
+			// The upstream broke off: answer nothing a client could take
+			// for the whole body.
+			resp.Reset()
+			resp.SetStatusCode(http.StatusBadGateway)
+			fctx.SetConnectionClose()
+			return false
+		}
+		resp.SetBodyRaw(b)
+		return false
+	}
+	size := int(res.ContentLength) // -1: chunked
+	resp.SetBodyStream(&fastCancelBody{ReadCloser: res.Body, cancel: cancel}, size)
+	return true
+}
+
+// Hop-by-hop headers (RFC 9110 section 7.6.1), as httputil.ReverseProxy
+// removes them.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+func removeHopByHopHeaders(h http.Header) {
+	for _, f := range h["Connection"] {
+		for sf := range strings.SplitSeq(f, ",") {
+			if sf = textproto.TrimString(sf); sf != "" {
+				h.Del(sf)
+			}
+		}
+	}
+	for _, f := range hopHeaders {
+		delete(h, f)
+	}
+}
+
+func headerValuesContainToken(values []string, token string) bool {
+	for _, v := range values {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(textproto.TrimString(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// joinURLPath is httputil's: the upstream's path, then the request's,
+// with one slash between them, keeping the request's escaping.
+func joinURLPath(a, b *url.URL) (path, rawpath string) {
+	if a.RawPath == "" && b.RawPath == "" {
+		return singleJoiningSlash(a.Path, b.Path), ""
+	}
+	apath := a.EscapedPath()
+	bpath := b.EscapedPath()
+	aslash := strings.HasSuffix(apath, "/")
+	bslash := strings.HasPrefix(bpath, "/")
+	switch {
+	case aslash && bslash:
+		return a.Path + b.Path[1:], apath + bpath[1:]
+	case !aslash && !bslash:
+		return a.Path + "/" + b.Path, apath + "/" + bpath
+	}
+	return a.Path + b.Path, apath + bpath
+}
+
+func singleJoiningSlash(a, b string) string {
+	aslash := strings.HasSuffix(a, "/")
+	bslash := strings.HasPrefix(b, "/")
+	switch {
+	case aslash && bslash:
+		return a + b[1:]
+	case !aslash && !bslash:
+		return a + "/" + b
+	}
+	return a + b
+}
