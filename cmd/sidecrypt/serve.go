@@ -167,6 +167,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Rules: src, Keys: cache, Audit: proxyAudit, Observer: m.ProxyObserver(), Logger: log,
 		MaxBody: int64(cfg.MaxBody), MaxDepth: cfg.MaxDepth, UpstreamTimeout: cfg.UpstreamTimeout, ShutdownTimeout: cfg.ShutdownTimeout,
 		StandardTransport: cfg.UpstreamTransport == "standard",
+		Engine:            cfg.Engine,
 		PassThrough:       cfg.PassThrough,
 	}
 	if cfg.AdminListen != "" && cfg.AdminListen != "off" {

@@ -82,6 +82,7 @@ func TestValidate(t *testing.T) {
 		{"SIDECRYPT_LOG_FORMAT=xml"},
 		{"SIDECRYPT_LOG_LEVEL=loud"},
 		{"SIDECRYPT_UPSTREAM_TRANSPORT=fast"},
+		{"SIDECRYPT_ENGINE=nginx"},
 		{"SIDECRYPT_MAX_BODY=lots"},
 		{"SIDECRYPT_CACHE_TTL=soon"},
 	} {
@@ -96,6 +97,14 @@ func TestValidate(t *testing.T) {
 		if c, err := Load([]string{"SIDECRYPT_UPSTREAM_TRANSPORT=" + v}); err != nil || c.UpstreamTransport != v {
 			t.Fatalf("SIDECRYPT_UPSTREAM_TRANSPORT=%s: %+v, %v", v, c, err)
 		}
+	}
+	for _, v := range []string{"nethttp", "fasthttp"} {
+		if c, err := Load([]string{"SIDECRYPT_ENGINE=" + v}); err != nil || c.Engine != v {
+			t.Fatalf("SIDECRYPT_ENGINE=%s: %+v, %v", v, c, err)
+		}
+	}
+	if c, err := Load(nil); err != nil || c.Engine != "nethttp" {
+		t.Fatalf("default engine: %+v, %v", c, err)
 	}
 }
 
