@@ -28,6 +28,9 @@ test:
 	$(MAKE) --no-print-directory lint
 	CGO_ENABLED=0 $(GO) build -tags nopkcs11 -o /dev/null ./cmd/sidecrypt
 	$(GO) test -race -count=1 -timeout 25m ./...
+	# The reverse-mode proxy tests and the end-to-end suite (recording
+	# relay, attacks, real clients) again on the fasthttp engine.
+	SIDECRYPT_TEST_ENGINE=fasthttp $(GO) test -count=1 -timeout 10m ./proxy ./internal/e2e
 
 # Quick loop while editing: no race detector, no long tests.
 test-short:

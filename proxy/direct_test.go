@@ -322,7 +322,13 @@ func TestDirectTransportInterimResponses(t *testing.T) {
 		if resp.StatusCode != 200 || string(b) != "final" {
 			t.Fatalf("standard %v: %d %q", standard, resp.StatusCode, b)
 		}
-		if want := []string{"103 </a>; rel=preload"}; !slices.Equal(interim, want) {
+		want := []string{"103 </a>; rel=preload"}
+		if tp.cfg.Engine == EngineFastHTTP {
+			// fasthttp's server cannot send an interim response before
+			// the final one: it drops them (fastengine.go).
+			want = nil
+		}
+		if !slices.Equal(interim, want) {
 			t.Errorf("standard %v: the client saw interim responses %q, want %q", standard, interim, want)
 		}
 	}

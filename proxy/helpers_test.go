@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -214,6 +215,11 @@ func startProxy(t testing.TB, cfg Config) *testProxy {
 	}
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 5 * time.Second
+	}
+	if cfg.Engine == "" && cfg.Upstream != nil {
+		// SIDECRYPT_TEST_ENGINE=fasthttp runs every reverse-mode test of
+		// this package on the fasthttp engine (make test does both).
+		cfg.Engine = os.Getenv("SIDECRYPT_TEST_ENGINE")
 	}
 	p, err := New(cfg)
 	if err != nil {

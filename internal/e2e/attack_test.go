@@ -127,7 +127,7 @@ var pathAttacks = []attack{
 	{name: "encoded slash in the database name", method: "PUT", path: "/clinic%2Fenc-i", body: secretDoc, status: 201, forwarded: true, unprotected: true, after: absentAt("/clinic/enc-i")},
 	{name: "id query parameter on a write", method: "PUT", path: "/clinic/enc-j?id=_design/evil", body: secretDoc, status: forbidden, code: "unprotected_operation"},
 	// Go's HTTP server refuses the request line itself.
-	{name: "invalid escape", method: "PUT", raw: rawPut("/clinic/enc-%zz", secretDoc), status: badRequest},
+	{name: "invalid escape", method: "PUT", raw: rawPut("/clinic/enc-%zz", secretDoc), status: badRequest, fasthttp: &engineAnswer{badRequest, "bad_path"}},
 }
 
 // utf7Doc is {"ssn": "123-45-6789"} with the member name in UTF-7: a
@@ -488,10 +488,10 @@ var framingAttacks = []attack{
 	{name: "chunk extensions", raw: crlf("PUT /clinic/fr-4 HTTP/1.1\nHost: {{host}}\nContent-Type: application/json\nTransfer-Encoding: chunked\nConnection: close\n\n") +
 		fmt.Sprintf("%x;ext=\"123-45-6789\"\r\n%s\r\n0\r\n\r\n", len(secretDoc), secretDoc), status: 201, forwarded: true, after: sealedAt("/clinic/fr-4")},
 	{name: "Transfer-Encoding other than chunked", raw: crlf("PUT /clinic/fr-5 HTTP/1.1\nHost: {{host}}\nContent-Type: application/json\nTransfer-Encoding: gzip, chunked\nConnection: close\n\n") +
-		fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(secretDoc), secretDoc), status: http.StatusNotImplemented},
-	{name: "two Content-Length values", raw: crlf("PUT /clinic/fr-6 HTTP/1.1\nHost: {{host}}\nContent-Type: application/json\nContent-Length: 2\nContent-Length: "+itoa(len(secretDoc))+"\nConnection: close\n\n") + secretDoc, status: badRequest},
+		fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(secretDoc), secretDoc), status: http.StatusNotImplemented, fasthttp: &engineAnswer{badRequest, "bad_request"}},
+	{name: "two Content-Length values", raw: crlf("PUT /clinic/fr-6 HTTP/1.1\nHost: {{host}}\nContent-Type: application/json\nContent-Length: 2\nContent-Length: "+itoa(len(secretDoc))+"\nConnection: close\n\n") + secretDoc, status: badRequest, fasthttp: &engineAnswer{badRequest, "bad_request"}},
 	{name: "Expect: 100-continue", raw: crlf("PUT /clinic/fr-7 HTTP/1.1\nHost: {{host}}\nContent-Type: application/json\nExpect: 100-continue\nContent-Length: "+itoa(len(secretDoc))+"\nConnection: close\n\n") + secretDoc, status: 201, forwarded: true, after: sealedAt("/clinic/fr-7")},
-	{name: "Expect: 100-continue on a refused request", raw: crlf("PUT /clinic/_design/fr HTTP/1.1\nHost: {{host}}\nContent-Type: application/json\nExpect: 100-continue\nContent-Length: "+itoa(len(secretDoc))+"\nConnection: close\n\n") + secretDoc, status: forbidden, code: "unprotected_operation"},
+	{name: "Expect: 100-continue on a refused request", raw: crlf("PUT /clinic/_design/fr HTTP/1.1\nHost: {{host}}\nContent-Type: application/json\nExpect: 100-continue\nContent-Length: "+itoa(len(secretDoc))+"\nConnection: close\n\n") + secretDoc, status: forbidden, code: "unprotected_operation", fasthttp: &engineAnswer{forbidden, ""}},
 	{name: "HTTP/1.0", raw: crlf("PUT /clinic/fr-8 HTTP/1.0\nContent-Type: application/json\nContent-Length: "+itoa(len(secretDoc))+"\n\n") + secretDoc, status: 201, forwarded: true, after: sealedAt("/clinic/fr-8")},
 	{name: "pipelined: a write, then a design document", responses: 2, raw: crlf("PUT /clinic/fr-9 HTTP/1.1\nHost: {{host}}\nContent-Type: application/json\nContent-Length: "+itoa(len(secretDoc))+"\n\n") + secretDoc +
 		crlf("PUT /clinic/_design/fr9 HTTP/1.1\nHost: {{host}}\nContent-Type: application/json\nContent-Length: "+itoa(len(secretDoc))+"\nConnection: close\n\n") + secretDoc, status: forbidden, code: "unprotected_operation", forwarded: true, after: sealedAt("/clinic/fr-9")},
@@ -499,13 +499,15 @@ var framingAttacks = []attack{
 		crlf("PUT /clinic/fr-11 HTTP/1.1\nHost: {{host}}\nContent-Type: application/json\nContent-Length: "+itoa(len(secretDoc))+"\nConnection: close\n\n") + secretDoc, status: 201, forwarded: true, after: sealedAt("/clinic/fr-11")},
 	// Go unfolds the header and sees the charset.
 	{name: "obsolete line folding", raw: crlf("PUT /clinic/fr-12 HTTP/1.1\nHost: {{host}}\nContent-Type: application/json;\n charset=utf-7\nContent-Length: "+itoa(len(utf7Doc))+"\nConnection: close\n\n") + utf7Doc, status: unsupported, code: "unsupported_charset"},
-	{name: "bare LF line endings", raw: "PUT /clinic/fr-13 HTTP/1.1\nHost: {{host}}\nContent-Type: application/json; charset=utf-7\nContent-Length: " + itoa(len(utf7Doc)) + "\nConnection: close\n\n" + utf7Doc, status: unsupported, code: "unsupported_charset"},
+	// fasthttp's parser waits for CRLF: the request is never answered and
+	// the connection is closed at the header timeout; nothing forwarded.
+	{name: "bare LF line endings", raw: "PUT /clinic/fr-13 HTTP/1.1\nHost: {{host}}\nContent-Type: application/json; charset=utf-7\nContent-Length: " + itoa(len(utf7Doc)) + "\nConnection: close\n\n" + utf7Doc, status: unsupported, code: "unsupported_charset", fasthttp: &engineAnswer{0, ""}},
 	{name: "absolute-form target in reverse mode", raw: crlf("PUT http://evil.example/clinic/fr-14 HTTP/1.1\nHost: evil.example\nContent-Type: application/json\nContent-Length: "+itoa(len(secretDoc))+"\nConnection: close\n\n") + secretDoc, status: 201, forwarded: true, after: sealedAt("/clinic/fr-14")},
 	// Go reads the h2c preface as an HTTP/1 request for "*"; the profile
 	// refuses the path.
 	{name: "HTTP/2 prior knowledge (h2c)", raw: "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", status: badRequest, code: "bad_request"},
 	{name: "h2c upgrade", raw: crlf("PUT /clinic/fr-16 HTTP/1.1\nHost: {{host}}\nConnection: Upgrade, HTTP2-Settings\nUpgrade: h2c\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\nContent-Type: application/json\nContent-Length: "+itoa(len(secretDoc))+"\n\n") + secretDoc, status: 201, forwarded: true, after: sealedAt("/clinic/fr-16")},
-	{name: "space in the target", raw: crlf("PUT /clinic/fr 15 HTTP/1.1\nHost: {{host}}\nContent-Type: application/json\nContent-Length: "+itoa(len(secretDoc))+"\nConnection: close\n\n") + secretDoc, status: badRequest},
+	{name: "space in the target", raw: crlf("PUT /clinic/fr 15 HTTP/1.1\nHost: {{host}}\nContent-Type: application/json\nContent-Length: "+itoa(len(secretDoc))+"\nConnection: close\n\n") + secretDoc, status: badRequest, fasthttp: &engineAnswer{badRequest, "bad_request"}},
 }
 
 // chunks writes s in chunked encoding, n bytes a chunk.

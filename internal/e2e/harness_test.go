@@ -65,6 +65,10 @@ func startSidecar(t *testing.T, cfg sidecarConfig) *sidecar {
 	} else {
 		s.env = append(s.env, "SIDECRYPT_HSM=software", "SIDECRYPT_MASTER_PASSPHRASE=end-to-end test passphrase")
 	}
+	if e := os.Getenv("SIDECRYPT_TEST_ENGINE"); e != "" && cfg.upstream != "" {
+		// make test runs the suite on each reverse-mode engine.
+		s.env = append(s.env, "SIDECRYPT_ENGINE="+e)
+	}
 	s.env = append(s.env, cfg.env...)
 	if cfg.upstream == "" {
 		s.run("ca", "init")
