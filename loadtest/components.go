@@ -313,7 +313,7 @@ const passthroughDB = "not-this-database"
 // sidecarKeys are the data keys both sidecar targets create.
 var sidecarKeys = []string{"pii", "contact"}
 
-func startSidecar(ctx context.Context, exe, name, upstreamURL, rules string) (*component, error) {
+func startSidecar(ctx context.Context, exe, name, upstreamURL, rules, engine string) (*component, error) {
 	dir, err := os.MkdirTemp("", "sidecrypt-loadtest-"+name+"-")
 	if err != nil {
 		return nil, fmt.Errorf("loadtest: %s: %w", name, err)
@@ -360,6 +360,9 @@ func startSidecar(ctx context.Context, exe, name, upstreamURL, rules string) (*c
 		"SIDECRYPT_AUDIT_LOG=" + filepath.Join(dir, "audit.log"),
 		"SIDECRYPT_LOG_LEVEL=warn",
 	})
+	if engine != "" {
+		env = append(env, "SIDECRYPT_ENGINE="+engine)
+	}
 	for _, key := range sidecarKeys {
 		kctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		cmd := exec.CommandContext(kctx, exe, "keys", "create", key)

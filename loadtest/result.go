@@ -61,6 +61,9 @@ type Settings struct {
 	// SidecarExecutable is the binary the sidecar targets ran, when it
 	// was not the load test's own (Config.SidecarExecutable).
 	SidecarExecutable string `json:"sidecar_executable,omitempty"`
+	// Engine is the sidecar targets' HTTP engine, when one was chosen
+	// (Config.Engine).
+	Engine string `json:"engine,omitempty"`
 }
 
 // Calibration records how an open loop's rate was chosen from a measured

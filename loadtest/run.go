@@ -103,6 +103,9 @@ type Config struct {
 	// previous commit, a release) measured by this build's load test,
 	// with the same workload and rule files.
 	SidecarExecutable string
+	// Engine is the sidecar targets' HTTP engine (SIDECRYPT_ENGINE):
+	// nethttp or fasthttp. Empty: sidecrypt's default.
+	Engine string
 	// PprofDir, when set, receives a CPU profile of each sidecar target
 	// taken from its admin listener during its first measured round.
 	PprofDir string
@@ -347,7 +350,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			Workload: cfg.Workload, Mix: mix.String(), Loop: "closed", Concurrency: cfg.Concurrency,
 			Warmup: max(0, cfg.Warmup).String(), Timeout: cfg.Timeout.String(), DocSize: sizes.String(),
 			MeanDocBytes: sizes.Mean(), BulkSize: cfg.BulkSize, Seed: cfg.Seed, Upstream: cfg.Upstream,
-			RulesVersion: cfg.RulesVersion, Generator: cfg.Generator, SidecarExecutable: cfg.SidecarExecutable,
+			RulesVersion: cfg.RulesVersion, Generator: cfg.Generator, SidecarExecutable: cfg.SidecarExecutable, Engine: cfg.Engine,
 		},
 	}
 	if cfg.Rate > 0 || cfg.RatePercent > 0 {
@@ -502,7 +505,7 @@ func (r *runner) start(ctx context.Context) error {
 			continue
 		}
 		r.logf("starting %s (creating keys %s)", sc.name, strings.Join(sidecarKeys, ", "))
-		comp, err := startSidecar(ctx, exe, sc.name, r.upstream.url, sc.rules)
+		comp, err := startSidecar(ctx, exe, sc.name, r.upstream.url, sc.rules, cfg.Engine)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()

@@ -83,6 +83,7 @@ func cmdLoadtest(a *app, args []string) int {
 		cfg.Commands = append(cfg.Commands, ct)
 		return nil
 	})
+	fs.StringVar(&cfg.Engine, "engine", "", "the sidecrypt targets' HTTP engine: nethttp or fasthttp (SIDECRYPT_ENGINE; default: sidecrypt's)")
 	fs.StringVar(&cfg.SidecarExecutable, "sidecar-exe", "", "run the sidecrypt targets from this sidecrypt binary (another build) instead of this one")
 	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow targets that are not loopback addresses")
 	fs.StringVar(&cfg.PprofDir, "pprof", "", "directory for CPU profiles of the sidecrypt targets (from their admin listener)")
