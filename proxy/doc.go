@@ -189,6 +189,18 @@
 // upgrades and TLS upstreams keep the Transport. Config.StandardTransport
 // (SIDECRYPT_UPSTREAM_TRANSPORT=standard) turns the direct path off.
 //
+// # HTTP engines
+//
+// Reverse mode can be served by net/http (Config.Engine "nethttp", the
+// default) or by fasthttp's server ("fasthttp", SIDECRYPT_ENGINE,
+// fastengine.go). Both run the same request half of the pipeline
+// (prepare), the same upstream transports and the same response
+// decryption; only the client-facing server differs, and with it what is
+// refused before the pipeline sees a request (fasthttp's parser) and a
+// few things the fasthttp engine does not carry: 1xx responses, protocol
+// upgrades, response trailers. make test runs this package's tests and
+// the end-to-end attack suite on both.
+//
 // # Forward mode and interception
 //
 // In forward mode, absolute-form requests (plain HTTP) enter the pipeline

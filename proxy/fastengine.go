@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/net/http/httpguts"
 )
 
 // This file is reverse mode's second HTTP engine (Config.Engine
@@ -238,7 +239,7 @@ func (w *fastWriter) commit(ctx *fasthttp.RequestCtx) {
 }
 
 // fastCancelBody is a streamed response body whose Close also ends the
-// exchange's context.
+// exchange's context and takes the request body back (guardedBody).
 type fastCancelBody struct {
 	io.ReadCloser
 	cancel context.CancelFunc
@@ -252,6 +253,13 @@ func (b *fastCancelBody) Close() error {
 	b.once.Do(b.cancel)
 	return err
 }
+
+var (
+	refExpectation = &refusal{http.StatusExpectationFailed, CodeBadRequest, "the only expectation understood is 100-continue; nothing was forwarded"}
+	refVersion     = &refusal{http.StatusHTTPVersionNotSupported, CodeBadRequest, "HTTP/1.1 and HTTP/1.0 only; nothing was forwarded"}
+)
+
+var refBadHeader = &refusal{http.StatusBadRequest, CodeBadRequest, "malformed header field name; nothing was forwarded"}
 
 // errBodyNotSent is the body of expect's dry run.
 var errBodyNotSent = errors.New("proxy: the body has not been sent yet")
@@ -288,14 +296,24 @@ func (e *fastEngine) expect(fctx *fasthttp.RequestCtx) int {
 
 func (e *fastEngine) handle(fctx *fasthttp.RequestCtx) {
 	p := e.p
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancelCtx := context.WithCancel(context.Background())
+	in, ref := fastRequest(ctx, fctx)
+	// cancel ends the exchange: its context, and the loan of the request
+	// body. It runs when the handler returns, or, for a streamed
+	// response, when the server closes the stream (fastCancelBody), in
+	// both cases before the server reads the connection again.
+	cancel := func() {
+		cancelCtx()
+		if g, ok := in.Body.(*guardedBody); ok {
+			g.stop()
+		}
+	}
 	streaming := false
 	defer func() {
 		if !streaming {
 			cancel()
 		}
 	}()
-	in, ref := fastRequest(ctx, fctx)
 	ex := p.newExchange(modeReverse, nil)
 	var w fastWriter
 	defer func() {
@@ -330,6 +348,12 @@ func (e *fastEngine) handle(fctx *fasthttp.RequestCtx) {
 	if ref == nil && in.Method == http.MethodConnect {
 		ref = refConnectReverse
 	}
+	if ref == nil && in.URL.Path == "*" {
+		// OPTIONS * (fastRequest refuses anything else with "*").
+		ex.status, ex.outcome = http.StatusOK, OutcomeForwarded
+		fctx.Response.Header.SetContentLength(0)
+		return
+	}
 	if ref != nil {
 		ex.plan = p.rules.Current()
 		p.refuse(&w, in, ex, ref)
@@ -343,6 +367,10 @@ func (e *fastEngine) handle(fctx *fasthttp.RequestCtx) {
 		return
 	}
 	p.fastOutgoing(in, out, ex)
+	if p.fastUsable(out, ex) {
+		streaming = e.fastForward(fctx, out, ex, cancel, &w)
+		return
+	}
 	res, err := oneWrite{p}.RoundTrip(out)
 	if err == nil {
 		removeHopByHopHeaders(res.Header)
@@ -384,17 +412,38 @@ func fastRequest(ctx context.Context, fctx *fasthttp.RequestCtx) (*http.Request,
 		r.Proto, r.ProtoMinor = "HTTP/1.0", 0
 	}
 	r = r.WithContext(ctx)
+	if proto := string(fr.Header.Protocol()); proto != "HTTP/1.1" && proto != "HTTP/1.0" {
+		r.URL = &url.URL{}
+		return r, refVersion
+	}
+	if rawURI == "*" {
+		// "OPTIONS *" asks about the server: net/http answers it itself
+		// and so does this engine (handle); nothing else may use "*".
+		r.URL = &url.URL{Path: "*"}
+		if r.Method == http.MethodOptions {
+			return r, nil
+		}
+		return r, refBadPath
+	}
 	u, err := url.ParseRequestURI(rawURI)
 	if err != nil {
 		r.URL = &url.URL{}
 		return r, refBadPath
 	}
 	r.URL = u
-	if r.Host == "" {
+	if u.Host != "" {
+		// Absolute form: the target's authority is the host (RFC 9112
+		// section 3.2.2), as net/http reads it.
 		r.Host = u.Host
 	}
 	contentTypes := 0
 	for k, v := range fr.Header.All() {
+		if !httpguts.ValidHeaderFieldName(string(k)) {
+			// fasthttp accepts a name with a space inside ("Content
+			// Length"); net/http refuses it, and a lenient upstream
+			// could read it as another field.
+			return r, refBadHeader
+		}
 		name := textproto.CanonicalMIMEHeaderKey(string(k))
 		switch name {
 		case "Host", "Transfer-Encoding":
@@ -404,13 +453,22 @@ func fastRequest(ctx context.Context, fctx *fasthttp.RequestCtx) (*http.Request,
 		}
 		r.Header[name] = append(r.Header[name], string(v))
 	}
-	if contentTypes == 1 {
-		// fasthttp keeps the last of several Content-Type lines; the
-		// pipeline refuses more than one on a protected collection, so
-		// it must see them all.
-		if vals := rawHeaderValues(fr.Header.RawHeaders(), "content-type"); len(vals) > 1 {
-			r.Header["Content-Type"] = vals
-		}
+	// fasthttp keeps only the last of several Content-Type lines, and
+	// none when that one is empty; the pipeline refuses more than one on
+	// a protected collection and forwards them all elsewhere, as on the
+	// net/http engine, so it must see every line.
+	raw := fr.Header.RawHeaders()
+	if vals := rawHeaderValues(raw, "content-type"); len(vals) != contentTypes {
+		r.Header["Content-Type"] = vals
+	}
+	if _, ok := r.Header["Cookie"]; ok {
+		// fasthttp parses cookies and writes them back merged and
+		// unquoted; the upstream gets them as the client sent them.
+		r.Header["Cookie"] = rawHeaderValues(raw, "cookie")
+	}
+	if exp, ok := r.Header["Expect"]; ok && (len(exp) != 1 || !strings.EqualFold(exp[0], "100-continue")) {
+		// net/http answers 417 to an expectation it does not know.
+		return r, refExpectation
 	}
 	if fr.Header.ConnectionClose() {
 		r.Close = true
@@ -420,18 +478,92 @@ func fastRequest(ctx context.Context, fctx *fasthttp.RequestCtx) (*http.Request,
 	case cl == -1: // chunked
 		r.TransferEncoding = []string{"chunked"}
 		r.ContentLength = -1
-		r.Body = io.NopCloser(fctx.RequestBodyStream())
+		r.Body = &guardedBody{r: fctx.RequestBodyStream(), conn: fctx.Conn()}
 	case cl > 0:
 		r.ContentLength = int64(cl)
-		r.Body = io.NopCloser(fctx.RequestBodyStream())
+		r.Body = &guardedBody{r: &lengthBody{r: fctx.RequestBodyStream(), left: int64(cl)}, conn: fctx.Conn()}
 	}
 	return r, nil
 }
 
-// rawHeaderValues returns the values of every line of the raw header
-// block whose name is name (lower case).
+// guardedBody is a request body that the server's connection lends to
+// the exchange. A streamed upload goes upstream through http.Transport,
+// whose write loop may still be reading it when the upstream has
+// answered early; fasthttp's server then reads (discards) the rest of
+// the same body from the same buffer, and a read from two goroutines at
+// once corrupts it (a panic that fasthttp does not recover, found by the
+// engine's attacker pass). stop ends the loan before the server takes the
+// connection back: later reads fail, and a read still waiting for the
+// client is interrupted, which costs the connection (the server closes it
+// when its own read then fails).
+type guardedBody struct {
+	mu     sync.Mutex
+	r      io.Reader
+	conn   net.Conn
+	closed bool
+}
+
+var errBodyReturned = errors.New("proxy: the request body was returned to the server")
+
+func (g *guardedBody) Read(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return 0, errBodyReturned
+	}
+	return g.r.Read(p)
+}
+
+func (g *guardedBody) Close() error { return nil }
+
+func (g *guardedBody) stop() {
+	if !g.mu.TryLock() {
+		g.conn.SetReadDeadline(time.Now())
+		g.mu.Lock()
+	}
+	g.closed = true
+	g.mu.Unlock()
+}
+
+// lengthBody reads a body of a declared length. fasthttp's stream ends
+// with io.EOF when the client closes the connection before sending all
+// of it; a truncated body must be an error, as it is on net/http
+// (io.ErrUnexpectedEOF), or a body cut after a complete JSON value would
+// be sealed and forwarded.
+type lengthBody struct {
+	r    io.Reader
+	left int64
+}
+
+func (b *lengthBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	if err == io.EOF { //nolint:errorlint // io.EOF is returned unwrapped by contract
+		if b.left > 0 {
+			return n, io.ErrUnexpectedEOF
+		}
+	}
+	if b.left == 0 && err == nil {
+		err = io.EOF
+	}
+	return n, err
+}
+
+func (b *lengthBody) Close() error { return nil }
+
+// rawHeaderValues returns the values of every field of the raw header
+// block whose name is name (lower case), with obsolete line folding
+// undone as fasthttp and net/http undo it (a continuation line joins the
+// previous field's value with a space).
 func rawHeaderValues(raw []byte, name string) []string {
 	var vals []string
+	last := -1 // index in vals of the field a continuation line extends
 	for len(raw) > 0 {
 		var line []byte
 		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
@@ -439,9 +571,23 @@ func rawHeaderValues(raw []byte, name string) []string {
 		} else {
 			line, raw = raw, nil
 		}
+		line = bytes.TrimSuffix(line, []byte{'\r'})
+		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
+			if last >= 0 {
+				if v := bytes.TrimSpace(line); len(v) > 0 {
+					if vals[last] != "" {
+						vals[last] += " "
+					}
+					vals[last] += string(v)
+				}
+			}
+			continue
+		}
+		last = -1
 		k, v, ok := bytes.Cut(line, []byte{':'})
 		if ok && strings.EqualFold(string(bytes.TrimSpace(k)), name) {
 			vals = append(vals, string(bytes.TrimSpace(v)))
+			last = len(vals) - 1
 		}
 	}
 	return vals
