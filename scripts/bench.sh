@@ -125,6 +125,14 @@ else
   echo "bench: the engine probe did not build; the comparison goes on without it" >&2
 fi
 wrk_compare after "${engine_args[@]}"
+# The same comparison with the sidecars on the fasthttp engine
+# (SIDECRYPT_ENGINE=fasthttp, proxy/fastengine.go), nginx beside them again.
+wrk_compare fast --engine fasthttp
+# And with one core's worth of Go scheduler (GOMAXPROCS=1 for the load
+# test, so nginx gets one worker and the sidecars and the upstream one P):
+# what a sidecar limited to one CPU runs as (Go sizes GOMAXPROCS from the
+# cgroup's CPU limit).
+GOMAXPROCS=1 wrk_compare fast1 --engine fasthttp
 if [ -n "${BENCH_BASELINE:-}" ]; then
   wrk_compare before --sidecar-exe "$BENCH_BASELINE"
 fi
@@ -149,6 +157,14 @@ cpu=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || 
   echo "Load average (1, 5, 15 min) before and after: writes $(cat "$work/after-write.load0") / $(cat "$work/after-write.load1"); reads $(cat "$work/after-read.load0") / $(cat "$work/after-read.load1")."
   echo
   cat "$work/after-goals.md"
+  echo
+  echo "The same with the sidecars on the fasthttp engine (\`--engine fasthttp\`, SIDECRYPT_ENGINE=fasthttp; load average: writes $(cat "$work/fast-write.load0") / $(cat "$work/fast-write.load1"); reads $(cat "$work/fast-read.load0") / $(cat "$work/fast-read.load1")):"
+  echo
+  cat "$work/fast-goals.md"
+  echo
+  echo "The same on the fasthttp engine with GOMAXPROCS=1 for the whole run (nginx one worker, sidecars and upstream one P; load average: writes $(cat "$work/fast1-write.load0") / $(cat "$work/fast1-write.load1"); reads $(cat "$work/fast1-read.load0") / $(cat "$work/fast1-read.load1")):"
+  echo
+  cat "$work/fast1-goals.md"
   if [ -n "${BENCH_BASELINE:-}" ]; then
     echo
     echo "Before: the same comparison with the sidecars of $BENCH_BASELINE (load average: writes $(cat "$work/before-write.load0") / $(cat "$work/before-write.load1"); reads $(cat "$work/before-read.load0") / $(cat "$work/before-read.load1")):"
