@@ -662,7 +662,8 @@ func fastWriteResponse(fctx *fasthttp.RequestCtx, res *http.Response, cancel con
 		resp.SetBodyRaw(bb.b)
 		return false
 	}
-	if res.Request != nil && res.Request.Method == http.MethodHead {
+	if res.Body == http.NoBody || res.StatusCode == http.StatusNoContent || res.StatusCode == http.StatusNotModified ||
+		(res.Request != nil && res.Request.Method == http.MethodHead) {
 		if res.ContentLength >= 0 {
 			resp.Header.SetContentLength(int(res.ContentLength))
 		}

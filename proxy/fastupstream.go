@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/net/http/httpguts"
 )
 
 // The fasthttp engine's round trip to a plain-HTTP upstream, for requests
@@ -175,6 +178,12 @@ func (p *Proxy) fastExchange(ctx context.Context, dc *directConn, h *fasthttp.Re
 			}
 			return fail(errors.Join(errDirectNoResponse, err))
 		}
+		if ok, err := statusLineOK(dc.br); err != nil || !ok {
+			if err != nil && timedOut(err) {
+				return fail(errDirectTimeout)
+			}
+			return fail(errMalformedUpstreamHeader)
+		}
 		resp.Header.DisableNormalizing()
 		// No invented Content-Type: the client gets the upstream's
 		// fields and no others.
@@ -184,6 +193,14 @@ func (p *Proxy) fastExchange(ctx context.Context, dc *directConn, h *fasthttp.Re
 				return fail(errDirectTimeout)
 			}
 			return fail(err)
+		}
+		for k, v := range resp.Header.All() {
+			// fasthttp's parser takes a name with a space inside
+			// ("Content Length"); net/http's refuses the response, and a
+			// lenient client could read such a field as another one.
+			if !httpguts.ValidHeaderFieldName(string(k)) || !httpguts.ValidHeaderFieldValue(string(v)) {
+				return fail(errMalformedUpstreamHeader)
+			}
 		}
 		code := resp.Header.StatusCode()
 		if code == http.StatusSwitchingProtocols {
@@ -235,6 +252,42 @@ func (p *Proxy) fastExchange(ctx context.Context, dc *directConn, h *fasthttp.Re
 	}
 	return release, nil
 }
+
+// statusLineOK checks the status line at the head of br as net/http
+// reads one: "HTTP/1.x", a space, three digits from 100, then a space or
+// the end of the line. fasthttp's parser takes "HTTP/1.1 000" and then
+// reports status 200. It looks only at bytes already received, asking
+// for one more at a time, as fasthttp's own header reader does.
+func statusLineOK(br *bufio.Reader) (bool, error) {
+	n := br.Buffered()
+	for {
+		b, err := br.Peek(n)
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			return checkStatusLine(bytes.TrimSuffix(b[:i], []byte{'\r'})), nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if n >= 4096 {
+			return false, nil
+		}
+		n = len(b) + 1
+	}
+}
+
+func checkStatusLine(l []byte) bool {
+	if len(l) < 12 || !bytes.HasPrefix(l, []byte("HTTP/1.")) || l[7] < '0' || l[7] > '9' || l[8] != ' ' {
+		return false
+	}
+	for _, c := range l[9:12] {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return l[9] != '0' && (len(l) == 12 || l[12] == ' ')
+}
+
+var errMalformedUpstreamHeader = errors.New("proxy: the upstream sent a malformed status line or header field")
 
 // fastStream is a streamed upstream body: it hands the connection back
 // once read to its end, closes it otherwise.
@@ -374,9 +427,11 @@ func (e *fastEngine) fastForward(fctx *fasthttp.RequestCtx, out *http.Request, e
 // without Content-Length, which the body sets.
 func copyFastHeader(dst, src *fasthttp.ResponseHeader) {
 	var named []string
-	for _, v := range src.PeekAll("Connection") {
-		for f := range bytesSplitComma(v) {
-			named = append(named, f)
+	for k, v := range src.All() {
+		if equalFoldASCII(string(k), "Connection") {
+			for f := range bytesSplitComma(v) {
+				named = append(named, f)
+			}
 		}
 	}
 	dst.DisableNormalizing()
