@@ -243,3 +243,17 @@ func TestRulesV2Classify(t *testing.T) {
 		}
 	}
 }
+
+// TestSummaryNamesEngine: a run whose sidecars were put on another HTTP
+// engine says so in its one-line summary (text and markdown headers), so
+// that two tables from different engines cannot be taken for one.
+func TestSummaryNamesEngine(t *testing.T) {
+	r := &Result{Settings: Settings{Workload: "write", Loop: "closed", Concurrency: 4, DocSize: "1KiB", Rounds: 3, Duration: "3s", Upstream: "builtin"}}
+	if s := r.Summary(); strings.Contains(s, "engine") {
+		t.Errorf("no engine chosen, summary %q names one", s)
+	}
+	r.Settings.Engine = "fasthttp"
+	if s := r.Summary(); !strings.HasSuffix(s, ", sidecars on the fasthttp engine") {
+		t.Errorf("summary %q does not name the fasthttp engine", s)
+	}
+}

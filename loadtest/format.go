@@ -87,6 +87,9 @@ func (r *Result) Summary() string {
 		fmt.Fprintf(&b, ", %d requests per target in %d rounds", s.Requests, s.Rounds)
 	}
 	fmt.Fprintf(&b, ", upstream %s, seed %d", s.Upstream, s.Seed)
+	if s.Engine != "" {
+		fmt.Fprintf(&b, ", sidecars on the %s engine", s.Engine)
+	}
 	return b.String()
 }
 
