@@ -74,6 +74,7 @@ type directConn struct {
 	addr    string
 	idleAt  time.Time
 	stopCtx func() bool // stops the context watch of the current exchange
+	probe   *probe      // the liveness check before reuse
 }
 
 func newDirectTransport(dial dialFunc, responseHeaderTimeout time.Duration) *directTransport {
@@ -124,7 +125,7 @@ func (t *directTransport) get(ctx context.Context, addr string) (*directConn, bo
 		if dc == nil {
 			break
 		}
-		if now.Sub(dc.idleAt) < t.idleTimeout && connAlive(dc.c) && dc.br.Buffered() == 0 {
+		if now.Sub(dc.idleAt) < t.idleTimeout && dc.probe.alive() && dc.br.Buffered() == 0 {
 			return dc, true, nil
 		}
 		dc.c.Close()
@@ -134,7 +135,7 @@ func (t *directTransport) get(ctx context.Context, addr string) (*directConn, bo
 		return nil, false, err
 	}
 	lr := &limitedConn{c: c, n: -1}
-	return &directConn{c: c, lr: lr, br: bufio.NewReaderSize(lr, ioBufferSize), bw: bufio.NewWriterSize(c, ioBufferSize), addr: addr}, false, nil
+	return &directConn{c: c, lr: lr, br: bufio.NewReaderSize(lr, ioBufferSize), bw: bufio.NewWriterSize(c, ioBufferSize), addr: addr, probe: newProbe(c)}, false, nil
 }
 
 // maxResponseHeaderBytes and max1xxResponses are http.Transport's limits:

@@ -4,6 +4,10 @@ package proxy
 
 import "net"
 
-// connAlive cannot peek here without blocking: idle connections are not
+// probe cannot peek here without blocking: idle connections are not
 // reused, so each direct round trip dials (correct, slower).
-func connAlive(net.Conn) bool { return false }
+type probe struct{}
+
+func newProbe(net.Conn) *probe { return nil }
+
+func (*probe) alive() bool { return false }
