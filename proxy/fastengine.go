@@ -70,7 +70,7 @@ type fastEngine struct {
 	srv *fasthttp.Server
 
 	mu    sync.Mutex
-	conns map[net.Conn]struct{}
+	conns map[net.Conn]string // open connections and their clients' addresses
 }
 
 // Engine names (Config.Engine, SIDECRYPT_ENGINE).
@@ -86,7 +86,7 @@ const (
 const fastReadBuffer = 64 << 10
 
 func newFastEngine(p *Proxy) *fastEngine {
-	e := &fastEngine{p: p, conns: map[net.Conn]struct{}{}}
+	e := &fastEngine{p: p, conns: map[net.Conn]string{}}
 	e.srv = &fasthttp.Server{
 		Handler:                       e.handle,
 		ErrorHandler:                  e.badRequest,
@@ -126,15 +126,34 @@ func (l fastLogger) Printf(format string, args ...any) {
 	l.log.Debug("fasthttp: " + fmt.Sprintf(format, args...))
 }
 
+// track keeps the open connections (for closeAll) and their clients'
+// addresses, formatted once per connection rather than per request.
 func (e *fastEngine) track(c net.Conn, s fasthttp.ConnState) {
-	e.mu.Lock()
 	switch s {
 	case fasthttp.StateNew:
-		e.conns[c] = struct{}{}
+		remote := ""
+		if a := c.RemoteAddr(); a != nil {
+			remote = a.String()
+		}
+		e.mu.Lock()
+		e.conns[c] = remote
+		e.mu.Unlock()
 	case fasthttp.StateClosed, fasthttp.StateHijacked:
+		e.mu.Lock()
 		delete(e.conns, c)
+		e.mu.Unlock()
 	}
+}
+
+// remoteAddr is the client's address, as net/http's Request.RemoteAddr.
+func (e *fastEngine) remoteAddr(fctx *fasthttp.RequestCtx) string {
+	e.mu.Lock()
+	remote, ok := e.conns[fctx.Conn()]
 	e.mu.Unlock()
+	if !ok {
+		return fctx.RemoteAddr().String()
+	}
+	return remote
 }
 
 // closeAll cuts the connections still open after a drain timed out
@@ -280,7 +299,7 @@ func (notSentBody) Close() error             { return nil }
 // the full pipeline once the body is in.
 func (e *fastEngine) expect(fctx *fasthttp.RequestCtx) int {
 	p := e.p
-	in, ref := fastRequest(context.Background(), fctx)
+	in, ref := fastRequest(context.Background(), fctx, e.remoteAddr(fctx))
 	ex := p.newExchange(modeReverse, nil)
 	if ref == nil {
 		in.Body = notSentBody{}
@@ -297,7 +316,7 @@ func (e *fastEngine) expect(fctx *fasthttp.RequestCtx) int {
 func (e *fastEngine) handle(fctx *fasthttp.RequestCtx) {
 	p := e.p
 	ctx, cancelCtx := context.WithCancel(context.Background())
-	in, ref := fastRequest(ctx, fctx)
+	in, ref := fastRequest(ctx, fctx, e.remoteAddr(fctx))
 	// cancel ends the exchange: its context, and the loan of the request
 	// body. It runs when the handler returns, or, for a streamed
 	// response, when the server closes the stream (fastCancelBody), in
@@ -394,18 +413,20 @@ func (e *fastEngine) handle(fctx *fasthttp.RequestCtx) {
 // request-target parsed by url.ParseRequestURI, Host out of the header
 // map, Transfer-Encoding into TransferEncoding, header names canonical.
 // A request the standard library would not have parsed is refused.
-func fastRequest(ctx context.Context, fctx *fasthttp.RequestCtx) (*http.Request, *refusal) {
+func fastRequest(ctx context.Context, fctx *fasthttp.RequestCtx, remote string) (*http.Request, *refusal) {
 	fr := &fctx.Request
 	rawURI := string(fr.Header.RequestURI())
 	r := &http.Request{
-		Method:     string(fr.Header.Method()),
+		Method:     fastMethod(fr.Header.Method()),
 		RequestURI: rawURI,
 		Proto:      "HTTP/1.1",
 		ProtoMajor: 1,
 		ProtoMinor: 1,
-		Header:     make(http.Header, 12),
+		// Room for the fields and the three X-Forwarded ones that
+		// fastOutgoing adds, so that the map is not grown on the way.
+		Header:     make(http.Header, fr.Header.Len()+3),
 		Host:       string(fr.Header.Host()),
-		RemoteAddr: fctx.RemoteAddr().String(),
+		RemoteAddr: remote,
 		Body:       http.NoBody,
 	}
 	if !fr.Header.IsHTTP11() {
@@ -436,6 +457,9 @@ func fastRequest(ctx context.Context, fctx *fasthttp.RequestCtx) (*http.Request,
 		// section 3.2.2), as net/http reads it.
 		r.Host = u.Host
 	}
+	var fieldsBuf [16]fieldSpan
+	var valuesBuf [1024]byte
+	fields, values := fieldsBuf[:0], valuesBuf[:0]
 	contentTypes := 0
 	for k, v := range fr.Header.All() {
 		if !httpguts.ValidHeaderFieldName(string(k)) {
@@ -444,22 +468,24 @@ func fastRequest(ctx context.Context, fctx *fasthttp.RequestCtx) (*http.Request,
 			// could read it as another field.
 			return r, refBadHeader
 		}
-		name := textproto.CanonicalMIMEHeaderKey(string(k))
+		name := canonicalHeaderName(k)
 		switch name {
 		case "Host", "Transfer-Encoding":
 			continue
 		case "Content-Type":
 			contentTypes++
 		}
-		r.Header[name] = append(r.Header[name], string(v))
+		fields = append(fields, fieldSpan{name, len(values), len(values) + len(v)})
+		values = append(values, v...)
 	}
+	fillHeader(r.Header, fields, values)
 	// fasthttp keeps only the last of several Content-Type lines, and
 	// none when that one is empty; the pipeline refuses more than one on
 	// a protected collection and forwards them all elsewhere, as on the
 	// net/http engine, so it must see every line.
 	raw := fr.Header.RawHeaders()
-	if vals := rawHeaderValues(raw, "content-type"); len(vals) != contentTypes {
-		r.Header["Content-Type"] = vals
+	if countRawHeader(raw, "content-type") != contentTypes {
+		r.Header["Content-Type"] = rawHeaderValues(raw, "content-type")
 	}
 	if _, ok := r.Header["Cookie"]; ok {
 		// fasthttp parses cookies and writes them back merged and
@@ -563,7 +589,28 @@ func (b *lengthBody) Close() error { return nil }
 // previous field's value with a space).
 func rawHeaderValues(raw []byte, name string) []string {
 	var vals []string
-	last := -1 // index in vals of the field a continuation line extends
+	eachRawHeader(raw, name, func(v []byte) { vals = append(vals, string(v)) }, func(more []byte) {
+		if vals[len(vals)-1] != "" {
+			vals[len(vals)-1] += " "
+		}
+		vals[len(vals)-1] += string(more)
+	})
+	return vals
+}
+
+// countRawHeader is the number of values rawHeaderValues returns, counted
+// without copying them (most requests have as many as fasthttp kept).
+func countRawHeader(raw []byte, name string) int {
+	n := 0
+	eachRawHeader(raw, name, func([]byte) { n++ }, func([]byte) {})
+	return n
+}
+
+// eachRawHeader calls field with the value of each line of raw named
+// name, and more with each non-empty continuation line (obs-fold) that
+// extends such a field, white space trimmed.
+func eachRawHeader(raw []byte, name string, field, more func([]byte)) {
+	extends := false // whether a continuation line extends a field named name
 	for len(raw) > 0 {
 		var line []byte
 		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
@@ -573,24 +620,20 @@ func rawHeaderValues(raw []byte, name string) []string {
 		}
 		line = bytes.TrimSuffix(line, []byte{'\r'})
 		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
-			if last >= 0 {
+			if extends {
 				if v := bytes.TrimSpace(line); len(v) > 0 {
-					if vals[last] != "" {
-						vals[last] += " "
-					}
-					vals[last] += string(v)
+					more(v)
 				}
 			}
 			continue
 		}
-		last = -1
+		extends = false
 		k, v, ok := bytes.Cut(line, []byte{':'})
 		if ok && strings.EqualFold(string(bytes.TrimSpace(k)), name) {
-			vals = append(vals, string(bytes.TrimSpace(v)))
-			last = len(vals) - 1
+			field(bytes.TrimSpace(v))
+			extends = true
 		}
 	}
-	return vals
 }
 
 // fastOutgoing turns the pipeline's request into the one sent upstream,
@@ -614,13 +657,17 @@ func (p *Proxy) fastOutgoing(in, out *http.Request, ex *exchange) {
 	delete(h, "X-Forwarded-For")
 	delete(h, "X-Forwarded-Host")
 	delete(h, "X-Forwarded-Proto")
+	// One array for the three fields' values; each list has its own
+	// element and no spare capacity, so an append elsewhere copies.
+	xf := []string{"", in.Host, "http"}
 	if ip, _, err := net.SplitHostPort(in.RemoteAddr); err == nil {
-		h["X-Forwarded-For"] = []string{ip}
+		xf[0] = ip
+		h["X-Forwarded-For"] = xf[0:1:1]
 	}
 	if in.Host != "" {
-		h["X-Forwarded-Host"] = []string{in.Host}
+		h["X-Forwarded-Host"] = xf[1:2:2]
 	}
-	h["X-Forwarded-Proto"] = []string{"http"}
+	h["X-Forwarded-Proto"] = xf[2:3:3]
 	if _, ok := h["User-Agent"]; !ok {
 		h["User-Agent"] = []string{""}
 	}
@@ -748,4 +795,89 @@ func singleJoiningSlash(a, b string) string {
 		return a + "/" + b
 	}
 	return a + b
+}
+
+// fieldSpan is a header field collected for fillHeader: its canonical
+// name and where its value is in the values collected with it.
+type fieldSpan struct {
+	name     string
+	from, to int
+}
+
+// fillHeader adds fields to h, each with its value values[from:to]. The
+// values are copied into one string and the value lists share one array:
+// two allocations, not two per field. Each list has no spare capacity, so
+// that appending to one copies it.
+func fillHeader(h http.Header, fields []fieldSpan, values []byte) {
+	all := string(values)
+	lists := make([]string, len(fields))
+	for i, f := range fields {
+		lists[i] = all[f.from:f.to]
+		if vv, ok := h[f.name]; ok {
+			h[f.name] = append(vv, lists[i])
+		} else {
+			h[f.name] = lists[i : i+1 : i+1]
+		}
+	}
+}
+
+// fastMethod is the request's method as a string, without allocating
+// for the usual ones.
+func fastMethod(m []byte) string {
+	switch string(m) {
+	case http.MethodGet:
+		return http.MethodGet
+	case http.MethodPost:
+		return http.MethodPost
+	case http.MethodPut:
+		return http.MethodPut
+	case http.MethodDelete:
+		return http.MethodDelete
+	case http.MethodHead:
+		return http.MethodHead
+	case http.MethodOptions:
+		return http.MethodOptions
+	case http.MethodPatch:
+		return http.MethodPatch
+	case "COPY":
+		return "COPY"
+	}
+	return string(m)
+}
+
+// commonHeaderNames maps the names that requests to a datastore and its
+// answers usually carry to themselves, so that canonicalHeaderName finds them without
+// allocating (fasthttp's server hands names over in canonical form, and
+// datastores write the usual ones so).
+var commonHeaderNames = func() map[string]string {
+	m := map[string]string{}
+	for _, n := range []string{
+		"Accept", "Accept-Charset", "Accept-Encoding", "Accept-Language",
+		"Authorization", "Cache-Control", "Connection", "Content-Encoding",
+		"Content-Length", "Content-Type", "Cookie", "Destination", "Expect",
+		"Forwarded", "Host", "If-Match", "If-Modified-Since", "If-None-Match",
+		"Keep-Alive", "Origin", "Pragma", "Proxy-Authorization",
+		"Proxy-Connection", "Range", "Referer", "Te", "Trailer",
+		"Transfer-Encoding", "Upgrade", "User-Agent", "Via",
+		"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
+		"X-Http-Method-Override", "X-Request-Id", "X-Requested-With",
+		// and in responses
+		"Accept-Ranges", "Access-Control-Allow-Origin", "Age", "Allow",
+		"Content-Disposition", "Content-Range", "Date", "Etag", "Expires",
+		"Last-Modified", "Location", "Retry-After", "Server", "Set-Cookie",
+		"Vary", "Www-Authenticate", "X-Content-Type-Options",
+		"X-Couch-Request-Id", "X-Couchdb-Body-Time", "X-Elastic-Product",
+		"X-Powered-By",
+	} {
+		m[n] = n
+	}
+	return m
+}()
+
+// canonicalHeaderName is textproto.CanonicalMIMEHeaderKey(string(k)).
+func canonicalHeaderName(k []byte) string {
+	if n, ok := commonHeaderNames[string(k)]; ok {
+		return n
+	}
+	return textproto.CanonicalMIMEHeaderKey(string(k))
 }

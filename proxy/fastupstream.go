@@ -126,7 +126,7 @@ func (p *Proxy) fastRoundTrip(ctx context.Context, out *http.Request, body []byt
 			return nil, err
 		}
 		resp.Reset()
-		release, err := p.fastExchange(ctx, dc, &req.Header, body, out.Method == http.MethodHead, resp)
+		release, err := p.fastExchange(dc, &req.Header, body, out.Method == http.MethodHead, resp)
 		if err == nil {
 			return release, nil
 		}
@@ -141,23 +141,27 @@ func (p *Proxy) fastRoundTrip(ctx context.Context, out *http.Request, body []byt
 	}
 }
 
-func (p *Proxy) fastExchange(ctx context.Context, dc *directConn, h *fasthttp.RequestHeader, body []byte, head bool, resp *fasthttp.Response) (func(bool), error) {
+func (p *Proxy) fastExchange(dc *directConn, h *fasthttp.RequestHeader, body []byte, head bool, resp *fasthttp.Response) (func(bool), error) {
 	t := p.direct
-	dc.stopCtx = context.AfterFunc(ctx, func() { dc.c.Close() })
-	fail := func(err error) (func(bool), error) {
-		dc.stopCtx()
-		return nil, err
-	}
+	// The exchange does not watch the request's context as the direct
+	// transport does (context.AfterFunc closing the connection): on this
+	// engine nothing can cancel that context while it runs. fasthttp's
+	// server does not read a connection while its handler runs, so it
+	// cannot learn that a client went away; the exchange's context is
+	// cancelled only by the handler's own goroutine once fastForward has
+	// returned, or when the server closes a streamed body, and fastStream
+	// releases the connection before that. A watch would never fire, and
+	// cost five allocations per request.
 	if err := h.Write(dc.bw); err != nil {
-		return fail(errors.Join(errDirectNoResponse, err))
+		return nil, errors.Join(errDirectNoResponse, err)
 	}
 	if len(body) > 0 {
 		if _, err := dc.bw.Write(body); err != nil {
-			return fail(errors.Join(errDirectNoResponse, err))
+			return nil, errors.Join(errDirectNoResponse, err)
 		}
 	}
 	if err := dc.bw.Flush(); err != nil {
-		return fail(errors.Join(errDirectNoResponse, err))
+		return nil, errors.Join(errDirectNoResponse, err)
 	}
 	var deadline time.Time
 	if t.responseHeaderTimeout > 0 {
@@ -171,18 +175,18 @@ func (p *Proxy) fastExchange(ctx context.Context, dc *directConn, h *fasthttp.Re
 		dc.lr.n = maxResponseHeaderBytes - int64(dc.br.Buffered())
 		if _, err := dc.br.Peek(1); err != nil {
 			if timedOut(err) {
-				return fail(errDirectTimeout)
+				return nil, errDirectTimeout
 			}
 			if interim > 0 {
-				return fail(err)
+				return nil, err
 			}
-			return fail(errors.Join(errDirectNoResponse, err))
+			return nil, errors.Join(errDirectNoResponse, err)
 		}
 		if ok, err := statusLineOK(dc.br); err != nil || !ok {
 			if err != nil && timedOut(err) {
-				return fail(errDirectTimeout)
+				return nil, errDirectTimeout
 			}
-			return fail(errMalformedUpstreamHeader)
+			return nil, errMalformedUpstreamHeader
 		}
 		resp.Header.DisableNormalizing()
 		// No invented Content-Type: the client gets the upstream's
@@ -190,25 +194,25 @@ func (p *Proxy) fastExchange(ctx context.Context, dc *directConn, h *fasthttp.Re
 		resp.Header.SetNoDefaultContentType(true)
 		if err := resp.Header.Read(dc.br); err != nil {
 			if timedOut(err) {
-				return fail(errDirectTimeout)
+				return nil, errDirectTimeout
 			}
-			return fail(err)
+			return nil, err
 		}
 		for k, v := range resp.Header.All() {
 			// fasthttp's parser takes a name with a space inside
 			// ("Content Length"); net/http's refuses the response, and a
 			// lenient client could read such a field as another one.
 			if !httpguts.ValidHeaderFieldName(string(k)) || !httpguts.ValidHeaderFieldValue(string(v)) {
-				return fail(errMalformedUpstreamHeader)
+				return nil, errMalformedUpstreamHeader
 			}
 		}
 		code := resp.Header.StatusCode()
 		if code == http.StatusSwitchingProtocols {
-			return fail(errors.New("proxy: the upstream switched protocols on a request that did not ask to"))
+			return nil, errors.New("proxy: the upstream switched protocols on a request that did not ask to")
 		}
 		if code >= 100 && code < 200 {
 			if interim >= max1xxResponses {
-				return fail(errors.New("proxy: the upstream sent too many interim (1xx) responses"))
+				return nil, errors.New("proxy: the upstream sent too many interim (1xx) responses")
 			}
 			resp.Header.Reset()
 			resp.Header.SetNoDefaultContentType(true)
@@ -222,8 +226,7 @@ func (p *Proxy) fastExchange(ctx context.Context, dc *directConn, h *fasthttp.Re
 	}
 	keep := !resp.Header.ConnectionClose()
 	release := func(eof bool) {
-		stopped := dc.stopCtx()
-		if eof && keep && stopped {
+		if eof && keep {
 			t.put(dc)
 			return
 		}
@@ -385,10 +388,14 @@ func (e *fastEngine) fastForward(fctx *fasthttp.RequestCtx, out *http.Request, e
 		Header:  make(http.Header, 8),
 		Request: out,
 	}
+	var fieldsBuf [16]fieldSpan
+	var valuesBuf [1024]byte
+	fields, values := fieldsBuf[:0], valuesBuf[:0]
 	for k, v := range up.Header.All() {
-		name := textproto.CanonicalMIMEHeaderKey(string(k))
-		res.Header[name] = append(res.Header[name], string(v))
+		fields = append(fields, fieldSpan{canonicalHeaderName(k), len(values), len(values) + len(v)})
+		values = append(values, v...)
 	}
+	fillHeader(res.Header, fields, values)
 	removeHopByHopHeaders(res.Header)
 	switch {
 	case up.SkipBody:
