@@ -63,6 +63,13 @@ import (
 //     refused for its headers has had its body read and discarded first),
 //     and response trailers. A client's disconnect is noticed when a write
 //     to it fails, not while the upstream is still thinking.
+//   - Repeated response fields: a response passed to the client carries
+//     only the last of repeated Content-Type, Content-Encoding and Server
+//     lines (fasthttp's header keeps one of each), and no Date (fasthttp
+//     manages Date itself; NoDefaultDate leaves it out). Whether to
+//     decrypt is decided on every line, read from the raw head
+//     (fastForward), as on net/http; a response with more than one
+//     Content-Type is never decrypted on either engine.
 //
 // Forward mode always runs on net/http (goproxy's CONNECT interception).
 type fastEngine struct {
@@ -486,6 +493,11 @@ func fastRequest(ctx context.Context, fctx *fasthttp.RequestCtx, remote string) 
 	raw := fr.Header.RawHeaders()
 	if countRawHeader(raw, "content-type") != contentTypes {
 		r.Header["Content-Type"] = rawHeaderValues(raw, "content-type")
+	}
+	// The same for User-Agent: fasthttp keeps the last line, net/http
+	// (and so the upstream, on the net/http engine) the first.
+	if countRawHeader(raw, "user-agent") != len(r.Header["User-Agent"]) {
+		r.Header["User-Agent"] = rawHeaderValues(raw, "user-agent")
 	}
 	if _, ok := r.Header["Cookie"]; ok {
 		// fasthttp parses cookies and writes them back merged and

@@ -114,7 +114,10 @@ func headerNewlineToSpace(v string) string {
 // memory up to smallResponse, a stream otherwise) into resp. On success
 // the connection belongs to resp's body: release must be called once the
 // body has been consumed (eof reports whether it was read to its end).
-func (p *Proxy) fastRoundTrip(ctx context.Context, out *http.Request, body []byte, resp *fasthttp.Response) (release func(eof bool), err error) {
+//
+// With rawHead non-nil, the response's head is also copied there as it
+// came (fasthttp's parser keeps only the last of some repeated fields).
+func (p *Proxy) fastRoundTrip(ctx context.Context, out *http.Request, body []byte, resp *fasthttp.Response, rawHead *[]byte) (release func(eof bool), err error) {
 	t := p.direct
 	addr := directAddr(out.URL.Host)
 	req := fasthttp.AcquireRequest()
@@ -126,7 +129,7 @@ func (p *Proxy) fastRoundTrip(ctx context.Context, out *http.Request, body []byt
 			return nil, err
 		}
 		resp.Reset()
-		release, err := p.fastExchange(dc, &req.Header, body, out.Method == http.MethodHead, resp)
+		release, err := p.fastExchange(dc, &req.Header, body, out.Method == http.MethodHead, resp, rawHead)
 		if err == nil {
 			return release, nil
 		}
@@ -141,7 +144,7 @@ func (p *Proxy) fastRoundTrip(ctx context.Context, out *http.Request, body []byt
 	}
 }
 
-func (p *Proxy) fastExchange(dc *directConn, h *fasthttp.RequestHeader, body []byte, head bool, resp *fasthttp.Response) (func(bool), error) {
+func (p *Proxy) fastExchange(dc *directConn, h *fasthttp.RequestHeader, body []byte, head bool, resp *fasthttp.Response, rawHead *[]byte) (func(bool), error) {
 	t := p.direct
 	// The exchange does not watch the request's context as the direct
 	// transport does (context.AfterFunc closing the connection): on this
@@ -187,6 +190,16 @@ func (p *Proxy) fastExchange(dc *directConn, h *fasthttp.RequestHeader, body []b
 				return nil, errDirectTimeout
 			}
 			return nil, errMalformedUpstreamHeader
+		}
+		if rawHead != nil {
+			b, err := peekHead(dc.br)
+			if err != nil {
+				if timedOut(err) {
+					return nil, errDirectTimeout
+				}
+				return nil, err
+			}
+			*rawHead = append((*rawHead)[:0], b...)
 		}
 		resp.Header.DisableNormalizing()
 		// No invented Content-Type: the client gets the upstream's
@@ -278,6 +291,46 @@ func statusLineOK(br *bufio.Reader) (bool, error) {
 	}
 }
 
+// peekHead returns the response head at the front of br, from the
+// status line to the empty line that ends it, without consuming it; it
+// asks for one more byte at a time, as statusLineOK does. A head that
+// does not fit in br's buffer is refused (fasthttp's parser would refuse
+// it too).
+func peekHead(br *bufio.Reader) ([]byte, error) {
+	n := br.Buffered()
+	for {
+		b, err := br.Peek(n)
+		if end := headEnd(b); end >= 0 {
+			return b[:end], nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n >= br.Size() {
+			return nil, errors.New("proxy: the upstream's response head does not fit in the read buffer")
+		}
+		n = len(b) + 1
+	}
+}
+
+// headEnd is the length of the head in b up to and including the first
+// empty line (CRLF or bare LF), which ends it (b starts with a status
+// line statusLineOK has checked), or -1 when b holds no such line.
+func headEnd(b []byte) int {
+	for start := 0; start < len(b); {
+		i := bytes.IndexByte(b[start:], '\n')
+		if i < 0 {
+			return -1
+		}
+		line := bytes.TrimSuffix(b[start:start+i], []byte{'\r'})
+		start += i + 1
+		if len(line) == 0 {
+			return start
+		}
+	}
+	return -1
+}
+
 func checkStatusLine(l []byte) bool {
 	if len(l) < 12 || !bytes.HasPrefix(l, []byte("HTTP/1.")) || l[7] < '0' || l[7] > '9' || l[8] != ' ' {
 		return false
@@ -341,7 +394,13 @@ func (s *fastStream) Close() error {
 func (e *fastEngine) fastForward(fctx *fasthttp.RequestCtx, out *http.Request, ex *exchange, cancel context.CancelFunc, w *fastWriter) (streaming bool) {
 	p := e.p
 	up := fasthttp.AcquireResponse()
-	release, err := p.fastRoundTrip(out.Context(), out, ex.body, up)
+	var rawHead *[]byte
+	if ex.decrypt {
+		// modifyResponse decides on Content-Type and Content-Encoding,
+		// which fasthttp's parser keeps one line of: it gets them all.
+		rawHead = new([]byte)
+	}
+	release, err := p.fastRoundTrip(out.Context(), out, ex.body, up, rawHead)
 	if err != nil {
 		fasthttp.ReleaseResponse(up)
 		p.upstreamError(w, out, err)
@@ -396,6 +455,11 @@ func (e *fastEngine) fastForward(fctx *fasthttp.RequestCtx, out *http.Request, e
 		values = append(values, v...)
 	}
 	fillHeader(res.Header, fields, values)
+	for _, f := range [...]struct{ raw, canonical string }{{"content-type", "Content-Type"}, {"content-encoding", "Content-Encoding"}} {
+		if countRawHeader(*rawHead, f.raw) != len(res.Header[f.canonical]) {
+			res.Header[f.canonical] = rawHeaderValues(*rawHead, f.raw)
+		}
+	}
 	removeHopByHopHeaders(res.Header)
 	switch {
 	case up.SkipBody:

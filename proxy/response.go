@@ -73,6 +73,12 @@ func decryptableResponse(resp *http.Response) bool {
 		resp.Body == nil || resp.Body == http.NoBody || resp.ContentLength == 0 {
 		return false
 	}
+	if len(resp.Header["Content-Type"]) > 1 {
+		// Which line counts is anyone's guess (net/http's Get takes the
+		// first, other readers the last): an ambiguous response is passed
+		// on as it came, its tokens left tokens.
+		return false
+	}
 	switch mt := mediaType(resp.Header.Get("Content-Type")); mt {
 	case "application/x-ndjson", "application/jsonl", "application/json-lines", "text/plain", "text/event-stream":
 		return true
