@@ -423,7 +423,9 @@ func (e *fastEngine) handle(fctx *fasthttp.RequestCtx) {
 func fastRequest(ctx context.Context, fctx *fasthttp.RequestCtx, remote string) (*http.Request, *refusal) {
 	fr := &fctx.Request
 	rawURI := string(fr.Header.RequestURI())
-	r := &http.Request{
+	// Built as a value and copied once by WithContext (which sets the
+	// unexported context field): one Request on the heap, not two.
+	base := http.Request{
 		Method:     fastMethod(fr.Header.Method()),
 		RequestURI: rawURI,
 		Proto:      "HTTP/1.1",
@@ -437,9 +439,9 @@ func fastRequest(ctx context.Context, fctx *fasthttp.RequestCtx, remote string) 
 		Body:       http.NoBody,
 	}
 	if !fr.Header.IsHTTP11() {
-		r.Proto, r.ProtoMinor = "HTTP/1.0", 0
+		base.Proto, base.ProtoMinor = "HTTP/1.0", 0
 	}
-	r = r.WithContext(ctx)
+	r := base.WithContext(ctx)
 	if proto := string(fr.Header.Protocol()); proto != "HTTP/1.1" && proto != "HTTP/1.0" {
 		r.URL = &url.URL{}
 		return r, refVersion
