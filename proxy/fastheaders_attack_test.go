@@ -350,6 +350,10 @@ func TestFastHeadersAttackIdleUnsolicited(t *testing.T) {
 		t.Run(engine, func(t *testing.T) {
 			var wg sync.WaitGroup
 			t.Cleanup(wg.Wait)
+			// in says that the forged bytes or the FIN have been written:
+			// on loopback they are then in the proxy's socket buffer, so
+			// the next request does not race them.
+			in := make(chan struct{}, 1)
 			up := startFeUpstream(t, func(c net.Conn, s feSeen) bool {
 				feAnswer(c, s)
 				switch {
@@ -360,9 +364,14 @@ func TestFastHeadersAttackIdleUnsolicited(t *testing.T) {
 						defer wg.Done()
 						time.Sleep(30 * time.Millisecond)
 						io.WriteString(c, forged)
+						in <- struct{}{}
 					}()
 				case strings.Contains(s.Target, "close"):
-					return false // FIN after a keep-alive answer
+					c.Close() // FIN after a keep-alive answer
+					in <- struct{}{}
+					return false
+				default:
+					in <- struct{}{}
 				}
 				return true
 			})
@@ -382,7 +391,12 @@ func TestFastHeadersAttackIdleUnsolicited(t *testing.T) {
 				if r.Status != 200 || r.echo() != path || strings.Contains(r.Body, "forged") {
 					t.Errorf("%s: the client got %d, echo %q, body %q", path, r.Status, r.echo(), r.Body)
 				}
-				time.Sleep(80 * time.Millisecond) // the forged bytes or the FIN are in
+				select {
+				case <-in:
+				case <-time.After(5 * time.Second):
+					t.Fatalf("%s: the upstream never finished its part", path)
+				}
+				time.Sleep(5 * time.Millisecond)
 			}
 			if got := targetsOf(up.since(m)); fmt.Sprint(got) != fmt.Sprint(paths) {
 				t.Errorf("the upstream framed %q, want %q", got, paths)
