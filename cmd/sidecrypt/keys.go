@@ -461,7 +461,10 @@ sidecars pick the new version up within a second.`+envHelp)
 	if !ok {
 		return exitUsage
 	}
-	return a.withSession(true, func(s *keysSession) error {
+	// A key to rotate exists only under a KEK: without one there is
+	// nothing to rotate, and making the first KEK here would do so
+	// silently on a command that then fails.
+	return a.withSession(false, func(s *keysSession) error {
 		before, err := s.m.Get(s.ctx, name)
 		if err != nil {
 			return err
