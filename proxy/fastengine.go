@@ -78,6 +78,11 @@ type fastEngine struct {
 
 	mu    sync.Mutex
 	conns map[net.Conn]string // open connections and their clients' addresses
+	// streams are the exchanges whose response body is still streaming
+	// after their handler returned, each with its context's cancel:
+	// closeAll ends them, as net/http's server cancels its requests'
+	// contexts when a drain times out.
+	streams map[*fasthttp.RequestCtx]context.CancelFunc
 }
 
 // Engine names (Config.Engine, SIDECRYPT_ENGINE).
@@ -93,7 +98,7 @@ const (
 const fastReadBuffer = 64 << 10
 
 func newFastEngine(p *Proxy) *fastEngine {
-	e := &fastEngine{p: p, conns: map[net.Conn]string{}}
+	e := &fastEngine{p: p, conns: map[net.Conn]string{}, streams: map[*fasthttp.RequestCtx]context.CancelFunc{}}
 	e.srv = &fasthttp.Server{
 		Handler:                       e.handle,
 		ErrorHandler:                  e.badRequest,
@@ -169,6 +174,13 @@ func (e *fastEngine) closeAll() {
 	e.mu.Lock()
 	for c := range e.conns {
 		c.Close()
+	}
+	// A stream waiting for its upstream (a feed with nothing to send)
+	// does not notice that its client's connection was closed: ending
+	// its context stops the upstream read (fastStream.abort, or
+	// http.Transport's cancellation).
+	for _, cancel := range e.streams {
+		cancel()
 	}
 	e.mu.Unlock()
 }
@@ -328,15 +340,26 @@ func (e *fastEngine) handle(fctx *fasthttp.RequestCtx) {
 	// body. It runs when the handler returns, or, for a streamed
 	// response, when the server closes the stream (fastCancelBody), in
 	// both cases before the server reads the connection again.
+	streaming := false
 	cancel := func() {
 		cancelCtx()
 		if g, ok := in.Body.(*guardedBody); ok {
 			g.stop()
 		}
+		if streaming {
+			e.mu.Lock()
+			delete(e.streams, fctx)
+			e.mu.Unlock()
+		}
 	}
-	streaming := false
 	defer func() {
-		if !streaming {
+		if streaming {
+			// The server writes the body after this returns, and closes
+			// it (cancel) only then.
+			e.mu.Lock()
+			e.streams[fctx] = cancelCtx
+			e.mu.Unlock()
+		} else {
 			cancel()
 		}
 	}()
@@ -409,7 +432,9 @@ func (e *fastEngine) handle(fctx *fasthttp.RequestCtx) {
 		w.commit(fctx)
 		return
 	}
-	streaming = fastWriteResponse(fctx, res, cancel)
+	// A response through http.Transport (a streamed upload, a TLS
+	// upstream): whether its body has begun is not known here.
+	streaming = fastWriteResponse(fctx, res, cancel, true)
 	if !streaming {
 		res.Body.Close()
 	}
@@ -703,8 +728,9 @@ func (p *Proxy) fastOutgoing(in, out *http.Request, ex *exchange) {
 // memory, or of a known length up to smallResponse, is answered from
 // memory; any other streams, and then the stream owns res.Body and the
 // exchange's context (cancel runs when the server closes it). It reports
-// whether the body streams.
-func fastWriteResponse(fctx *fasthttp.RequestCtx, res *http.Response, cancel context.CancelFunc) bool {
+// whether the body streams. flushHead sends a streamed response's head
+// before its first body bytes are read (otherwise they go out together).
+func fastWriteResponse(fctx *fasthttp.RequestCtx, res *http.Response, cancel context.CancelFunc, flushHead bool) bool {
 	resp := &fctx.Response
 	resp.SetStatusCode(res.StatusCode)
 	for k, vv := range res.Header {
@@ -746,6 +772,7 @@ func fastWriteResponse(fctx *fasthttp.RequestCtx, res *http.Response, cancel con
 	}
 	size := int(res.ContentLength) // -1: chunked
 	resp.SetBodyStream(&fastCancelBody{ReadCloser: res.Body, cancel: cancel}, size)
+	resp.ImmediateHeaderFlush = flushHead
 	return true
 }
 

@@ -6,11 +6,13 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/textproto"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -117,7 +119,7 @@ func headerNewlineToSpace(v string) string {
 //
 // With rawHead non-nil, the response's head is also copied there as it
 // came (fasthttp's parser keeps only the last of some repeated fields).
-func (p *Proxy) fastRoundTrip(ctx context.Context, out *http.Request, body []byte, resp *fasthttp.Response, rawHead *[]byte) (release func(eof bool), err error) {
+func (p *Proxy) fastRoundTrip(ctx context.Context, out *http.Request, body []byte, resp *fasthttp.Response, rawHead *[]byte) (release func(eof bool), conn net.Conn, err error) {
 	t := p.direct
 	addr := directAddr(out.URL.Host)
 	req := fasthttp.AcquireRequest()
@@ -126,21 +128,21 @@ func (p *Proxy) fastRoundTrip(ctx context.Context, out *http.Request, body []byt
 	for attempt := 0; ; attempt++ {
 		dc, reused, err := t.get(ctx, addr)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		resp.Reset()
 		release, err := p.fastExchange(dc, &req.Header, body, out.Method == http.MethodHead, resp, rawHead)
 		if err == nil {
-			return release, nil
+			return release, dc.c, nil
 		}
 		dc.c.Close()
 		if reused && attempt == 0 && errors.Is(err, errDirectNoResponse) && retryable(out) && ctx.Err() == nil {
 			continue
 		}
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
-		return nil, err
+		return nil, nil, err
 	}
 }
 
@@ -154,7 +156,8 @@ func (p *Proxy) fastExchange(dc *directConn, h *fasthttp.RequestHeader, body []b
 	// cancelled only by the handler's own goroutine once fastForward has
 	// returned, or when the server closes a streamed body, and fastStream
 	// releases the connection before that. A watch would never fire, and
-	// cost five allocations per request.
+	// cost five allocations per request. (A streamed body, which outlives
+	// the handler, is watched: fastStream.abort.)
 	if err := h.Write(dc.bw); err != nil {
 		return nil, errors.Join(errDirectNoResponse, err)
 	}
@@ -266,6 +269,14 @@ func (p *Proxy) fastExchange(dc *directConn, h *fasthttp.RequestHeader, body []b
 		release(false)
 		return nil, err
 	}
+	// fasthttp's server sends a streamed response's head with its first
+	// body bytes. A body of known length has some already (ReadBody
+	// waited for them); a chunked or close-delimited one may have none
+	// yet (a long-polling feed, a stream that has only flushed its
+	// head): then the head is flushed at once, as net/http's engine
+	// does, or the client would wait for the first bytes to see the
+	// status. The flag is read by fastForward, not by fasthttp.
+	resp.ImmediateHeaderFlush = cl < 0 && dc.br.Buffered() == 0
 	return release, nil
 }
 
@@ -352,12 +363,32 @@ type fastStream struct {
 	resp    *fasthttp.Response
 	release func(bool)
 	cancel  context.CancelFunc
+	conn    net.Conn // the upstream connection, for abort
 	eof     bool
+	// stopWatch ends the watch on the exchange's context (abort).
+	stopWatch func() bool
+
+	mu      sync.Mutex // done and aborted: abort runs on another goroutine
 	done    bool
+	aborted bool
+}
+
+// abort cuts a stream that is still open, from another goroutine: the
+// exchange's context ended (a drain timed out, closeAll) while the
+// server may be waiting in Read for the upstream. Closing the upstream
+// connection makes that Read fail; the connection is never pooled again.
+func (s *fastStream) abort() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done {
+		return
+	}
+	s.aborted = true
+	s.conn.Close()
 }
 
 func (s *fastStream) Read(b []byte) (int, error) {
-	if s.done {
+	if s.done { // only Close sets it, on the goroutine that reads
 		return 0, errors.New("proxy: read on a closed response body")
 	}
 	n, err := s.r.Read(b)
@@ -368,11 +399,18 @@ func (s *fastStream) Read(b []byte) (int, error) {
 }
 
 func (s *fastStream) Close() error {
+	s.mu.Lock()
 	if s.done {
+		s.mu.Unlock()
 		return nil
 	}
 	s.done = true
-	if !s.eof {
+	aborted := s.aborted
+	s.mu.Unlock()
+	if s.stopWatch != nil {
+		s.stopWatch()
+	}
+	if !s.eof || aborted {
 		// Close the connection first, so that closing the stream does
 		// not drain what is left (a feed may never end).
 		s.release(false)
@@ -400,7 +438,7 @@ func (e *fastEngine) fastForward(fctx *fasthttp.RequestCtx, out *http.Request, e
 		// which fasthttp's parser keeps one line of: it gets them all.
 		rawHead = new([]byte)
 	}
-	release, err := p.fastRoundTrip(out.Context(), out, ex.body, up, rawHead)
+	release, conn, err := p.fastRoundTrip(out.Context(), out, ex.body, up, rawHead)
 	if err != nil {
 		fasthttp.ReleaseResponse(up)
 		p.upstreamError(w, out, err)
@@ -413,7 +451,10 @@ func (e *fastEngine) fastForward(fctx *fasthttp.RequestCtx, out *http.Request, e
 	}
 	var stream *fastStream
 	if up.IsBodyStream() {
-		stream = &fastStream{r: up.BodyStream(), resp: up, release: release, cancel: cancel}
+		stream = &fastStream{r: up.BodyStream(), resp: up, release: release, cancel: cancel, conn: conn}
+		// Only a stream outlives the handler, and so can be waiting for
+		// its upstream when the exchange is ended from outside.
+		stream.stopWatch = context.AfterFunc(out.Context(), stream.abort)
 	}
 	if !ex.decrypt {
 		resp := &fctx.Response
@@ -437,6 +478,7 @@ func (e *fastEngine) fastForward(fctx *fasthttp.RequestCtx, out *http.Request, e
 			size = -1
 		}
 		resp.SetBodyStream(stream, size)
+		resp.ImmediateHeaderFlush = up.ImmediateHeaderFlush
 		return true
 	}
 	// Decrypted: modifyResponse reads an *http.Response.
@@ -486,7 +528,7 @@ func (e *fastEngine) fastForward(fctx *fasthttp.RequestCtx, out *http.Request, e
 		w.commit(fctx)
 		return false
 	}
-	streaming = fastWriteResponse(fctx, res, cancel)
+	streaming = fastWriteResponse(fctx, res, cancel, stream != nil && up.ImmediateHeaderFlush)
 	if !streaming {
 		res.Body.Close()
 	}

@@ -1,16 +1,20 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"encoding/pem"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/sidecrypt/sidecrypt/fieldcrypt"
 )
 
 // TestServeDrains: when the context ends, a request in flight completes,
@@ -166,5 +170,84 @@ func TestBrokenUpstreamStream(t *testing.T) {
 				t.Error("a truncated response read as complete")
 			}
 		})
+	}
+}
+
+// TestServeStreamHeadAndDrain: a streamed response whose upstream has
+// sent only its head (a change feed with nothing new yet) reaches the
+// client at once, before any body byte, on both engines, passed through
+// and on a decrypting route; and a drain that times out cuts such a
+// stream: Serve returns, the client sees the body end unfinished, and the
+// upstream connection is closed. The fasthttp engine used to hold the
+// head back until the first body bytes, and its drain waited for the
+// upstream for ever.
+func TestServeStreamHeadAndDrain(t *testing.T) {
+	for _, engine := range feEngines {
+		for _, path := range []string{"/other/_changes?feed=continuous", "/clinic/_changes?feed=continuous"} {
+			t.Run(engine+path, func(t *testing.T) {
+				upLn := mustListen(t)
+				upClosed := make(chan struct{})
+				go func() {
+					c, err := upLn.Accept()
+					if err != nil {
+						return
+					}
+					defer c.Close()
+					if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+						return
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+					// Nothing more: wait for the sidecar to let go.
+					io.Copy(io.Discard, c)
+					close(upClosed)
+				}()
+				p, err := New(Config{
+					Engine:          engine,
+					Upstream:        &url.URL{Scheme: "http", Host: upLn.Addr().String()},
+					Rules:           newStaticRules(fePlan(t)),
+					Keys:            fieldcrypt.NewStaticKeyring(newKey(t, "pii", 1)),
+					ShutdownTimeout: 50 * time.Millisecond,
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ln := mustListen(t)
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				served := make(chan error, 1)
+				go func() { served <- p.Serve(ctx, ln) }()
+				c, err := net.Dial("tcp", ln.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
+				c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil {
+					t.Fatalf("no response head while the upstream sends no body: %v", err)
+				}
+				if resp.StatusCode != 200 {
+					t.Fatalf("status %d", resp.StatusCode)
+				}
+				cancel()
+				select {
+				case err := <-served:
+					if err != nil {
+						t.Errorf("Serve: %v", err)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatal("Serve did not return after the drain timed out")
+				}
+				if _, err := io.ReadAll(resp.Body); err == nil {
+					t.Error("the stream ended cleanly; want it cut")
+				}
+				select {
+				case <-upClosed:
+				case <-time.After(10 * time.Second):
+					t.Error("the upstream connection was not closed")
+				}
+			})
+		}
 	}
 }
