@@ -39,11 +39,12 @@ type Config struct {
 	// would take: for comparing the two, and a way back if an upstream
 	// misbehaves with it.
 	StandardTransport bool
-	// Engine is reverse mode's HTTP server: EngineNetHTTP ("nethttp",
-	// the default: net/http and httputil.ReverseProxy) or EngineFastHTTP
-	// ("fasthttp": fasthttp's server in front of the same pipeline and
-	// upstream transport, fastengine.go). Forward mode always runs on
-	// net/http. SIDECRYPT_ENGINE.
+	// Engine is reverse mode's HTTP server: EngineFastHTTP ("fasthttp",
+	// the default in reverse mode: fasthttp's server in front of the
+	// pipeline, fastengine.go) or EngineNetHTTP ("nethttp": net/http and
+	// httputil.ReverseProxy in front of the same pipeline and upstream
+	// transports). Empty means the mode's default; forward mode always
+	// runs on net/http. SIDECRYPT_ENGINE.
 	Engine string
 	// UpstreamTimeout bounds the wait for the upstream's response headers.
 	// Default 60s. Streaming bodies after the headers are not bounded.
@@ -128,6 +129,8 @@ func (c *Config) Validate() error {
 	switch c.Engine {
 	case "", EngineNetHTTP:
 	case EngineFastHTTP:
+		// Named explicitly: forward mode has no fasthttp engine (an
+		// empty Engine there means net/http).
 		if c.Upstream == nil {
 			errs = append(errs, errors.New("engine fasthttp serves reverse mode only: set an upstream, or use the nethttp engine"))
 		}
@@ -191,4 +194,16 @@ func UpstreamTLSConfig(caFile string) (*tls.Config, error) {
 		return nil, fmt.Errorf("proxy: upstream CA %s: no PEM certificate found", caFile)
 	}
 	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// engine is the HTTP engine Serve runs: Engine, or the mode's default
+// when it is empty (fasthttp in reverse mode, net/http in forward mode).
+func (c *Config) engine() string {
+	if c.Engine != "" {
+		return c.Engine
+	}
+	if c.Upstream != nil {
+		return EngineFastHTTP
+	}
+	return EngineNetHTTP
 }

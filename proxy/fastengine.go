@@ -20,9 +20,10 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// This file is reverse mode's second HTTP engine (Config.Engine
-// "fasthttp", SIDECRYPT_ENGINE=fasthttp): fasthttp's server in front of
-// the same pipeline. Measured beside nginx (docs/BENCHMARKS.md, issue 16),
+// This file is reverse mode's default HTTP engine (Config.Engine
+// "fasthttp"; SIDECRYPT_ENGINE=nethttp selects the other): fasthttp's
+// server in front of the pipeline. Measured beside nginx
+// (docs/BENCHMARKS.md, issue 16),
 // net/http's server and httputil.ReverseProxy cost about twice nginx's
 // CPU per request before sidecrypt does any work: per request, the server
 // starts a background read (a goroutine and a system call) and builds a

@@ -217,10 +217,13 @@ func startProxy(t testing.TB, cfg Config) *testProxy {
 		cfg.ShutdownTimeout = 5 * time.Second
 	}
 	if cfg.Engine == "" && cfg.Upstream != nil {
-		// SIDECRYPT_TEST_ENGINE=fasthttp runs every reverse-mode test of
-		// this package on the fasthttp engine (make test does both).
+		// SIDECRYPT_TEST_ENGINE=nethttp runs every reverse-mode test of
+		// this package on the net/http engine instead of the default
+		// (make test does both).
 		cfg.Engine = os.Getenv("SIDECRYPT_TEST_ENGINE")
 	}
+	// Named, so that a test can ask which engine it runs on.
+	cfg.Engine = cfg.engine()
 	p, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)

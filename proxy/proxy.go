@@ -155,6 +155,10 @@ const (
 	maxHeaderBytes    = 1 << 20
 )
 
+// Engine is the HTTP engine Serve runs (EngineFastHTTP or
+// EngineNetHTTP): Config.Engine, or the mode's default.
+func (p *Proxy) Engine() string { return p.cfg.engine() }
+
 // Serve serves the proxy on ln until ctx ends, then drains: it stops
 // accepting, lets requests in flight finish for up to
 // Config.ShutdownTimeout, and then closes what is left (long-polling feeds,
@@ -162,7 +166,7 @@ const (
 // error if serving failed.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	p.self.Store(newSelfAddr(ln.Addr()))
-	if p.cfg.Engine == EngineFastHTTP {
+	if p.cfg.engine() == EngineFastHTTP {
 		return newFastEngine(p).serve(ctx, ln)
 	}
 	srv := &http.Server{

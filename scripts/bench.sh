@@ -125,14 +125,14 @@ else
   echo "bench: the engine probe did not build; the comparison goes on without it" >&2
 fi
 wrk_compare after "${engine_args[@]}"
-# The same comparison with the sidecars on the fasthttp engine
-# (SIDECRYPT_ENGINE=fasthttp, proxy/fastengine.go), nginx beside them again.
-wrk_compare fast --engine fasthttp
+# The same comparison with the sidecars on the other engine, net/http and
+# httputil.ReverseProxy (SIDECRYPT_ENGINE=nethttp), nginx beside them again.
+wrk_compare net --engine nethttp
 # And with one core's worth of Go scheduler (GOMAXPROCS=1 for the load
 # test, so nginx gets one worker and the sidecars and the upstream one P):
 # what a sidecar limited to one CPU runs as (Go sizes GOMAXPROCS from the
 # cgroup's CPU limit).
-GOMAXPROCS=1 wrk_compare fast1 --engine fasthttp
+GOMAXPROCS=1 wrk_compare one
 if [ -n "${BENCH_BASELINE:-}" ]; then
   wrk_compare before --sidecar-exe "$BENCH_BASELINE"
 fi
@@ -154,17 +154,17 @@ cpu=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || 
   echo "sidecrypt ${wrk_args[*]} --workload write|read"
   echo '```'
   echo
-  echo "Load average (1, 5, 15 min) before and after: writes $(cat "$work/after-write.load0") / $(cat "$work/after-write.load1"); reads $(cat "$work/after-read.load0") / $(cat "$work/after-read.load1")."
+  echo "The sidecars run on the default engine (fasthttp in reverse mode). Load average (1, 5, 15 min) before and after: writes $(cat "$work/after-write.load0") / $(cat "$work/after-write.load1"); reads $(cat "$work/after-read.load0") / $(cat "$work/after-read.load1")."
   echo
   cat "$work/after-goals.md"
   echo
-  echo "The same with the sidecars on the fasthttp engine (\`--engine fasthttp\`, SIDECRYPT_ENGINE=fasthttp; load average: writes $(cat "$work/fast-write.load0") / $(cat "$work/fast-write.load1"); reads $(cat "$work/fast-read.load0") / $(cat "$work/fast-read.load1")):"
+  echo "The same with the sidecars on the net/http engine (\`--engine nethttp\`, SIDECRYPT_ENGINE=nethttp; load average: writes $(cat "$work/net-write.load0") / $(cat "$work/net-write.load1"); reads $(cat "$work/net-read.load0") / $(cat "$work/net-read.load1")):"
   echo
-  cat "$work/fast-goals.md"
+  cat "$work/net-goals.md"
   echo
-  echo "The same on the fasthttp engine with GOMAXPROCS=1 for the whole run (nginx one worker, sidecars and upstream one P; load average: writes $(cat "$work/fast1-write.load0") / $(cat "$work/fast1-write.load1"); reads $(cat "$work/fast1-read.load0") / $(cat "$work/fast1-read.load1")):"
+  echo "The same on the default engine with GOMAXPROCS=1 for the whole run (nginx one worker, sidecars and upstream one P; load average: writes $(cat "$work/one-write.load0") / $(cat "$work/one-write.load1"); reads $(cat "$work/one-read.load0") / $(cat "$work/one-read.load1")):"
   echo
-  cat "$work/fast1-goals.md"
+  cat "$work/one-goals.md"
   if [ -n "${BENCH_BASELINE:-}" ]; then
     echo
     echo "Before: the same comparison with the sidecars of $BENCH_BASELINE (load average: writes $(cat "$work/before-write.load0") / $(cat "$work/before-write.load1"); reads $(cat "$work/before-read.load0") / $(cat "$work/before-read.load1")):"

@@ -282,11 +282,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		mode = "reverse"
 	}
 	log.Info("sidecrypt serving",
-		"version", version, "mode", mode, "listen", ln.Addr().String(), "upstream", redactURL(pcfg.Upstream),
+		"version", version, "mode", mode, "engine", p.Engine(), "listen", ln.Addr().String(), "upstream", redactURL(pcfg.Upstream),
 		"admin", cfg.AdminListen, "admin_socket", cfg.AdminSocket, "rules", cfg.Rules, "rules_hash", src.Current().Hash,
 		"keystore", cfg.Keystore, "hsm", desc.Kind, "audit_log", cfg.AuditLog)
 	_ = auditLog.Record(ctx, audit.Event{Action: "serve.start", Rules: src.Current().Hash,
-		Details: map[string]string{"mode": mode, "listen": ln.Addr().String(), "hsm": desc.Kind, "version": version}})
+		Details: map[string]string{"mode": mode, "engine": p.Engine(), "listen": ln.Addr().String(), "hsm": desc.Kind, "version": version}})
 
 	err = p.Serve(ctx, ln)
 	stop()

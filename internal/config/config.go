@@ -45,11 +45,12 @@ type Config struct {
 	// in memory, proxy/direct.go) or standard (net/http's Transport for
 	// everything). SIDECRYPT_UPSTREAM_TRANSPORT, default direct.
 	UpstreamTransport string `env:"UPSTREAM_TRANSPORT" envDefault:"direct" help:"direct or standard: how reverse mode talks to a plain-HTTP upstream"`
-	// Engine picks reverse mode's HTTP server: nethttp (net/http and
-	// httputil.ReverseProxy) or fasthttp (fasthttp's server in front of
-	// the same pipeline, proxy/fastengine.go). SIDECRYPT_ENGINE, default
-	// nethttp.
-	Engine string `env:"ENGINE" envDefault:"nethttp" help:"nethttp or fasthttp: reverse mode's HTTP server"`
+	// Engine picks reverse mode's HTTP server: fasthttp (fasthttp's
+	// server in front of the pipeline, proxy/fastengine.go) or nethttp
+	// (net/http and httputil.ReverseProxy in front of the same
+	// pipeline). SIDECRYPT_ENGINE; empty (the default) is fasthttp in
+	// reverse mode; forward mode always runs on nethttp.
+	Engine string `env:"ENGINE" help:"fasthttp (reverse mode's default) or nethttp: reverse mode's HTTP server"`
 	// Rules is the rule file (or etcd:// URL). SIDECRYPT_RULES.
 	Rules string `env:"RULES" help:"rule file, or etcd://host:2379/key"`
 	// Keystore is the embedded key store file, or an etcd:// URL.
@@ -337,7 +338,7 @@ func (c *Config) Validate() error {
 	if c.UpstreamTransport != "direct" && c.UpstreamTransport != "standard" {
 		errs = append(errs, fmt.Errorf("SIDECRYPT_UPSTREAM_TRANSPORT=%q: want direct or standard", c.UpstreamTransport))
 	}
-	if c.Engine != "nethttp" && c.Engine != "fasthttp" {
+	if c.Engine != "" && c.Engine != "nethttp" && c.Engine != "fasthttp" {
 		errs = append(errs, fmt.Errorf("SIDECRYPT_ENGINE=%q: want nethttp or fasthttp", c.Engine))
 	}
 	if c.DefaultCryptoperiod < 0 {

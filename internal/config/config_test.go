@@ -103,7 +103,8 @@ func TestValidate(t *testing.T) {
 			t.Fatalf("SIDECRYPT_ENGINE=%s: %+v, %v", v, c, err)
 		}
 	}
-	if c, err := Load(nil); err != nil || c.Engine != "nethttp" {
+	// Empty: the mode's default (fasthttp in reverse mode, proxy.Config).
+	if c, err := Load(nil); err != nil || c.Engine != "" {
 		t.Fatalf("default engine: %+v, %v", c, err)
 	}
 }

@@ -54,12 +54,22 @@ type attack struct {
 	bypass string
 	// after runs extra checks (what the store holds).
 	after func(t *testing.T, st *stack)
-	// fasthttp is the answer on the fasthttp engine
-	// (SIDECRYPT_TEST_ENGINE=fasthttp) where it differs from net/http's:
+	// fasthttp is the answer on the fasthttp engine (the default;
+	// SIDECRYPT_TEST_ENGINE=nethttp runs the other) where it differs
+	// from net/http's:
 	// its parser refuses, or answers without the JSON body, what
 	// net/http's refuses in another way. Nothing else changes: forwarded
 	// and the plaintext checks apply as they are.
 	fasthttp *engineAnswer
+}
+
+// testEngine is the reverse-mode engine the sidecars under test run:
+// SIDECRYPT_TEST_ENGINE, or sidecrypt's default, fasthttp.
+func testEngine() string {
+	if e := os.Getenv("SIDECRYPT_TEST_ENGINE"); e != "" {
+		return e
+	}
+	return "fasthttp"
 }
 
 type engineAnswer struct {
@@ -85,7 +95,7 @@ func (st *stack) runAttacks(t *testing.T, cases []attack) {
 			if a.bypass != "" && os.Getenv("SIDECRYPT_TEST_E2E_BYPASSES") == "" {
 				t.Skip("BYPASS: " + a.bypass)
 			}
-			if a.fasthttp != nil && os.Getenv("SIDECRYPT_TEST_ENGINE") == "fasthttp" {
+			if a.fasthttp != nil && testEngine() == "fasthttp" {
 				a.status, a.code = a.fasthttp.status, a.fasthttp.code
 			}
 			m := st.relay.Mark()
