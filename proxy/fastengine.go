@@ -79,11 +79,13 @@ type fastEngine struct {
 
 	mu    sync.Mutex
 	conns map[net.Conn]string // open connections and their clients' addresses
-	// streams are the exchanges whose response body is still streaming
-	// after their handler returned, each with its context's cancel:
+	// streams holds, per connection, the context's cancel of the last
+	// exchange whose response body streamed after its handler returned:
 	// closeAll ends them, as net/http's server cancels its requests'
-	// contexts when a drain times out.
-	streams map[*fasthttp.RequestCtx]context.CancelFunc
+	// contexts when a drain times out. An entry stays until its
+	// connection closes (track); cancelling an exchange that has already
+	// ended does nothing, and this way a request costs no extra lock.
+	streams map[net.Conn]context.CancelFunc
 }
 
 // Engine names (Config.Engine, SIDECRYPT_ENGINE).
@@ -99,7 +101,7 @@ const (
 const fastReadBuffer = 64 << 10
 
 func newFastEngine(p *Proxy) *fastEngine {
-	e := &fastEngine{p: p, conns: map[net.Conn]string{}, streams: map[*fasthttp.RequestCtx]context.CancelFunc{}}
+	e := &fastEngine{p: p, conns: map[net.Conn]string{}, streams: map[net.Conn]context.CancelFunc{}}
 	e.srv = &fasthttp.Server{
 		Handler:                       e.handle,
 		ErrorHandler:                  e.badRequest,
@@ -154,6 +156,7 @@ func (e *fastEngine) track(c net.Conn, s fasthttp.ConnState) {
 	case fasthttp.StateClosed, fasthttp.StateHijacked:
 		e.mu.Lock()
 		delete(e.conns, c)
+		delete(e.streams, c)
 		e.mu.Unlock()
 	}
 }
@@ -341,24 +344,19 @@ func (e *fastEngine) handle(fctx *fasthttp.RequestCtx) {
 	// body. It runs when the handler returns, or, for a streamed
 	// response, when the server closes the stream (fastCancelBody), in
 	// both cases before the server reads the connection again.
-	streaming := false
 	cancel := func() {
 		cancelCtx()
 		if g, ok := in.Body.(*guardedBody); ok {
 			g.stop()
 		}
-		if streaming {
-			e.mu.Lock()
-			delete(e.streams, fctx)
-			e.mu.Unlock()
-		}
 	}
+	streaming := false
 	defer func() {
 		if streaming {
 			// The server writes the body after this returns, and closes
-			// it (cancel) only then.
+			// it (cancel) only then; a drain may have to end it first.
 			e.mu.Lock()
-			e.streams[fctx] = cancelCtx
+			e.streams[fctx.Conn()] = cancelCtx
 			e.mu.Unlock()
 		} else {
 			cancel()
