@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -78,14 +79,41 @@ type fastEngine struct {
 	srv *fasthttp.Server
 
 	mu    sync.Mutex
-	conns map[net.Conn]string // open connections and their clients' addresses
-	// streams holds, per connection, the context's cancel of the last
-	// exchange whose response body streamed after its handler returned:
-	// closeAll ends them, as net/http's server cancels its requests'
-	// contexts when a drain times out. An entry stays until its
-	// connection closes (track); cancelling an exchange that has already
-	// ended does nothing, and this way a request costs no extra lock.
-	streams map[net.Conn]context.CancelFunc
+	conns map[net.Conn]*fastConn // open connections
+	// closing is set when a drain has timed out and closeAll cuts what is
+	// left: a request that takes an upstream connection after that cuts
+	// it itself (fastConn.waitOn).
+	closing atomic.Bool
+}
+
+// fastConn is what the engine keeps per client connection, so that a
+// drain that times out can end what the connection is doing (closeAll),
+// as net/http's server cancels its requests' contexts.
+type fastConn struct {
+	remote string // the client's address, formatted once per connection
+	// cancel ends the connection's latest exchange: its context, which a
+	// response still streaming after its handler returned watches
+	// (fastStream.abort, or http.Transport's cancellation). Cancelling
+	// an exchange that has already ended does nothing. Guarded by
+	// fastEngine.mu, set with the lookup every request makes anyway.
+	cancel context.CancelFunc
+	// up is the upstream connection the request waits on while
+	// fastRoundTrip runs: the exchange does not watch its context, so
+	// closeAll closes this connection to end the wait.
+	up      atomic.Pointer[directConn]
+	closing *atomic.Bool // the engine's
+}
+
+// waitOn records the upstream connection the request is waiting on (nil
+// when the wait is over); one taken during a drain is cut at once.
+func (fc *fastConn) waitOn(dc *directConn) {
+	if fc == nil {
+		return
+	}
+	fc.up.Store(dc)
+	if dc != nil && fc.closing.Load() {
+		dc.c.Close()
+	}
 }
 
 // Engine names (Config.Engine, SIDECRYPT_ENGINE).
@@ -101,7 +129,7 @@ const (
 const fastReadBuffer = 64 << 10
 
 func newFastEngine(p *Proxy) *fastEngine {
-	e := &fastEngine{p: p, conns: map[net.Conn]string{}, streams: map[net.Conn]context.CancelFunc{}}
+	e := &fastEngine{p: p, conns: map[net.Conn]*fastConn{}}
 	e.srv = &fasthttp.Server{
 		Handler:                       e.handle,
 		ErrorHandler:                  e.badRequest,
@@ -146,45 +174,53 @@ func (l fastLogger) Printf(format string, args ...any) {
 func (e *fastEngine) track(c net.Conn, s fasthttp.ConnState) {
 	switch s {
 	case fasthttp.StateNew:
-		remote := ""
+		fc := &fastConn{closing: &e.closing}
 		if a := c.RemoteAddr(); a != nil {
-			remote = a.String()
+			fc.remote = a.String()
 		}
 		e.mu.Lock()
-		e.conns[c] = remote
+		e.conns[c] = fc
 		e.mu.Unlock()
 	case fasthttp.StateClosed, fasthttp.StateHijacked:
 		e.mu.Lock()
 		delete(e.conns, c)
-		delete(e.streams, c)
 		e.mu.Unlock()
 	}
 }
 
-// remoteAddr is the client's address, as net/http's Request.RemoteAddr.
-func (e *fastEngine) remoteAddr(fctx *fasthttp.RequestCtx) string {
+// begin looks up the request's connection (its client's address, as
+// net/http's Request.RemoteAddr) and makes cancel the one closeAll calls
+// for it.
+func (e *fastEngine) begin(fctx *fasthttp.RequestCtx, cancel context.CancelFunc) *fastConn {
 	e.mu.Lock()
-	remote, ok := e.conns[fctx.Conn()]
+	fc, ok := e.conns[fctx.Conn()]
+	if ok && cancel != nil {
+		fc.cancel = cancel
+	}
 	e.mu.Unlock()
 	if !ok {
-		return fctx.RemoteAddr().String()
+		// Not tracked (no StateNew seen): nothing to register with.
+		return &fastConn{remote: fctx.RemoteAddr().String(), closing: &e.closing}
 	}
-	return remote
+	return fc
 }
 
 // closeAll cuts the connections still open after a drain timed out
-// (continuous change feeds).
+// (continuous change feeds), and what their requests wait on.
 func (e *fastEngine) closeAll() {
+	e.closing.Store(true)
 	e.mu.Lock()
-	for c := range e.conns {
+	for c, fc := range e.conns {
 		c.Close()
-	}
-	// A stream waiting for its upstream (a feed with nothing to send)
-	// does not notice that its client's connection was closed: ending
-	// its context stops the upstream read (fastStream.abort, or
-	// http.Transport's cancellation).
-	for _, cancel := range e.streams {
-		cancel()
+		// A request waiting for its upstream (a slow view, a feed with
+		// nothing to send) does not notice that its client's connection
+		// was closed: end its context and cut the upstream connection.
+		if fc.cancel != nil {
+			fc.cancel()
+		}
+		if dc := fc.up.Load(); dc != nil {
+			dc.c.Close()
+		}
 	}
 	e.mu.Unlock()
 }
@@ -322,7 +358,7 @@ func (notSentBody) Close() error             { return nil }
 // the full pipeline once the body is in.
 func (e *fastEngine) expect(fctx *fasthttp.RequestCtx) int {
 	p := e.p
-	in, ref := fastRequest(context.Background(), fctx, e.remoteAddr(fctx))
+	in, ref := fastRequest(context.Background(), fctx, e.begin(fctx, nil).remote)
 	ex := p.newExchange(modeReverse, nil)
 	if ref == nil {
 		in.Body = notSentBody{}
@@ -339,7 +375,8 @@ func (e *fastEngine) expect(fctx *fasthttp.RequestCtx) int {
 func (e *fastEngine) handle(fctx *fasthttp.RequestCtx) {
 	p := e.p
 	ctx, cancelCtx := context.WithCancel(context.Background())
-	in, ref := fastRequest(ctx, fctx, e.remoteAddr(fctx))
+	fc := e.begin(fctx, cancelCtx)
+	in, ref := fastRequest(ctx, fctx, fc.remote)
 	// cancel ends the exchange: its context, and the loan of the request
 	// body. It runs when the handler returns, or, for a streamed
 	// response, when the server closes the stream (fastCancelBody), in
@@ -352,13 +389,7 @@ func (e *fastEngine) handle(fctx *fasthttp.RequestCtx) {
 	}
 	streaming := false
 	defer func() {
-		if streaming {
-			// The server writes the body after this returns, and closes
-			// it (cancel) only then; a drain may have to end it first.
-			e.mu.Lock()
-			e.streams[fctx.Conn()] = cancelCtx
-			e.mu.Unlock()
-		} else {
+		if !streaming {
 			cancel()
 		}
 	}()
@@ -416,7 +447,7 @@ func (e *fastEngine) handle(fctx *fasthttp.RequestCtx) {
 	}
 	p.fastOutgoing(in, out, ex)
 	if p.fastUsable(out, ex) {
-		streaming = e.fastForward(fctx, out, ex, cancel, &w)
+		streaming = e.fastForward(fctx, fc, out, ex, cancel, &w)
 		return
 	}
 	res, err := oneWrite{p}.RoundTrip(out)

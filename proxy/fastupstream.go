@@ -119,7 +119,7 @@ func headerNewlineToSpace(v string) string {
 //
 // With rawHead non-nil, the response's head is also copied there as it
 // came (fasthttp's parser keeps only the last of some repeated fields).
-func (p *Proxy) fastRoundTrip(ctx context.Context, out *http.Request, body []byte, resp *fasthttp.Response, rawHead *[]byte) (release func(eof bool), conn net.Conn, err error) {
+func (p *Proxy) fastRoundTrip(ctx context.Context, fc *fastConn, out *http.Request, body []byte, resp *fasthttp.Response, rawHead *[]byte) (release func(eof bool), conn net.Conn, err error) {
 	t := p.direct
 	addr := directAddr(out.URL.Host)
 	req := fasthttp.AcquireRequest()
@@ -131,7 +131,9 @@ func (p *Proxy) fastRoundTrip(ctx context.Context, out *http.Request, body []byt
 			return nil, nil, err
 		}
 		resp.Reset()
+		fc.waitOn(dc)
 		release, err := p.fastExchange(dc, &req.Header, body, out.Method == http.MethodHead, resp, rawHead)
+		fc.waitOn(nil)
 		if err == nil {
 			return release, dc.c, nil
 		}
@@ -156,8 +158,9 @@ func (p *Proxy) fastExchange(dc *directConn, h *fasthttp.RequestHeader, body []b
 	// cancelled only by the handler's own goroutine once fastForward has
 	// returned, or when the server closes a streamed body, and fastStream
 	// releases the connection before that. A watch would never fire, and
-	// cost five allocations per request. (A streamed body, which outlives
-	// the handler, is watched: fastStream.abort.)
+	// cost five allocations per request. (A drain that times out closes
+	// dc to end the wait, fastConn.waitOn; a streamed body, which
+	// outlives the handler, is watched: fastStream.abort.)
 	if err := h.Write(dc.bw); err != nil {
 		return nil, errors.Join(errDirectNoResponse, err)
 	}
@@ -429,7 +432,7 @@ func (s *fastStream) Close() error {
 // fastForward is the fasthttp engine's exchange with the native round
 // trip: send, then answer from the upstream's response, through
 // modifyResponse when the exchange decrypts.
-func (e *fastEngine) fastForward(fctx *fasthttp.RequestCtx, out *http.Request, ex *exchange, cancel context.CancelFunc, w *fastWriter) (streaming bool) {
+func (e *fastEngine) fastForward(fctx *fasthttp.RequestCtx, fc *fastConn, out *http.Request, ex *exchange, cancel context.CancelFunc, w *fastWriter) (streaming bool) {
 	p := e.p
 	up := fasthttp.AcquireResponse()
 	var rawHead *[]byte
@@ -438,7 +441,7 @@ func (e *fastEngine) fastForward(fctx *fasthttp.RequestCtx, out *http.Request, e
 		// which fasthttp's parser keeps one line of: it gets them all.
 		rawHead = new([]byte)
 	}
-	release, conn, err := p.fastRoundTrip(out.Context(), out, ex.body, up, rawHead)
+	release, conn, err := p.fastRoundTrip(out.Context(), fc, out, ex.body, up, rawHead)
 	if err != nil {
 		fasthttp.ReleaseResponse(up)
 		p.upstreamError(w, out, err)
