@@ -1,7 +1,8 @@
 // Command benchgoals prints issue 16's goal table from the results of
 // `make bench` (scripts/bench.sh): the wrk write and read comparisons and
 // the open-loop latency run (each `sidecrypt loadtest --json`), and the
-// proxy package's BenchmarkServeHTTP output for allocations per request.
+// proxy package's BenchmarkServeHTTP and BenchmarkFastEngine output for
+// allocations per request.
 //
 //	go run ./scripts/benchgoals -write W.json -read R.json -open O.json -micro micro.txt
 //
@@ -15,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -133,7 +135,14 @@ func run(w io.Writer, writePath, readPath, openPath, microPath string) error {
 		}
 	}
 	goals = append(goals, g)
-	allocs, err := servehttpAllocs(microPath)
+	allocs, err := benchAllocs(microPath, "BenchmarkServeHTTP")
+	if err != nil {
+		return err
+	}
+	// The default engine end to end, its server included
+	// (BenchmarkFastEngine; BenchmarkServeHTTP calls the pipeline's
+	// net/http handler directly).
+	engineAllocs, err := benchAllocs(microPath, "BenchmarkFastEngine")
 	if err != nil {
 		return err
 	}
@@ -151,8 +160,15 @@ func run(w io.Writer, writePath, readPath, openPath, microPath string) error {
 			names = append(names, n)
 		}
 		sort.Strings(names)
+		ag.measured += "the net/http engine's handler (BenchmarkServeHTTP): "
 		for _, n := range names {
 			ag.measured += fmt.Sprintf("%s %d; ", n, allocs[n])
+		}
+		if len(engineAllocs) > 0 {
+			ag.measured += "the fasthttp engine end to end (BenchmarkFastEngine): "
+			for _, n := range slices.Sorted(maps.Keys(engineAllocs)) {
+				ag.measured += fmt.Sprintf("%s %d; ", n, engineAllocs[n])
+			}
 		}
 		flat := true
 		for _, kind := range []string{"encrypt/bulk", "decrypt/all_docs"} {
@@ -226,14 +242,13 @@ func cpu(r *loadtest.Result, name string) string {
 	return s
 }
 
-var benchLine = regexp.MustCompile(`^BenchmarkServeHTTP/(\S+?)(-\d+)?\s+\d+\s.*?\s(\d+) allocs/op`)
-
-// servehttpAllocs reads allocs/op of each BenchmarkServeHTTP case.
-func servehttpAllocs(path string) (map[string]int, error) {
+// benchAllocs reads allocs/op of each case of the benchmark named bench.
+func benchAllocs(path, bench string) (map[string]int, error) {
 	out := map[string]int{}
 	if path == "" {
 		return out, nil
 	}
+	benchLine := regexp.MustCompile(`^` + regexp.QuoteMeta(bench) + `/(\S+?)(-\d+)?\s+\d+\s.*?\s(\d+) allocs/op`)
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
