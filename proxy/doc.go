@@ -198,7 +198,7 @@
 // decryption; only the client-facing server differs, and with it what is
 // refused before the pipeline sees a request (fasthttp's parser) and a
 // few things the fasthttp engine does not carry: 1xx responses, protocol
-// upgrades, response trailers. fasthttp was chosen by measurement: 20-35%
+// upgrades, response trailers. fasthttp was chosen by measurement: 12-46%
 // less CPU per request than net/http's server and httputil.ReverseProxy
 // for the same pipeline (docs/BENCHMARKS.md, issue 16). make test runs
 // this package's tests and the end-to-end attack suite on both.
