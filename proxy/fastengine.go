@@ -229,7 +229,7 @@ func (e *fastEngine) closeAll() {
 func (e *fastEngine) serve(ctx context.Context, ln net.Listener) error {
 	p := e.p
 	errc := make(chan error, 1)
-	go func() { errc <- e.srv.Serve(ln) }()
+	go func() { errc <- e.srv.Serve(lingerListener{ln}) }()
 	select {
 	case err := <-errc:
 		p.Close()
@@ -249,6 +249,64 @@ func (e *fastEngine) serve(ctx context.Context, ln net.Listener) error {
 	<-errc
 	p.Close()
 	return nil
+}
+
+// lingerListener hands fasthttp's server connections that close
+// gracefully (lingerConn).
+type lingerListener struct{ net.Listener }
+
+func (l lingerListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &lingerConn{Conn: c}, nil
+}
+
+// Lingering close, as net/http's server does it (closeWriteAndWait and
+// its rstAvoidanceDelay): how long a closed connection waits for the
+// client, and how much of what it still sends is read meanwhile.
+const (
+	lingerTimeout = 500 * time.Millisecond
+	lingerMax     = 256 << 10
+)
+
+// lingerConn is a client connection whose Close first ends the sending
+// side (FIN after the answer) and waits up to lingerTimeout before it
+// closes the socket, as net/http's server does; fasthttp closes at once.
+// A socket closed with unread bytes in it answers with a reset: a client
+// still sending an upload that the sidecar refused (413 for a body over
+// SIDECRYPT_MAX_BODY, a refusal of its headers) has its write fail, and
+// Go's client, among others, then reports the failed write instead of
+// the answer it was sent. While it waits, the connection reads and
+// discards up to lingerMax bytes, so that a client that has already
+// finished (the usual case: its FIN is read at once) is closed without
+// waiting; past that it stops reading, so a client still uploading
+// blocks on its full window and reads the answer. All of this runs on
+// its own goroutine: Close, and a drain's closeAll, never wait for it.
+type lingerConn struct {
+	net.Conn
+	once sync.Once
+	err  error
+}
+
+func (c *lingerConn) Close() error {
+	c.once.Do(func() {
+		cw, ok := c.Conn.(interface{ CloseWrite() error })
+		if !ok || cw.CloseWrite() != nil {
+			c.err = c.Conn.Close()
+			return
+		}
+		go func() {
+			deadline := time.Now().Add(lingerTimeout)
+			c.Conn.SetReadDeadline(deadline)
+			if n, _ := io.CopyN(io.Discard, c.Conn, lingerMax); n >= lingerMax {
+				time.Sleep(time.Until(deadline))
+			}
+			c.Conn.Close()
+		}()
+	})
+	return c.err
 }
 
 // badRequest answers what fasthttp's parser refused, without echoing any

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -249,5 +251,46 @@ func TestServeStreamHeadAndDrain(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestServeRefusedUploadAnswered: a client still sending an upload that
+// the sidecar refused (over MaxBody) gets the 413 and its JSON code, not
+// a connection reset, on both engines: the connection is closed after
+// the answer with a FIN and a lingering read, as net/http's server does.
+// Closing at once with the rest of the upload unread sends a reset, and
+// the client's kernel then drops the answer it has not read yet.
+func TestServeRefusedUploadAnswered(t *testing.T) {
+	body := `{"ssn":"` + feMarker + `","pad":"` + strings.Repeat("x", 8<<20) + `"}`
+	for _, engine := range feEngines {
+		t.Run(engine, func(t *testing.T) {
+			up := startFeUpstream(t, nil)
+			tp := startProxy(t, Config{
+				Engine:   engine,
+				Upstream: up.URL,
+				Rules:    newStaticRules(fePlan(t)),
+				Keys:     fieldcrypt.NewStaticKeyring(newKey(t, "pii", 1)),
+				MaxBody:  64 << 10,
+			})
+			// Go's own client, as an application would use it: when its
+			// write of the body fails it reports the write's error, not
+			// the answer it was sent.
+			cl := &http.Client{Transport: &http.Transport{}, Timeout: 20 * time.Second}
+			defer cl.CloseIdleConnections()
+			for i := range 10 {
+				req, _ := http.NewRequest("PUT", fmt.Sprintf("%s/clinic/p%d", tp.URL, i), strings.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := cl.Do(req)
+				if err != nil {
+					t.Fatalf("upload %d: no answer: %v", i, err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(b), CodeBodyTooLarge) {
+					t.Fatalf("upload %d: %d %q, want 413 %s", i, resp.StatusCode, b, CodeBodyTooLarge)
+				}
+			}
+			up.checkNoPlaintext(t, engine)
+		})
 	}
 }
