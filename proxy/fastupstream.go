@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/textproto"
 	"slices"
@@ -119,7 +118,7 @@ func headerNewlineToSpace(v string) string {
 //
 // With rawHead non-nil, the response's head is also copied there as it
 // came (fasthttp's parser keeps only the last of some repeated fields).
-func (p *Proxy) fastRoundTrip(ctx context.Context, fc *fastConn, out *http.Request, body []byte, resp *fasthttp.Response, rawHead *[]byte) (release func(eof bool), conn net.Conn, err error) {
+func (p *Proxy) fastRoundTrip(ctx context.Context, fc *fastConn, out *http.Request, body []byte, resp *fasthttp.Response, rawHead *[]byte) (release func(eof bool), err error) {
 	t := p.direct
 	addr := directAddr(out.URL.Host)
 	req := fasthttp.AcquireRequest()
@@ -128,23 +127,23 @@ func (p *Proxy) fastRoundTrip(ctx context.Context, fc *fastConn, out *http.Reque
 	for attempt := 0; ; attempt++ {
 		dc, reused, err := t.get(ctx, addr)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		resp.Reset()
 		fc.waitOn(dc)
 		release, err := p.fastExchange(dc, &req.Header, body, out.Method == http.MethodHead, resp, rawHead)
 		fc.waitOn(nil)
 		if err == nil {
-			return release, dc.c, nil
+			return release, nil
 		}
 		dc.c.Close()
 		if reused && attempt == 0 && errors.Is(err, errDirectNoResponse) && retryable(out) && ctx.Err() == nil {
 			continue
 		}
 		if ctx.Err() != nil {
-			return nil, nil, ctx.Err()
+			return nil, ctx.Err()
 		}
-		return nil, nil, err
+		return nil, err
 	}
 }
 
@@ -366,7 +365,6 @@ type fastStream struct {
 	resp    *fasthttp.Response
 	release func(bool)
 	cancel  context.CancelFunc
-	conn    net.Conn // the upstream connection, for abort
 	eof     bool
 	// stopWatch ends the watch on the exchange's context (abort).
 	stopWatch func() bool
@@ -379,7 +377,8 @@ type fastStream struct {
 // abort cuts a stream that is still open, from another goroutine: the
 // exchange's context ended (a drain timed out, closeAll) while the
 // server may be waiting in Read for the upstream. Closing the upstream
-// connection makes that Read fail; the connection is never pooled again.
+// connection (release(false)) makes that Read fail; Close then releases
+// it unpooled too.
 func (s *fastStream) abort() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -387,7 +386,7 @@ func (s *fastStream) abort() {
 		return
 	}
 	s.aborted = true
-	s.conn.Close()
+	s.release(false)
 }
 
 func (s *fastStream) Read(b []byte) (int, error) {
@@ -441,7 +440,7 @@ func (e *fastEngine) fastForward(fctx *fasthttp.RequestCtx, fc *fastConn, out *h
 		// which fasthttp's parser keeps one line of: it gets them all.
 		rawHead = new([]byte)
 	}
-	release, conn, err := p.fastRoundTrip(out.Context(), fc, out, ex.body, up, rawHead)
+	release, err := p.fastRoundTrip(out.Context(), fc, out, ex.body, up, rawHead)
 	if err != nil {
 		fasthttp.ReleaseResponse(up)
 		p.upstreamError(w, out, err)
@@ -454,7 +453,7 @@ func (e *fastEngine) fastForward(fctx *fasthttp.RequestCtx, fc *fastConn, out *h
 	}
 	var stream *fastStream
 	if up.IsBodyStream() {
-		stream = &fastStream{r: up.BodyStream(), resp: up, release: release, cancel: cancel, conn: conn}
+		stream = &fastStream{r: up.BodyStream(), resp: up, release: release, cancel: cancel}
 		// Only a stream outlives the handler, and so can be waiting for
 		// its upstream when the exchange is ended from outside.
 		stream.stopWatch = context.AfterFunc(out.Context(), stream.abort)
